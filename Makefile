@@ -1,0 +1,27 @@
+.PHONY: install serve test lint format typecheck bench ci
+
+install:
+	uv sync
+
+serve:
+	uv run proxy serve
+
+test:
+	uv run pytest -q
+
+lint:
+	uv run ruff check proxy tests
+	uv run ruff format --check proxy tests
+
+format:
+	uv run ruff format proxy tests
+	uv run ruff check --fix proxy tests
+
+typecheck:
+	uv run mypy
+
+bench:
+	uv run proxy bench
+
+ci:
+	bash .ci/run

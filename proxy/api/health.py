@@ -1,0 +1,59 @@
+"""Liveness, readiness and the model list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from proxy.api.deps import CallerDep
+from proxy.settings import ECHO_MODEL
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Dependencies are reachable")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks: dict[str, str] = {}
+    ready = not getattr(state, "shutting_down", False)
+    if not ready:
+        checks["server"] = "shutting down"
+    try:
+        async with asyncio.timeout(1.0):
+            await state.history.ping()
+        checks["history"] = "ok"
+    except Exception as exc:
+        checks["history"] = f"unavailable: {type(exc).__name__}"
+        ready = False
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/v1/models", dependencies=[CallerDep], summary="Models this proxy serves")
+async def list_models(request: Request) -> dict[str, Any]:
+    router_ = request.app.state.router
+    models: dict[str, dict[str, Any]] = {}
+    default = router_.table.default_target
+    if default is not None:
+        try:
+            for item in await router_.client.list_models(default):
+                if isinstance(item.get("id"), str):
+                    models[item["id"]] = item
+        except Exception as exc:  # the list is a convenience; never fail on it
+            log.warning("could not list the default upstream's models: %r", exc)
+    for alias in router_.table.aliases:
+        models.setdefault(alias, {"id": alias, "object": "model", "owned_by": "proxy"})
+    models.setdefault(ECHO_MODEL, {"id": ECHO_MODEL, "object": "model", "owned_by": "proxy"})
+    return {"object": "list", "data": list(models.values())}

@@ -1,0 +1,83 @@
+"""An SSE response that notices a caller leaving at once, even while the upstream is silent.
+
+Starlette's StreamingResponse only sees a disconnect when a write fails; a voice engine
+that barges in while the model is still thinking would leave the upstream generating.
+Here one task opens the upstream stream and relays it, and is cancelled the moment
+``http.disconnect`` arrives: the upstream connection closes and the interrupted reply
+is recorded. Errors before the first byte still leave as a JSON envelope with a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from proxy.api.errors import error_response
+from proxy.errors import ProxyError
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",  # nginx and friends must not buffer the stream
+}
+
+Opener = Coroutine[Any, Any, AsyncIterator[bytes]]
+
+
+class RelayResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, opener: Opener) -> None:
+        self.opener = opener
+        self.status_code = 200
+        self.background = None
+        self._started = False
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.create_task(self._relay(scope, receive, send))
+        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            caller_left = watcher.done() and not watcher.cancelled()
+            watcher.cancel()
+            if not relay.done():
+                relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await relay
+        if relay.cancelled() and self._started and not caller_left:
+            # A retry of the same request took over: end this response cleanly.
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            frames = await self.opener
+        except ProxyError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        except Exception:
+            log.exception("unexpected error opening a stream")
+            await error_response(ProxyError("internal error"))(scope, receive, send)
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            self._started = True
+            async for chunk in frames:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

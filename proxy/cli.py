@@ -1,0 +1,107 @@
+"""The ``proxy`` command: serve, mock-upstream, bench."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from typing import Any
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app_from_env() -> Any:
+    """uvicorn factory (one per worker process): settings come from the environment."""
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+    from proxy.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from proxy.logs import configure_logging
+    from proxy.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except (ValidationError, ValueError) as exc:
+        print(f"proxy: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if (
+        not settings.auth_required
+        and not _is_loopback(settings.host)
+        and not settings.allow_unauthenticated_public
+    ):
+        print(
+            f"proxy: refusing to listen on {settings.host} without caller keys. Set "
+            "PROXY_API_KEYS, or PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true if that is intended.",
+            file=sys.stderr,
+        )
+        return 2
+    # Worker processes rebuild settings from the environment: pass the overrides on.
+    os.environ["PROXY_HOST"], os.environ["PROXY_PORT"] = settings.host, str(settings.port)
+    uvicorn.run(
+        "proxy.cli:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="proxy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the proxy")
+    serve_cmd.add_argument("--host", default=None, help="default 127.0.0.1 (PROXY_HOST)")
+    serve_cmd.add_argument("--port", type=int, default=None, help="default 8000 (PROXY_PORT)")
+    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.add_argument(
+        "--graceful-timeout", type=float, default=30.0, help="seconds in-flight streams may finish"
+    )
+
+    commands.add_parser(
+        "mock-upstream", help="run the mock OpenAI-compatible upstream", add_help=False
+    )
+    commands.add_parser("bench", help="measure added latency and throughput", add_help=False)
+
+    raw = sys.argv[1:] if argv is None else argv
+    if raw and raw[0] == "mock-upstream":
+        from proxy.mock.upstream import main as mock_main
+
+        return mock_main(raw[1:])
+    if raw and raw[0] == "bench":
+        from proxy.bench.gateway import main as bench_main
+
+        return bench_main(raw[1:])
+    args = parser.parse_args(raw)
+    if args.command == "serve":
+        return serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2

@@ -1,0 +1,123 @@
+"""Building the upstream prompt from a request and the task's stored history.
+
+A request from the engine looks like
+
+    [system...] [UserMessages...] [earlier rounds (History > 0)...] [new turn]
+
+- The leading system messages are applied as given.
+- The new turn is what follows the last assistant message; if it holds several user
+  messages, only the last one (and what follows it) is new: the ones before are
+  prompt messages (``UserMessages``) that precede every turn.
+- With a stored history the store is the truth: earlier rounds the request repeats
+  are dropped (they may carry text the user never heard); messages before the first
+  repeated one are kept in place as prompt messages.
+- With an empty store, the request's earlier rounds seed it (once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.context.budget import TokenCounter, fit_history
+from proxy.context.history import StoredMessage, TaskHistory
+from proxy.context.matching import content_text, normalise
+from proxy.settings import HistoryPolicy
+
+SYSTEM_ROLES = ("system", "developer")
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
+
+
+@dataclass(slots=True)
+class RequestParts:
+    system: list[dict[str, Any]]
+    earlier: list[dict[str, Any]]
+    prompt_tail: list[dict[str, Any]]  # UserMessages that sit just before the new turn
+    new_turn: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class AssembledPrompt:
+    messages: list[dict[str, Any]]
+    new_turn: list[StoredMessage]
+    seed: list[StoredMessage] | None = None
+    history_used: list[StoredMessage] = field(default_factory=list)
+
+
+def split_request(messages: list[dict[str, Any]]) -> RequestParts:
+    start = 0
+    while start < len(messages) and messages[start].get("role") in SYSTEM_ROLES:
+        start += 1
+    rest = messages[start:]
+    last_assistant = max(
+        (i for i, m in enumerate(rest) if m.get("role") == "assistant"), default=-1
+    )
+    earlier, trailing = rest[: last_assistant + 1], rest[last_assistant + 1 :]
+    last_user = max((i for i, m in enumerate(trailing) if m.get("role") == "user"), default=0)
+    return RequestParts(
+        system=messages[:start],
+        earlier=earlier,
+        prompt_tail=trailing[:last_user],
+        new_turn=trailing[last_user:],
+    )
+
+
+def to_stored(message: dict[str, Any], *, request_id: str | None, source: str) -> StoredMessage:
+    return StoredMessage(
+        role=str(message.get("role")),
+        content=message.get("content"),
+        name=message.get("name"),
+        tool_calls=message.get("tool_calls"),
+        tool_call_id=message.get("tool_call_id"),
+        request_id=request_id,
+        source=source,
+    )
+
+
+def _first_repeated(earlier: list[dict[str, Any]], stored: list[StoredMessage]) -> int:
+    """Index of the first request message that the store already holds.
+
+    Stored turns are exact copies, except interrupted replies, which the request may
+    carry in full: those match by prefix. Set lookups keep this linear.
+    """
+    exact = {(m.role, normalise(content_text(m.content))) for m in stored}
+    cut_short = [normalise(content_text(m.content)) for m in stored if m.interrupted]
+    for index, message in enumerate(earlier):
+        role, text = message.get("role"), normalise(content_text(message.get("content")))
+        if (role, text) in exact:
+            return index
+        if role == "assistant" and any(text.startswith(short) for short in cut_short if short):
+            return index
+    return len(earlier)
+
+
+def assemble(
+    parts: RequestParts,
+    history: TaskHistory,
+    *,
+    policy: HistoryPolicy,
+    counter: TokenCounter,
+    request_id: str | None,
+) -> AssembledPrompt:
+    new_turn = [to_stored(m, request_id=request_id, source="turn") for m in parts.new_turn]
+    store_is_empty = history.total_messages == 0 and not history.summary
+    if store_is_empty:
+        seed = [to_stored(m, request_id=None, source="seed") for m in parts.earlier] or None
+        messages = parts.system + parts.earlier + parts.prompt_tail + parts.new_turn
+        return AssembledPrompt(messages=messages, new_turn=new_turn, seed=seed)
+
+    prompt = parts.earlier[: _first_repeated(parts.earlier, history.messages)]
+    prompt += parts.prompt_tail
+    pinned = list(parts.system)
+    if history.summary:
+        pinned.append({"role": "system", "content": SUMMARY_PREFIX + history.summary})
+    fixed = sum(counter.count_openai_message(m) for m in pinned + prompt + parts.new_turn)
+    window = fit_history(
+        history.messages,
+        fixed_tokens=fixed,
+        token_budget=policy.token_budget,
+        max_turns=policy.max_turns,
+        counter=counter,
+    )
+    messages = pinned + prompt + [m.to_openai() for m in window] + parts.new_turn
+    return AssembledPrompt(messages=messages, new_turn=new_turn, history_used=window)

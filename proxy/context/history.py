@@ -1,0 +1,183 @@
+"""The history store interface: per-task conversation turns, shared by all replicas.
+
+Two implementations (``memory_store.MemoryHistoryStore`` for the embedded default,
+``redis_store.RedisHistoryStore`` for production) pass one contract test suite.
+
+Bookkeeping (request ids, interrupted flags, timestamps, cached token counts) lives
+on ``StoredMessage`` and never reaches the upstream: ``StoredMessage.to_openai()``
+returns only the standard OpenAI message fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+OPENAI_MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """One message of a task's history, with the proxy's bookkeeping."""
+
+    role: str
+    content: Any = None  # str, a list of content parts, or None (assistant with tool_calls)
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    # Bookkeeping, never sent upstream.
+    id: str = field(default_factory=new_message_id)
+    request_id: str | None = None
+    interrupted: bool = False
+    created_at: float = field(default_factory=time.time)
+    tokens: int | None = None  # cached token count (see context.budget)
+    source: str = "turn"  # "turn" | "seed" | "context" (operator) | "spoken" (905 with no match)
+
+    def to_openai(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "name": self.name,
+            "tool_calls": self.tool_calls,
+            "tool_call_id": self.tool_call_id,
+            "request_id": self.request_id,
+            "interrupted": self.interrupted,
+            "created_at": self.created_at,
+            "tokens": self.tokens,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredMessage:
+        return cls(
+            role=data["role"],
+            content=data.get("content"),
+            name=data.get("name"),
+            tool_calls=data.get("tool_calls"),
+            tool_call_id=data.get("tool_call_id"),
+            id=data.get("id") or new_message_id(),
+            request_id=data.get("request_id"),
+            interrupted=bool(data.get("interrupted", False)),
+            created_at=float(data.get("created_at") or time.time()),
+            tokens=data.get("tokens"),
+            source=data.get("source") or "turn",
+        )
+
+
+@dataclass(slots=True)
+class TaskHistory:
+    """What ``HistoryStore.load`` returns: the newest messages and the pinned summary."""
+
+    messages: list[StoredMessage]
+    summary: str | None = None
+    total_messages: int = 0  # messages stored for the task, including ones not loaded
+
+
+@dataclass(slots=True)
+class StoredAnswer:
+    """A finished reply, kept so that a retry with the same request id can be replayed."""
+
+    content: str
+    model: str | None = None
+    finish_reason: str | None = "stop"
+    completion_id: str | None = None
+
+
+class ClaimState(enum.Enum):
+    NEW = "new"  # first time this request id is seen: go ahead
+    REPLAY = "replay"  # an earlier attempt finished: replay ``answer``, do not call upstream
+    TAKEOVER = "takeover"  # an earlier attempt is still streaming: this attempt replaces it
+    RETRY = "retry"  # an earlier attempt was interrupted: regenerate, replacing its messages
+
+
+@dataclass(slots=True)
+class RequestClaim:
+    state: ClaimState
+    attempt_id: str
+    answer: StoredAnswer | None = None  # set for REPLAY
+    previous_attempt_id: str | None = None  # set for TAKEOVER
+
+
+class HistoryStore(Protocol):
+    """Per-task history. Every method refreshes the task's TTL when it writes."""
+
+    async def load(self, task_id: str, limit: int) -> TaskHistory:
+        """The newest ``limit`` messages (oldest first) and the summary, if any."""
+        ...
+
+    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
+        """Atomically register an attempt for ``request_id`` (see ``ClaimState``).
+
+        The returned ``attempt_id`` is new for every call; only the latest attempt of a
+        request id may commit.
+        """
+        ...
+
+    async def commit_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str | None,
+        messages: list[StoredMessage],
+        *,
+        answer: StoredAnswer | None,
+        seed: list[StoredMessage] | None = None,
+    ) -> bool:
+        """Append one turn (user message(s), tool turns, assistant reply) atomically.
+
+        - ``seed``: earlier rounds carried by the request; written first, only if the
+          task has no messages yet (so they are never duplicated).
+        - With a request id: refused (returns False, writes nothing) unless
+          ``attempt_id`` is the latest attempt for the request. Messages an earlier
+          attempt of the same request id stored (an interrupted reply) are removed,
+          so a retry never duplicates the user turn.
+        - ``answer`` set: the request is marked finished (REPLAY for later claims);
+          ``answer`` None: marked interrupted (RETRY for later claims).
+        """
+        ...
+
+    async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
+        """Append messages outside a request (operator context, spoken text)."""
+        ...
+
+    async def update_message(
+        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+    ) -> bool:
+        """Correct one stored message in place (the 905 spoken-text fix). False if absent."""
+        ...
+
+    async def set_summary(self, task_id: str, summary: str, upto_message_id: str) -> bool:
+        """Pin ``summary`` and drop every message up to and including ``upto_message_id``."""
+        ...
+
+    async def reset(self, task_id: str) -> None:
+        """Forget the task's history, summary and request markers."""
+        ...
+
+    async def expire(self, task_id: str, ttl_seconds: int) -> None:
+        """Shorten the task's TTL (the task ended)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store is unreachable."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,212 @@
+"""The embedded history store: one process, no Redis.
+
+Used when no Redis is configured. Everything runs on one event loop and no method
+awaits inside a read-modify-write, so plain dicts are safe. Messages are copied on
+the way in and on the way out: callers never share objects with the store.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxy.context.history import (
+    ClaimState,
+    RequestClaim,
+    StoredAnswer,
+    StoredMessage,
+    TaskHistory,
+)
+
+# A full scan for expired tasks runs at most this often (bounded by the TTL itself).
+MAX_SWEEP_INTERVAL_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class _RequestMarker:
+    state: str  # "streaming" | "done" | "interrupted"
+    attempt_id: str
+    answer: StoredAnswer | None = None
+    stored: int = 0  # messages the last commit stored under this request id
+
+
+@dataclass(slots=True)
+class _Task:
+    expires_at: float
+    messages: list[StoredMessage] = field(default_factory=list)
+    summary: str | None = None
+    markers: dict[str, _RequestMarker] = field(default_factory=dict)
+
+
+class MemoryHistoryStore:
+    """``HistoryStore`` in a dict: TTL after the last write, LRU-bounded task count."""
+
+    def __init__(
+        self,
+        ttl_seconds: int = 86400,
+        max_tasks: int = 10000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_tasks = max_tasks
+        self.clock = clock  # replaceable so tests can move time forward
+        self._tasks: OrderedDict[str, _Task] = OrderedDict()  # least recently used first
+        self._sweep_interval = min(float(ttl_seconds), MAX_SWEEP_INTERVAL_SECONDS)
+        self._next_sweep = clock() + self._sweep_interval
+
+    @property
+    def task_count(self) -> int:
+        """Tasks held right now, expired ones not yet swept included."""
+        return len(self._tasks)
+
+    # Reads.
+
+    async def load(self, task_id: str, limit: int) -> TaskHistory:
+        task = self._find(task_id)
+        if task is None:
+            return TaskHistory(messages=[], summary=None, total_messages=0)
+        newest = task.messages[-limit:] if limit > 0 else []
+        return TaskHistory(
+            messages=_copies(newest),
+            summary=task.summary,
+            total_messages=len(task.messages),
+        )
+
+    # Writes.
+
+    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
+        task = self._for_write(task_id)
+        attempt_id = uuid.uuid4().hex
+        marker = task.markers.get(request_id)
+        if marker is None:
+            task.markers[request_id] = _RequestMarker("streaming", attempt_id)
+            return RequestClaim(ClaimState.NEW, attempt_id)
+        if marker.state == "done":
+            answer = dataclasses.replace(marker.answer) if marker.answer else None
+            return RequestClaim(ClaimState.REPLAY, attempt_id, answer=answer)
+        previous = marker.attempt_id
+        was_streaming = marker.state == "streaming"
+        marker.state, marker.attempt_id = "streaming", attempt_id
+        if was_streaming:
+            return RequestClaim(ClaimState.TAKEOVER, attempt_id, previous_attempt_id=previous)
+        return RequestClaim(ClaimState.RETRY, attempt_id)
+
+    async def commit_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str | None,
+        messages: list[StoredMessage],
+        *,
+        answer: StoredAnswer | None,
+        seed: list[StoredMessage] | None = None,
+    ) -> bool:
+        marker = None
+        if request_id is not None:
+            existing = self._find(task_id)
+            marker = existing.markers.get(request_id) if existing else None
+            if marker is None or marker.attempt_id != attempt_id:
+                return False  # a newer attempt owns the request (or the task was reset)
+        task = self._for_write(task_id)
+        if marker is not None and marker.stored:
+            # An earlier attempt's turn (user message + partial reply) is replaced.
+            task.messages = [m for m in task.messages if m.request_id != request_id]
+        written: list[StoredMessage] = []
+        if seed and not task.messages:
+            written.extend(_copies(seed))
+        written.extend(_copies(messages))
+        task.messages.extend(written)
+        if marker is not None:
+            marker.state = "done" if answer is not None else "interrupted"
+            marker.answer = dataclasses.replace(answer) if answer is not None else None
+            marker.stored = sum(1 for m in written if m.request_id == request_id)
+        return True
+
+    async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
+        self._for_write(task_id).messages.extend(_copies(messages))
+
+    async def update_message(
+        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+    ) -> bool:
+        task = self._find(task_id)
+        if task is None:
+            return False
+        for message in reversed(task.messages):  # the corrected message is almost always recent
+            if message.id == message_id:
+                message.content, message.interrupted, message.tokens = content, interrupted, None
+                self._for_write(task_id)
+                return True
+        return False
+
+    async def set_summary(self, task_id: str, summary: str, upto_message_id: str) -> bool:
+        task = self._find(task_id)
+        if task is None:
+            return False
+        for index in range(len(task.messages) - 1, -1, -1):
+            if task.messages[index].id == upto_message_id:
+                del task.messages[: index + 1]
+                task.summary = summary
+                self._for_write(task_id)
+                return True
+        return False
+
+    async def reset(self, task_id: str) -> None:
+        self._tasks.pop(task_id, None)
+
+    async def expire(self, task_id: str, ttl_seconds: int) -> None:
+        task = self._find(task_id)
+        if task is None:
+            return
+        if ttl_seconds <= 0:
+            del self._tasks[task_id]
+        else:
+            task.expires_at = self.clock() + ttl_seconds
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._tasks.clear()
+
+    # Bookkeeping.
+
+    def _find(self, task_id: str) -> _Task | None:
+        """The live task (marked as recently used), or None; drops it if expired."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        if task.expires_at <= self.clock():
+            del self._tasks[task_id]
+            return None
+        self._tasks.move_to_end(task_id)
+        return task
+
+    def _for_write(self, task_id: str) -> _Task:
+        """The task, created if needed, with its TTL restarted."""
+        now = self.clock()
+        self._maybe_sweep(now)
+        task = self._find(task_id)
+        if task is None:
+            while len(self._tasks) >= self.max_tasks:
+                self._tasks.popitem(last=False)  # evict the least recently used
+            task = self._tasks[task_id] = _Task(expires_at=0.0)
+        task.expires_at = now + self.ttl_seconds
+        return task
+
+    def _maybe_sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_interval
+        expired = [task_id for task_id, task in self._tasks.items() if task.expires_at <= now]
+        for task_id in expired:
+            del self._tasks[task_id]
+
+
+def _copies(messages: list[StoredMessage]) -> list[StoredMessage]:
+    return [copy.deepcopy(message) for message in messages]

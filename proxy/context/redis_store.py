@@ -1,0 +1,345 @@
+"""The production history store: Redis, shared by every replica.
+
+Layout per task (the task id sits verbatim in a ``{...}`` hash tag so that all of a
+task's keys share one cluster slot):
+
+- ``<prefix>{<task>}:msgs``: list of JSON messages, oldest first;
+- ``<prefix>{<task>}:meta``: hash, ``summary``;
+- ``<prefix>{<task>}:req``: hash, request id -> marker ``{state, attempt_id, answer,
+  stored}`` (``stored``: messages the last commit wrote under that request id).
+
+Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
+so they are atomic across replicas.
+
+Messages are encoded with a fixed key order: ``id`` and ``request_id`` first (the
+scripts match them by plain string prefix, without decoding), ``content``,
+``interrupted`` and ``tokens`` last (``update_message`` replaces that tail in place).
+Lua never re-encodes a message: its cjson would round floats to 14 digits and turn
+empty lists into objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+
+from proxy.context.history import (
+    ClaimState,
+    RequestClaim,
+    StoredAnswer,
+    StoredMessage,
+    TaskHistory,
+)
+
+# update_message rewrites these; they must stay the last keys of an encoded message.
+MUTABLE_FIELDS = ("content", "interrupted", "tokens")
+
+# Shared by every script. KEYS: messages, meta, requests (``task_keys``); ARGV[1]: TTL.
+_LUA_HELPERS = r"""
+local ttl = tonumber(ARGV[1])
+
+local function touch()
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+end
+
+-- visit(index, value) for each message, newest first, in growing chunks: what is
+-- looked for is almost always near the tail. Stops when visit returns true.
+local function scan_from_tail(visit)
+  local length = redis.call('LLEN', KEYS[1])
+  local seen, chunk = 0, 16
+  while seen < length do
+    local stop = -seen - 1
+    local start = math.max(-length, stop - chunk + 1)
+    local values = redis.call('LRANGE', KEYS[1], start, stop)
+    if #values == 0 then return end
+    for i = #values, 1, -1 do
+      if visit(start + i - 1, values[i]) then return end
+    end
+    seen, chunk = seen + #values, chunk * 2
+  end
+end
+
+local function find_by_id(id_prefix)
+  local found, found_value
+  scan_from_tail(function(index, value)
+    if string.sub(value, 1, #id_prefix) == id_prefix then
+      found, found_value = index, value
+      return true
+    end
+  end)
+  return found, found_value
+end
+"""
+
+# ARGV: ttl, request id, new attempt id. Returns {state, previous attempt, marker}.
+_CLAIM_SCRIPT = r"""
+local raw = redis.call('HGET', KEYS[3], ARGV[2])
+local result
+if not raw then
+  local marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
+  redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
+  result = {'new', '', ''}
+else
+  local marker = cjson.decode(raw)
+  if marker.state == 'done' then
+    result = {'replay', '', raw}
+  else
+    local state = marker.state == 'streaming' and 'takeover' or 'retry'
+    result = {state, marker.attempt_id, ''}
+    marker.state, marker.attempt_id = 'streaming', ARGV[3]
+    redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
+  end
+end
+touch()
+return result
+"""
+
+# ARGV: ttl, request id or '', attempt id, answer JSON or '', request id needle
+# (',"request_id":<json>,'), seed count, seed messages..., messages...
+_COMMIT_SCRIPT = r"""
+local request_id, needle, marker = ARGV[2], ARGV[5], nil
+if request_id ~= '' then
+  local raw = redis.call('HGET', KEYS[3], request_id)
+  if not raw then return 0 end
+  marker = cjson.decode(raw)
+  if marker.attempt_id ~= ARGV[3] then return 0 end
+end
+
+-- The first ',"request_id":' is the top-level key: it directly follows the id string.
+local function has_request_id(value)
+  local at = string.find(value, ',"request_id":', 1, true)
+  return at ~= nil and string.sub(value, at, at + #needle - 1) == needle
+end
+
+local earlier = marker and tonumber(marker.stored) or 0
+if earlier > 0 then  -- drop what an earlier attempt of this request stored
+  local left = earlier
+  scan_from_tail(function(index, value)
+    if has_request_id(value) then
+      redis.call('LSET', KEYS[1], index, '__removed__')
+      left = left - 1
+    end
+    return left == 0
+  end)
+  if left < earlier then redis.call('LREM', KEYS[1], left - earlier, '__removed__') end
+end
+
+local stored = 0
+local function push(first, last)
+  for from = first, last, 500 do
+    local to = math.min(from + 499, last)
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, from, to))
+    for i = from, to do
+      if marker and has_request_id(ARGV[i]) then stored = stored + 1 end
+    end
+  end
+end
+local seed_count = tonumber(ARGV[6])
+if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(7, 6 + seed_count) end
+push(7 + seed_count, #ARGV)
+
+if marker then
+  local finished = ARGV[4] ~= ''
+  marker.state = finished and 'done' or 'interrupted'
+  marker.answer = finished and cjson.decode(ARGV[4]) or cjson.null
+  marker.stored = stored
+  redis.call('HSET', KEYS[3], request_id, cjson.encode(marker))
+end
+touch()
+return 1
+"""
+
+# ARGV: ttl, id prefix, new tail ('"content":...,"interrupted":...,"tokens":null}').
+# Only the tail is replaced, so the rest of the message keeps its exact bytes.
+_UPDATE_MESSAGE_SCRIPT = r"""
+-- Offset of the top-level "content" key: skip strings, track nesting depth.
+local function content_offset(s)
+  local depth, i = 0, 1
+  while true do
+    i = string.find(s, '[{}%[%]"]', i)
+    if not i then return nil end
+    local c = string.sub(s, i, i)
+    if c == '"' then
+      if depth == 1 and string.sub(s, i, i + 9) == '"content":' then return i end
+      repeat  -- to the closing quote, stepping over escapes
+        i = string.find(s, '["\\]', i + 1)
+        local escaped = string.sub(s, i, i) == '\\'
+        if escaped then i = i + 1 end
+      until not escaped
+    elseif c == '{' or c == '[' then
+      depth = depth + 1
+    else
+      depth = depth - 1
+    end
+    i = i + 1
+  end
+end
+
+local index, value = find_by_id(ARGV[2])
+if not index then return 0 end
+local at = content_offset(value)
+if not at then return redis.error_reply('stored message without a content field') end
+redis.call('LSET', KEYS[1], index, string.sub(value, 1, at - 1) .. ARGV[3])
+touch()
+return 1
+"""
+
+# ARGV: ttl, id prefix, summary.
+_SET_SUMMARY_SCRIPT = r"""
+local index = find_by_id(ARGV[2])
+if not index then return 0 end
+if index == -1 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('LTRIM', KEYS[1], index + 1, -1)
+end
+redis.call('HSET', KEYS[2], 'summary', ARGV[3])
+touch()
+return 1
+"""
+
+
+class RedisHistoryStore:
+    """``HistoryStore`` on Redis (standalone or cluster), redis-py asyncio."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = "proxy:", ttl_seconds: int = 86400
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self._claim = client.register_script(_LUA_HELPERS + _CLAIM_SCRIPT)
+        self._commit = client.register_script(_LUA_HELPERS + _COMMIT_SCRIPT)
+        self._update = client.register_script(_LUA_HELPERS + _UPDATE_MESSAGE_SCRIPT)
+        self._set_summary = client.register_script(_LUA_HELPERS + _SET_SUMMARY_SCRIPT)
+
+    def task_keys(self, task_id: str) -> list[str]:
+        """The task's keys: messages, meta, request markers (the scripts' KEYS order)."""
+        base = f"{self.prefix}{{{task_id}}}"
+        return [f"{base}:msgs", f"{base}:meta", f"{base}:req"]
+
+    async def load(self, task_id: str, limit: int) -> TaskHistory:
+        messages_key, meta_key, _ = self.task_keys(task_id)
+        # One round trip; only the tail is read, whatever the length of the list.
+        async with self._client.pipeline(transaction=True) as pipe:
+            if limit > 0:
+                pipe.lrange(messages_key, -limit, -1)
+            pipe.hget(meta_key, "summary")
+            pipe.llen(messages_key)
+            results = await pipe.execute()
+        encoded = results[0] if limit > 0 else []
+        summary, total = results[-2], results[-1]
+        return TaskHistory(
+            messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
+            summary=_text(summary) if summary is not None else None,
+            total_messages=int(total),
+        )
+
+    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
+        attempt_id = uuid.uuid4().hex
+        state, previous, marker = await self._claim(
+            keys=self.task_keys(task_id), args=[self.ttl_seconds, request_id, attempt_id]
+        )
+        claim_state = ClaimState(_text(state))
+        if claim_state is ClaimState.REPLAY:
+            answer = _decode_answer(orjson.loads(marker).get("answer"))
+            return RequestClaim(claim_state, attempt_id, answer=answer)
+        if claim_state is ClaimState.TAKEOVER:
+            return RequestClaim(claim_state, attempt_id, previous_attempt_id=_text(previous))
+        return RequestClaim(claim_state, attempt_id)
+
+    async def commit_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str | None,
+        messages: list[StoredMessage],
+        *,
+        answer: StoredAnswer | None,
+        seed: list[StoredMessage] | None = None,
+    ) -> bool:
+        seed = seed or []
+        args: list[bytes | str | int] = [
+            self.ttl_seconds,
+            request_id or "",
+            attempt_id or "",
+            orjson.dumps(dataclasses.asdict(answer)) if answer is not None else b"",
+            b',"request_id":' + orjson.dumps(request_id) + b",",
+            len(seed),
+            *(_encode(message) for message in seed),
+            *(_encode(message) for message in messages),
+        ]
+        committed = await self._commit(keys=self.task_keys(task_id), args=args)
+        return bool(committed)
+
+    async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
+        keys = self.task_keys(task_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            if messages:
+                pipe.rpush(keys[0], *(_encode(message) for message in messages))
+            self._queue_expire(pipe, keys, self.ttl_seconds)
+            await pipe.execute()
+
+    async def update_message(
+        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+    ) -> bool:
+        replacement = dict.fromkeys(MUTABLE_FIELDS)
+        replacement.update(content=content, interrupted=interrupted)  # tokens: recount
+        tail = orjson.dumps(replacement)[1:]  # '"content":...,"tokens":null}'
+        args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(message_id), tail]
+        return bool(await self._update(keys=self.task_keys(task_id), args=args))
+
+    async def set_summary(self, task_id: str, summary: str, upto_message_id: str) -> bool:
+        args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(upto_message_id), summary]
+        return bool(await self._set_summary(keys=self.task_keys(task_id), args=args))
+
+    async def reset(self, task_id: str) -> None:
+        await self._client.delete(*self.task_keys(task_id))
+
+    async def expire(self, task_id: str, ttl_seconds: int) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            self._queue_expire(pipe, self.task_keys(task_id), ttl_seconds)
+            await pipe.execute()
+
+    async def ping(self) -> None:
+        if not await self._client.ping():
+            raise ConnectionError("redis did not answer PING")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    @staticmethod
+    def _queue_expire(pipe: Any, keys: list[str], ttl_seconds: int) -> None:
+        for key in keys:
+            pipe.expire(key, ttl_seconds)
+
+
+def _encode(message: StoredMessage) -> bytes:
+    fields = message.to_dict()
+    head = {"id": fields.pop("id"), "request_id": fields.pop("request_id")}
+    tail = {name: fields.pop(name) for name in MUTABLE_FIELDS}
+    return orjson.dumps({**head, **fields, **tail})
+
+
+def _id_prefix(message_id: str) -> bytes:
+    """How every encoded message with this id starts (see ``_encode``)."""
+    return b'{"id":' + orjson.dumps(message_id) + b","
+
+
+def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
+    if not data:
+        return None
+    return StoredAnswer(
+        content=data.get("content") or "",
+        model=data.get("model"),
+        finish_reason=data.get("finish_reason"),
+        completion_id=data.get("completion_id"),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

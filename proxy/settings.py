@@ -1,0 +1,158 @@
+"""All configuration: one pydantic-settings class, env prefix ``PROXY_``, optional YAML.
+
+Precedence (highest first): constructor arguments, environment variables, the YAML
+file named by ``PROXY_CONFIG``, defaults. Nothing else in the code reads the
+environment, except an upstream target's ``api_key_env``, which names the variable
+that holds that target's key so that keys never sit in the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ECHO_MODEL = "echo"
+
+
+class UpstreamTarget(BaseModel):
+    """One OpenAI-compatible endpoint a model alias can be served by."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the API key."
+    )
+    model: str | None = Field(
+        default=None, description="Upstream model name; the requested name when unset."
+    )
+    connect_timeout: float = Field(default=2.0, gt=0)
+    first_token_timeout: float = Field(default=10.0, gt=0)
+    total_timeout: float = Field(default=300.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class ModelRoute(BaseModel):
+    """A model alias served by an ordered list of targets (tried in order)."""
+
+    targets: list[UpstreamTarget] = Field(min_length=1)
+
+
+class HistoryPolicy(BaseModel):
+    max_turns: int = Field(default=30, ge=0, description="Turns kept in the window; 0 = no limit.")
+    token_budget: int = Field(default=6000, ge=256, description="Tokens for the whole prompt.")
+    load_limit: int = Field(
+        default=200, ge=1, description="Newest stored messages loaded per request."
+    )
+    summarise: bool = False
+    summary_threshold_turns: int = Field(default=40, ge=4)
+    summary_keep_turns: int = Field(default=10, ge=1)
+    summary_model: str | None = None
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROXY_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    config: str | None = Field(default=None, description="Path of an optional YAML config file.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    # Callers.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allow_unauthenticated_public: bool = Field(
+        default=False,
+        description="Allow listening beyond loopback with no API keys configured.",
+    )
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Upstreams.
+    upstream_base_url: str | None = None
+    upstream_api_key: SecretStr | None = None
+    upstream_connect_timeout: float = Field(default=2.0, gt=0)
+    upstream_first_token_timeout: float = Field(default=10.0, gt=0)
+    upstream_total_timeout: float = Field(default=300.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+    routes: dict[str, ModelRoute] = Field(default_factory=dict)
+
+    # Per-task context.
+    redis_url: str | None = None
+    redis_prefix: str = "proxy:"
+    redis_timeout_ms: int = Field(default=250, ge=10)
+    history_ttl_seconds: int = Field(default=86_400, ge=60)
+    history_closed_ttl_seconds: int = Field(default=600, ge=1)
+    history: HistoryPolicy = Field(default_factory=HistoryPolicy)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production" and self.admin_token is None:
+            raise ValueError("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
+            raise ValueError("PROXY_ADMIN_TOKEN must be at least 16 characters")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("PROXY_CONFIG")
+        if config_path:
+            if not os.path.isfile(config_path):
+                raise ValueError(f"PROXY_CONFIG names a missing file: {config_path}")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+    # Derived views.
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.api_keys)
+
+    def default_target(self) -> UpstreamTarget | None:
+        if not self.upstream_base_url:
+            return None
+        return UpstreamTarget(
+            base_url=self.upstream_base_url,
+            api_key=self.upstream_api_key,
+            connect_timeout=self.upstream_connect_timeout,
+            first_token_timeout=self.upstream_first_token_timeout,
+            total_timeout=self.upstream_total_timeout,
+        )

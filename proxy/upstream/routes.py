@@ -1,0 +1,109 @@
+"""Model routing: alias -> ordered targets, with fallback before the first byte.
+
+A request is retried on the next target only while nothing has reached the caller:
+connect errors, timeouts to the first event, 429 and 5xx. A 4xx from an upstream
+(other than 429) is the request's fault and goes straight back to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import orjson
+
+from proxy.errors import UpstreamError
+from proxy.settings import ECHO_MODEL, Settings, UpstreamTarget
+from proxy.upstream.client import UpstreamClient
+from proxy.upstream.echo import EchoStream, echo_completion
+
+log = logging.getLogger(__name__)
+
+
+class CompletionStream(Protocol):
+    """What the relay consumes: an upstream stream or the echo model."""
+
+    first_events: list[bytes]
+
+    def batches(self) -> AsyncIterator[list[bytes]]: ...
+
+    def close(self) -> None: ...
+
+
+class RouteTable:
+    """Which targets serve a model name. ``None`` means the built-in echo model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._routes = {alias: route.targets for alias, route in settings.routes.items()}
+        default = settings.default_target()
+        self._default = [default] if default else None
+
+    def resolve(self, model: str) -> list[UpstreamTarget] | None:
+        if model == ECHO_MODEL and ECHO_MODEL not in self._routes:
+            return None
+        return self._routes.get(model, self._default)
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self._routes)
+
+    @property
+    def default_target(self) -> UpstreamTarget | None:
+        return self._default[0] if self._default else None
+
+    @property
+    def has_upstream(self) -> bool:
+        return bool(self._routes or self._default)
+
+
+def _body_for(target: UpstreamTarget, body: dict[str, Any]) -> bytes:
+    if target.model and body.get("model") != target.model:
+        body = {**body, "model": target.model}
+    return orjson.dumps(body)
+
+
+class UpstreamRouter:
+    def __init__(self, client: UpstreamClient, table: RouteTable) -> None:
+        self.client = client
+        self.table = table
+        self.fallbacks = 0  # how often a target failed and the next one was tried
+
+    async def open_stream(self, body: dict[str, Any]) -> CompletionStream:
+        targets = self.table.resolve(str(body.get("model", "")))
+        if targets is None:
+            return EchoStream(body)
+        last_error: UpstreamError | None = None
+        for position, target in enumerate(targets):
+            try:
+                return await self.client.open_stream(target, _body_for(target, body))
+            except UpstreamError as exc:
+                last_error = self._note_failure(exc, position, targets)
+        assert last_error is not None
+        raise last_error
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        targets = self.table.resolve(str(body.get("model", "")))
+        if targets is None:
+            return echo_completion(body)
+        last_error: UpstreamError | None = None
+        for position, target in enumerate(targets):
+            try:
+                return await self.client.complete(target, _body_for(target, body))
+            except UpstreamError as exc:
+                last_error = self._note_failure(exc, position, targets)
+        assert last_error is not None
+        raise last_error
+
+    def _note_failure(
+        self, exc: UpstreamError, position: int, targets: list[UpstreamTarget]
+    ) -> UpstreamError:
+        if not exc.retryable:
+            raise exc
+        if position + 1 < len(targets):
+            self.fallbacks += 1
+            log.warning(
+                "upstream target failed, trying the next one",
+                extra={"target": targets[position].base_url, "error": exc.message},
+            )
+        return exc

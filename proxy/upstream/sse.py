@@ -1,0 +1,40 @@
+"""Incremental decoder for an upstream's Server-Sent Events stream.
+
+Only ``data:`` fields matter for OpenAI-compatible streams; comments (keep-alive
+pings such as ``: PROCESSING``), ``event:``, ``id:`` and ``retry:`` are dropped.
+"""
+
+from __future__ import annotations
+
+DONE = b"[DONE]"
+
+
+class SSEDecoder:
+    """Feed raw bytes as they arrive; get back the data payload of each completed event."""
+
+    __slots__ = ("_buffer", "_data")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, self._buffer = buffer.split(b"\n")
+        events: list[bytes] = []
+        for line in lines:
+            if not line:  # a blank line ends the event
+                if self._data:
+                    events.append(b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(b" ") else value)
+        return events
+
+    def flush(self) -> list[bytes]:
+        """Events left when the stream ends without a final blank line."""
+        events = self.feed(b"\n\n") if self._buffer or self._data else []
+        return events

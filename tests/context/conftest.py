@@ -1,0 +1,54 @@
+"""Fixtures for the history store contract: every implementation behind one ``store``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from proxy.context.history import HistoryStore
+from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_store import RedisHistoryStore
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def memory_store() -> MemoryHistoryStore:
+    return MemoryHistoryStore(ttl_seconds=3600, max_tasks=1000)
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.Redis]:
+    """A client on the test server; skipped only if no URL was given and none answers."""
+    url = os.environ.get("PROXY_TEST_REDIS_URL")
+    client = redis.Redis.from_url(url or DEFAULT_REDIS_URL)
+    try:
+        await client.ping()
+    except (redis.ConnectionError, OSError) as exc:
+        await client.aclose()
+        if url:
+            raise
+        pytest.skip(f"no redis at {DEFAULT_REDIS_URL}: {exc}")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_store(redis_client: redis.Redis) -> AsyncIterator[RedisHistoryStore]:
+    prefix = f"proxytest:{uuid.uuid4().hex}:"
+    store = RedisHistoryStore(redis_client, prefix=prefix, ttl_seconds=3600)
+    yield store
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> HistoryStore:
+    """Each implementation in turn; the contract tests run against both."""
+    implementation: HistoryStore = request.getfixturevalue(f"{request.param}_store")
+    return implementation

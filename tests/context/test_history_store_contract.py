@@ -1,0 +1,343 @@
+"""The ``HistoryStore`` contract: the memory and Redis stores behave the same."""
+
+# Full-width Chinese punctuation is deliberate in the roundtrip test.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as redis
+
+from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, StoredMessage
+from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_store import RedisHistoryStore
+
+
+class FakeClock:
+    """A clock the test moves by hand, for the memory store's TTL."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+ANSWER = StoredAnswer(content="hi there", model="m-1", finish_reason="stop", completion_id="c-1")
+
+
+def user(text: str, request_id: str | None = None) -> StoredMessage:
+    return StoredMessage(role="user", content=text, request_id=request_id)
+
+
+def reply(text: str, request_id: str | None = None, interrupted: bool = False) -> StoredMessage:
+    return StoredMessage(
+        role="assistant", content=text, request_id=request_id, interrupted=interrupted
+    )
+
+
+async def contents(store: HistoryStore, task_id: str, limit: int = 1000) -> list[object]:
+    return [m.content for m in (await store.load(task_id, limit)).messages]
+
+
+async def commit(store: HistoryStore, task_id: str, request_id: str, text: str) -> None:
+    claim = await store.claim_request(task_id, request_id)
+    turn = [user(text, request_id), reply(f"re:{text}", request_id)]
+    assert await store.commit_turn(task_id, request_id, claim.attempt_id, turn, answer=ANSWER)
+
+
+# Request claims.
+
+
+async def test_claim_states_follow_the_marker(store: HistoryStore) -> None:
+    first = await store.claim_request("t", "r1")
+    assert first.state is ClaimState.NEW and first.answer is None
+    second = await store.claim_request("t", "r1")
+    assert second.state is ClaimState.TAKEOVER
+    assert second.previous_attempt_id == first.attempt_id != second.attempt_id
+    assert await store.commit_turn("t", "r1", second.attempt_id, [user("q", "r1")], answer=ANSWER)
+    third = await store.claim_request("t", "r1")
+    assert third.state is ClaimState.REPLAY and third.answer == ANSWER
+    assert third.attempt_id not in (first.attempt_id, second.attempt_id)
+    # A replay leaves the marker alone: the replaying attempt cannot commit.
+    assert not await store.commit_turn("t", "r1", third.attempt_id, [user("x", "r1")], answer=None)
+    assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
+
+
+async def test_retry_after_interrupted_attempt_never_duplicates_user_turn(
+    store: HistoryStore,
+) -> None:
+    await commit(store, "t", "r0", "before")
+    first = await store.claim_request("t", "r1")
+    partial = [user("question", "r1"), reply("half an ans", "r1", interrupted=True)]
+    assert await store.commit_turn("t", "r1", first.attempt_id, partial, answer=None)
+    await store.append("t", [StoredMessage(role="system", content="operator note")])
+
+    retry = await store.claim_request("t", "r1")
+    assert retry.state is ClaimState.RETRY and retry.previous_attempt_id is None
+    # A takeover of the retry must still replace what the interrupted attempt stored.
+    takeover = await store.claim_request("t", "r1")
+    assert takeover.state is ClaimState.TAKEOVER
+    assert takeover.previous_attempt_id == retry.attempt_id
+    full = [user("question", "r1"), reply("a full answer", "r1")]
+    assert await store.commit_turn("t", "r1", takeover.attempt_id, full, answer=ANSWER)
+
+    assert await contents(store, "t") == [
+        "before",
+        "re:before",
+        "operator note",
+        "question",
+        "a full answer",
+    ]
+    assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
+
+
+async def test_stale_attempt_cannot_commit_after_takeover(store: HistoryStore) -> None:
+    stale = await store.claim_request("t", "r1")
+    fresh = await store.claim_request("t", "r1")
+    turn = [user("q", "r1"), reply("stale", "r1")]
+    assert not await store.commit_turn("t", "r1", stale.attempt_id, turn, answer=ANSWER)
+    assert await contents(store, "t") == []
+    assert (await store.claim_request("t", "r1")).state is ClaimState.TAKEOVER
+    assert not await store.commit_turn("t", "r1", fresh.attempt_id, turn, answer=ANSWER)
+    assert not await store.commit_turn("t", "unclaimed", "a", turn, answer=ANSWER)
+    assert (await store.load("t", 10)).total_messages == 0
+
+
+async def test_commit_without_request_id_appends(store: HistoryStore) -> None:
+    assert await store.commit_turn("t", None, None, [user("a")], answer=None)
+    assert await store.commit_turn("t", None, None, [user("b"), reply("c")], answer=ANSWER)
+    assert await contents(store, "t") == ["a", "b", "c"]
+
+
+async def test_seed_is_written_only_when_the_task_is_empty(store: HistoryStore) -> None:
+    seed = [user("old q"), reply("old a")]
+    assert await store.commit_turn("t", None, None, [user("q1")], answer=None, seed=seed)
+    claim = await store.claim_request("t", "r2")
+    again = [user("ignored seed")]
+    assert await store.commit_turn(
+        "t", "r2", claim.attempt_id, [user("q2", "r2")], answer=ANSWER, seed=again
+    )
+    assert await contents(store, "t") == ["old q", "old a", "q1", "q2"]
+
+
+# Reading.
+
+
+async def test_load_returns_the_newest_messages_oldest_first(store: HistoryStore) -> None:
+    await store.append("t", [user(f"m{i}") for i in range(10)])
+    history = await store.load("t", 3)
+    assert [m.content for m in history.messages] == ["m7", "m8", "m9"]
+    assert history.total_messages == 10 and history.summary is None
+    assert len((await store.load("t", 50)).messages) == 10
+    empty = await store.load("t", 0)
+    assert empty.messages == [] and empty.total_messages == 10
+    unknown = await store.load("nobody", 5)
+    assert unknown.messages == [] and unknown.total_messages == 0
+
+
+async def test_messages_roundtrip_with_their_bookkeeping(store: HistoryStore) -> None:
+    message = StoredMessage(
+        role="assistant",
+        content=[{"type": "text", "text": "x"}, {"type": "meta", "tags": []}],
+        tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        request_id="r1",
+        created_at=1712345678.123456,
+        tokens=42,
+        source="context",
+    )
+    await store.append("t", [message])
+    (loaded,) = (await store.load("t", 1)).messages
+    assert loaded == message and loaded is not message
+
+
+async def test_store_never_shares_message_objects(store: HistoryStore) -> None:
+    message = user("original")
+    await store.append("t", [message])
+    message.content = "changed by the caller"
+    loaded = (await store.load("t", 1)).messages[0]
+    loaded.content = "changed by a reader"
+    assert await contents(store, "t") == ["original"]
+
+
+# Corrections and summaries.
+
+
+async def test_update_message_replaces_content_by_id(store: HistoryStore) -> None:
+    tool_calls = [{"id": "c1", "function": {"name": "f", "arguments": '{"content": 1}'}}]
+    target = StoredMessage(
+        role="assistant",
+        content=[{"type": "text", "content": "nested"}],
+        tool_calls=[*tool_calls, {"content": {"deep": ['"content":', "ends in \\"]}}],
+        request_id="r1",
+        interrupted=True,
+        created_at=1712345678.987654,
+        tokens=7,
+    )
+    await store.append("t", [target, *(user(f"later {i}") for i in range(40))])
+    assert await store.update_message("t", target.id, content='said "this"', interrupted=False)
+
+    history = await store.load("t", 100)
+    updated = history.messages[0]
+    assert (updated.content, updated.interrupted, updated.tokens) == ('said "this"', False, None)
+    assert (updated.id, updated.request_id, updated.created_at) == (
+        target.id,
+        "r1",
+        1712345678.987654,
+    )
+    assert updated.tool_calls == target.tool_calls and history.total_messages == 41
+    assert not await store.update_message("t", "missing", content="x", interrupted=False)
+    assert not await store.update_message("other", target.id, content="x", interrupted=False)
+
+
+async def test_set_summary_drops_everything_up_to_the_message(store: HistoryStore) -> None:
+    messages = [user(f"m{i}") for i in range(6)]
+    await store.append("t", messages)
+    assert not await store.set_summary("t", "nothing", "missing")
+    assert (await store.load("t", 10)).summary is None
+
+    assert await store.set_summary("t", "first three", messages[2].id)
+    history = await store.load("t", 10)
+    assert [m.content for m in history.messages] == ["m3", "m4", "m5"]
+    assert history.summary == "first three" and history.total_messages == 3
+
+    assert await store.set_summary("t", "all of it", messages[5].id)
+    history = await store.load("t", 10)
+    assert history.messages == [] and history.summary == "all of it"
+
+
+# Lifetime.
+
+
+async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) -> None:
+    await commit(store, "t", "r1", "q")
+    await store.set_summary("t", "s", (await store.load("t", 1)).messages[0].id)
+    in_flight = await store.claim_request("t", "r2")
+    await store.reset("t")
+
+    history = await store.load("t", 10)
+    assert history.messages == [] and history.summary is None and history.total_messages == 0
+    assert (await store.claim_request("t", "r1")).state is ClaimState.NEW
+    # An attempt claimed before the reset cannot write into the fresh task.
+    assert not await store.commit_turn("t", "r2", in_flight.attempt_id, [user("x")], answer=None)
+
+
+async def test_expire_zero_forgets_the_task(store: HistoryStore) -> None:
+    await commit(store, "t", "r1", "q")
+    await store.expire("t", 0)
+    assert (await store.load("t", 10)).total_messages == 0
+    assert (await store.claim_request("t", "r1")).state is ClaimState.NEW
+
+
+async def test_tasks_are_isolated(store: HistoryStore) -> None:
+    task_ids = ["a", "a}", "{a}", "a:msgs", "b"]
+    for task_id in task_ids:
+        await commit(store, task_id, "same-request", f"from {task_id}")
+    await store.set_summary("b", "b only", (await store.load("b", 1)).messages[0].id)
+    await store.reset("a:msgs")
+    for task_id in ["a", "a}", "{a}"]:
+        history = await store.load(task_id, 10)
+        assert [m.content for m in history.messages] == [f"from {task_id}", f"re:from {task_id}"]
+        assert history.summary is None
+        assert (await store.claim_request(task_id, "same-request")).state is ClaimState.REPLAY
+    assert (await store.claim_request("a:msgs", "same-request")).state is ClaimState.NEW
+
+
+async def test_chinese_text_roundtrip(store: HistoryStore) -> None:
+    task_id, request_id = "任务-42", "请求-1"
+    claim = await store.claim_request(task_id, request_id)
+    answer = StoredAnswer(content="您好，我是小助手。", model="模型")
+    turn = [user("你好，请问今天天气怎么样？", request_id), reply("今天晴", request_id)]
+    assert await store.commit_turn(task_id, request_id, claim.attempt_id, turn, answer=answer)
+    corrected = "今天晴，气温“二十度”"
+    assert await store.update_message(task_id, turn[1].id, content=corrected, interrupted=True)
+    assert await store.set_summary(task_id, "用户问了天气。", turn[0].id)
+
+    history = await store.load(task_id, 10)
+    assert [m.content for m in history.messages] == [corrected]
+    assert history.summary == "用户问了天气。"
+    replay = await store.claim_request(task_id, request_id)
+    assert replay.state is ClaimState.REPLAY and replay.answer == answer
+
+
+# Concurrency.
+
+
+async def test_concurrent_commits_lose_nothing(store: HistoryStore) -> None:
+    async def one_request(n: int) -> None:
+        await commit(store, "busy", f"r{n}", f"q{n}")
+
+    await asyncio.gather(*(one_request(n) for n in range(50)))
+    history = await store.load("busy", 1000)
+    assert history.total_messages == 100
+    odd, even = history.messages[::2], history.messages[1::2]
+    pairs = [(a.content, b.content) for a, b in zip(odd, even, strict=True)]
+    assert sorted(pairs) == sorted((f"q{n}", f"re:q{n}") for n in range(50))
+
+
+async def test_only_the_latest_of_concurrent_claims_commits(store: HistoryStore) -> None:
+    claims = await asyncio.gather(*(store.claim_request("t", "r1") for _ in range(20)))
+    assert sum(claim.state is ClaimState.NEW for claim in claims) == 1
+    results = await asyncio.gather(
+        *(
+            store.commit_turn("t", "r1", c.attempt_id, [user(str(i), "r1")], answer=ANSWER)
+            for i, c in enumerate(claims)
+        )
+    )
+    assert sum(results) == 1
+    assert (await store.load("t", 10)).total_messages == 1
+
+
+# Implementation specifics: TTLs.
+
+
+async def test_redis_ttl_is_set_and_refreshed_on_every_key(
+    redis_store: RedisHistoryStore, redis_client: redis.Redis
+) -> None:
+    keys = redis_store.task_keys("t")
+    await commit(redis_store, "t", "r1", "q")
+    await redis_store.set_summary("t", "s", (await redis_store.load("t", 1)).messages[0].id)
+    await redis_store.append("t", [user("more")])
+    for key in keys:
+        assert 3590 <= await redis_client.ttl(key) <= 3600
+
+    await redis_store.expire("t", 5)
+    for key in keys:
+        assert 0 < await redis_client.ttl(key) <= 5
+    await redis_store.claim_request("t", "r2")  # any write restarts the full TTL
+    for key in keys:
+        assert await redis_client.ttl(key) > 3500
+
+
+async def test_memory_ttl_runs_from_the_last_write() -> None:
+    clock = FakeClock()
+    store = MemoryHistoryStore(ttl_seconds=10, clock=clock)
+    await store.append("t", [user("q")])
+    clock.advance(9)
+    await store.load("t", 1)  # reading does not extend the TTL
+    await store.append("t", [user("q2")])
+    clock.advance(9)
+    assert (await store.load("t", 10)).total_messages == 2
+    await store.expire("t", 3)
+    clock.advance(3)
+    assert (await store.load("t", 10)).total_messages == 0
+
+
+async def test_memory_store_is_bounded() -> None:
+    clock = FakeClock()
+    store = MemoryHistoryStore(ttl_seconds=10, max_tasks=3, clock=clock)
+    for task_id in ["a", "b", "c"]:
+        await store.append(task_id, [user(task_id)])
+    await store.load("a", 1)  # "b" is now the least recently used
+    await store.append("d", [user("d")])
+    assert store.task_count == 3
+    assert (await store.load("b", 1)).total_messages == 0
+    assert (await store.load("a", 1)).total_messages == 1
+
+    clock.advance(60)  # expired tasks are swept even if nobody reads them again
+    await store.append("e", [user("e")])
+    assert store.task_count == 1
