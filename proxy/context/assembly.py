@@ -111,13 +111,25 @@ def assemble(
     pinned = list(parts.system)
     if history.summary:
         pinned.append({"role": "system", "content": SUMMARY_PREFIX + history.summary})
-    fixed = sum(counter.count_openai_message(m) for m in pinned + prompt + parts.new_turn)
+    fixed = sum(counter.count_openai_message(m) for m in pinned + prompt)
+    # Trim history and new turn as one conversation: the new turn may hold the tool
+    # results of a stored assistant message, which must then stay in the window.
     window = fit_history(
-        history.messages,
+        history.messages + new_turn,
         fixed_tokens=fixed,
         token_budget=policy.token_budget,
-        max_turns=policy.max_turns,
+        max_turns=_turn_limit(policy.max_turns, new_turn),
         counter=counter,
     )
+    new_ids = {m.id for m in new_turn}
+    window = [m for m in window if m.id not in new_ids]
     messages = pinned + prompt + [m.to_openai() for m in window] + parts.new_turn
     return AssembledPrompt(messages=messages, new_turn=new_turn, history_used=window)
+
+
+def _turn_limit(max_past_turns: int, new_turn: list[StoredMessage]) -> int:
+    """``max_turns`` counts past turns; a new turn that starts with ``user`` is one more."""
+    if max_past_turns == 0:
+        return 0
+    opens_a_turn = bool(new_turn) and new_turn[0].role == "user"
+    return max_past_turns + 1 if opens_a_turn else max_past_turns

@@ -1,0 +1,82 @@
+"""Redis down or stalled: answers keep coming (stateless), /readyz tells, recovery is automatic."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.context.engine_calls import SYSTEM, assistant, say, user
+from tests.context.test_conversation import upstream_messages
+from tests.servers import free_port
+
+
+def test_redis_unreachable_still_answers_and_readyz_fails(make_proxy, mock):
+    proxy = make_proxy(redis=True, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert say(proxy, "task-x", [SYSTEM, user("hello")], reply="hi") == "hi"
+    ready = httpx.get(proxy.url + "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["history"].startswith("unavailable")
+    assert proxy.state.chat.store_errors > 0
+    assert httpx.get(proxy.url + "/healthz").status_code == 200
+
+
+@pytest.fixture
+def throwaway_redis():
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while (
+        subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
+        != b"PONG"
+    ):
+        assert time.monotonic() < deadline, "throwaway redis-server did not start"
+        time.sleep(0.05)
+    yield port, process
+    os.kill(process.pid, signal.SIGCONT)
+    process.terminate()
+    process.wait(5)
+
+
+def test_a_stalled_redis_never_hangs_a_request_and_recovers(make_proxy, mock, throwaway_redis):
+    port, process = throwaway_redis
+    proxy = make_proxy(redis=True, redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_ms=200)
+    t = f"task-{uuid.uuid4().hex[:8]}"
+    say(proxy, t, [SYSTEM, user("first")], reply="one")
+    os.kill(process.pid, signal.SIGSTOP)  # Redis stops answering, connections stay open
+    try:
+        # Answered without history, within the client's timeout rather than hanging.
+        client = httpx.post(
+            proxy.base_url + "/chat/completions",
+            json={"model": "m", "messages": [SYSTEM, user("second")], "mock": {"reply": "two"}},
+            headers={"X-Task-Id": t, "X-Request-Id": "r2"},
+            timeout=5,
+        )
+        assert client.json()["choices"][0]["message"]["content"] == "two"
+        assert upstream_messages(mock) == [SYSTEM, user("second")]
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # Redis is back: history resumes without restarting the proxy.
+    say(proxy, t, [SYSTEM, user("third")], reply="three")
+    assert upstream_messages(mock) == [SYSTEM, user("first"), assistant("one"), user("third")]
