@@ -16,6 +16,7 @@ from proxy.context.budget import TokenCounter
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
+from proxy.context.summary import Summariser
 from proxy.settings import Settings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
@@ -71,7 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         history = build_history_store(settings)
         app.state.router = UpstreamRouter(client, table)
         app.state.history = history
-        app.state.chat = ChatService(settings, app.state.router, history, TokenCounter())
+        summariser = Summariser(history, table, settings.history)
+        app.state.chat = ChatService(
+            settings, app.state.router, history, TokenCounter(), summariser
+        )
         app.state.shutting_down = False
         _announce(settings, table)
         try:
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.shutting_down = True
             await app.state.chat.drain()
+            await summariser.close()
             await client.close()
             await history.close()
 

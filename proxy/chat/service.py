@@ -27,6 +27,7 @@ from proxy.context.history import (
     StoredMessage,
     TaskHistory,
 )
+from proxy.context.summary import Summariser
 from proxy.errors import UpstreamError
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
@@ -46,6 +47,7 @@ class PendingTurn:
     new_turn: list[StoredMessage]
     seed: list[StoredMessage] | None
     owner: asyncio.Task[Any] | None = None  # the task relaying it, cancelled on takeover
+    stored_messages: int = 0  # in the store before this turn
 
 
 class ChatService:
@@ -55,11 +57,13 @@ class ChatService:
         router: UpstreamRouter,
         history: HistoryStore,
         counter: TokenCounter,
+        summariser: Summariser | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.history = history
         self.counter = counter
+        self.summariser = summariser
         self.store_errors = 0
         self._store_timeout = settings.redis_timeout_ms / 1000
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -140,7 +144,9 @@ class ChatService:
             counter=self.counter,
             request_id=call.request_id,
         )
-        turn = PendingTurn(call, task_id, attempt_id, prompt.new_turn, prompt.seed, owner)
+        turn = PendingTurn(
+            call, task_id, attempt_id, prompt.new_turn, prompt.seed, owner, history.total_messages
+        )
         return {**body, "messages": prompt.messages}, turn
 
     def _cancel_stream(self, task_id: str, request_id: str) -> None:
@@ -262,6 +268,9 @@ class ChatService:
             log.info(
                 "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
             )
+        elif committed is True and answer is not None and self.summariser is not None:
+            stored = turn.stored_messages + len(turn.seed or ()) + len(messages)
+            self.summariser.maybe_schedule(turn.task_id, stored)
 
     async def _guard(self, operation: Awaitable[T]) -> T | Any:
         """A store call that can never hang a request: time-boxed, failures degrade."""

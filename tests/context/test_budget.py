@@ -103,7 +103,7 @@ def tool_pairs_are_valid(messages: list[StoredMessage]) -> bool:
     "text",
     [
         "Hello, I'd like to book a table for two tomorrow at 7pm.",
-        "你好，我想预订明天晚上七点两个人的座位。",  # noqa: RUF001 (real Chinese punctuation)
+        "你好，我想预订明天晚上七点两个人的座位。",
         "こんにちは、明日の午後七時に二人で予約したいです。",
         "Mixed 中文 and English と日本語 🎉",
     ],
@@ -127,7 +127,7 @@ def test_count_text_edge_cases(counter: TokenCounter, encoding: tiktoken.Encodin
 
 
 def test_message_accounting(counter: TokenCounter, encoding: tiktoken.Encoding) -> None:
-    chinese = "你好，世界"  # noqa: RUF001 (real Chinese punctuation)
+    chinese = "你好，世界"
     message = StoredMessage(role="user", content=chinese, name="alice")
     expected = (
         TOKENS_PER_MESSAGE

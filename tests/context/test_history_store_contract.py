@@ -1,7 +1,6 @@
 """The ``HistoryStore`` contract: the memory and Redis stores behave the same."""
 
 # Full-width Chinese punctuation is deliberate in the roundtrip test.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 
