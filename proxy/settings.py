@@ -69,6 +69,39 @@ class HistoryPolicy(BaseModel):
     summary_model: str | None = None
 
 
+class ProfileSpec(BaseModel):
+    """An agent profile (also stored in the database; see ``proxy.db.models.Profile``)."""
+
+    description: str | None = None
+    system_prompt: str | None = None
+    system_prompt_mode: Literal["prefix", "override"] = "prefix"
+    model: str | None = Field(
+        default=None, description="Route alias or model; replaces the request's."
+    )
+    history: dict[str, Any] = Field(default_factory=dict, description="HistoryPolicy overrides.")
+    knowledge_bases: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    filler_phrases: list[str] = Field(default_factory=list)
+
+
+class KeySpec(BaseModel):
+    """A caller key declared in YAML: the key itself stays in the environment or as a hash."""
+
+    name: str
+    key_env: str | None = None
+    key_sha256: str | None = None
+    profile: str | None = None
+    allow_profile_override: bool = False
+    app_id: str | None = None
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeySpec:
+        if bool(self.key_env) == bool(self.key_sha256):
+            raise ValueError(f"key {self.name!r}: set exactly one of key_env or key_sha256")
+        return self
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -101,6 +134,17 @@ class Settings(BaseSettings):
     upstream_total_timeout: float = Field(default=300.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     routes: dict[str, ModelRoute] = Field(default_factory=dict)
+
+    # Durable store and config-declared entities (GitOps / Helm).
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset = SQLite file ./proxy.db"
+    )
+    keys: list[KeySpec] = Field(default_factory=list)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    transcript_queue_size: int = Field(default=10_000, ge=10)
+    transcript_batch_size: int = Field(default=200, ge=1)
+    transcript_flush_seconds: float = Field(default=0.5, gt=0)
+    key_cache_seconds: float = Field(default=10.0, gt=0)
 
     # Per-task context.
     redis_url: str | None = None

@@ -1,0 +1,139 @@
+"""The durable schema: what an operator manages, and what happened in each task."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from proxy.db.base import Base, JsonType, utcnow
+
+Timestamp = DateTime(timezone=True)
+
+
+class Profile(Base):
+    """An agent: how a caller's conversations are shaped."""
+
+    __tablename__ = "profiles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    system_prompt_mode: Mapped[str] = mapped_column(String(16), default="prefix")
+    model: Mapped[str | None] = mapped_column(String(128))  # a route alias or upstream model
+    history: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    knowledge_bases: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    tools: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    filler_phrases: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    """A caller key. Only its SHA-256 is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
+    profile_name: Mapped[str | None] = mapped_column(
+        ForeignKey("profiles.name", ondelete="SET NULL")
+    )
+    allow_profile_override: Mapped[bool] = mapped_column(Boolean, default=False)
+    app_id: Mapped[str | None] = mapped_column(String(64))  # the tenant it may act for
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Route(Base):
+    """A model alias served by ordered upstream targets (keys by env var name only)."""
+
+    __tablename__ = "routes"
+
+    alias: Mapped[str] = mapped_column(String(128), primary_key=True)
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class Task(Base):
+    """One conversation task (one bot in one room)."""
+
+    __tablename__ = "tasks"
+
+    task_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    app_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    room_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    profile_name: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|ready|ended
+    started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    last_activity_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class TranscriptMessage(Base):
+    """The durable transcript: every message as committed, corrections included."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the history message id
+    task_id: Mapped[str] = mapped_column(
+        ForeignKey("tasks.task_id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    tool_call_id: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    round_id: Mapped[str | None] = mapped_column(String(128))
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(16), default="turn")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+
+
+class CallbackEvent(Base):
+    """An engine server callback (901-909), stored once per (task, type, event time)."""
+
+    __tablename__ = "callback_events"
+    __table_args__ = (UniqueConstraint("task_id", "event_type", "event_ms_ts"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(128), index=True)
+    event_type: Mapped[int] = mapped_column(Integer)
+    event_ms_ts: Mapped[int] = mapped_column(BigInteger)
+    round_id: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class RoundMetric(Base):
+    """A per-round metric (906) or error (908) the engine reported."""
+
+    __tablename__ = "round_metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(128), index=True)
+    round_id: Mapped[str | None] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    tags: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -1,0 +1,263 @@
+"""Data access: one small repository per entity, each taking an ``AsyncSession``.
+
+Callers own the transaction (``async with sessionmaker() as s, s.begin(): ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from proxy.db.base import utcnow
+from proxy.db.models import (
+    ApiKey,
+    CallbackEvent,
+    Profile,
+    RoundMetric,
+    Route,
+    Task,
+    TranscriptMessage,
+)
+
+KEY_PREFIX = "vp-"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    """INSERT that supports ON CONFLICT on both PostgreSQL and SQLite."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+@dataclass(slots=True)
+class Page:
+    items: Sequence[Any]
+    total: int
+
+
+class KeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, name: str, **fields: Any) -> tuple[ApiKey, str]:
+        """A new key; the plain key is returned here and never again."""
+        plain = new_key()
+        key = ApiKey(
+            id=uuid.uuid4().hex,
+            name=name,
+            key_hash=hash_key(plain),
+            key_prefix=plain[:10],
+            **fields,
+        )
+        self.session.add(key)
+        await self.session.flush()
+        return key, plain
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return await self.session.get(ApiKey, key_id)
+
+    async def list_all(self) -> Sequence[ApiKey]:
+        return (await self.session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all()
+
+    async def active(self) -> Sequence[ApiKey]:
+        """Keys that may authenticate now (the auth cache loads these)."""
+        now = utcnow()
+        query = select(ApiKey).where(
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def revoke(self, key_id: str) -> ApiKey | None:
+        key = await self.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key.revoked_at = utcnow()
+        return key
+
+    async def delete(self, key_id: str) -> bool:
+        result = await self.session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class ProfileRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, name: str) -> Profile | None:
+        return await self.session.get(Profile, name)
+
+    async def list_all(self) -> Sequence[Profile]:
+        return (await self.session.scalars(select(Profile).order_by(Profile.name))).all()
+
+    async def create(self, name: str, **fields: Any) -> Profile:
+        profile = Profile(name=name, **fields)
+        self.session.add(profile)
+        await self.session.flush()
+        return profile
+
+    async def update(self, name: str, **fields: Any) -> Profile | None:
+        profile = await self.get(name)
+        if profile is not None:
+            for field, value in fields.items():
+                setattr(profile, field, value)
+            await self.session.flush()
+        return profile
+
+    async def delete(self, name: str) -> bool:
+        result = await self.session.execute(delete(Profile).where(Profile.name == name))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class RouteRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, alias: str) -> Route | None:
+        return await self.session.get(Route, alias)
+
+    async def list_all(self) -> Sequence[Route]:
+        return (await self.session.scalars(select(Route).order_by(Route.alias))).all()
+
+    async def put(self, alias: str, targets: list[dict[str, Any]]) -> Route:
+        route = await self.get(alias)
+        if route is None:
+            route = Route(alias=alias, targets=targets)
+            self.session.add(route)
+        else:
+            route.targets = targets
+        await self.session.flush()
+        return route
+
+    async def delete(self, alias: str) -> bool:
+        result = await self.session.execute(delete(Route).where(Route.alias == alias))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class TaskFilter:
+    app_id: str | None = None
+    room_id: str | None = None
+    user_id: str | None = None
+    active: bool | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self.session.get(Task, task_id)
+
+    async def touch(self, task_id: str, **fields: Any) -> None:
+        """Create the task if new; update the given fields and the activity time."""
+        values = {"task_id": task_id, "last_activity_at": utcnow(), **fields}
+        insert = _insert(self.session, Task).values(**values)
+        updates = {k: insert.excluded[k] for k in values if k != "task_id"}
+        await self.session.execute(
+            insert.on_conflict_do_update(index_elements=["task_id"], set_=updates)
+        )
+
+    async def search(self, filters: TaskFilter, *, offset: int = 0, limit: int = 50) -> Page:
+        query: Select[Any] = select(Task)
+        if filters.app_id is not None:
+            query = query.where(Task.app_id == filters.app_id)
+        if filters.room_id is not None:
+            query = query.where(Task.room_id == filters.room_id)
+        if filters.user_id is not None:
+            query = query.where(Task.user_id == filters.user_id)
+        if filters.active is True:
+            query = query.where(Task.ended_at.is_(None))
+        elif filters.active is False:
+            query = query.where(Task.ended_at.is_not(None))
+        if filters.started_after is not None:
+            query = query.where(Task.started_at >= filters.started_after)
+        if filters.started_before is not None:
+            query = query.where(Task.started_at < filters.started_before)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = await self.session.scalars(
+            query.order_by(Task.started_at.desc(), Task.task_id).offset(offset).limit(limit)
+        )
+        return Page(items=rows.all(), total=int(total or 0))
+
+    async def delete(self, task_id: str) -> bool:
+        """The task and everything recorded about it (privacy requests)."""
+        for model in (TranscriptMessage, CallbackEvent, RoundMetric):
+            await self.session.execute(delete(model).where(model.task_id == task_id))
+        result = await self.session.execute(delete(Task).where(Task.task_id == task_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class TranscriptRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def upsert(self, rows: list[dict[str, Any]]) -> None:
+        """Insert messages, or update them in place (a 905 correction keeps the id)."""
+        if not rows:
+            return
+        insert = _insert(self.session, TranscriptMessage).values(rows)
+        mutable = ("content", "interrupted", "tool_calls", "round_id")
+        await self.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["id"], set_={k: insert.excluded[k] for k in mutable}
+            )
+        )
+
+    async def for_task(self, task_id: str) -> Sequence[TranscriptMessage]:
+        query = (
+            select(TranscriptMessage)
+            .where(TranscriptMessage.task_id == task_id)
+            .order_by(TranscriptMessage.created_at, TranscriptMessage.id)
+        )
+        return (await self.session.scalars(query)).all()
+
+
+class EventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(self, **fields: Any) -> bool:
+        """Store a callback event; False when it was stored before (a retry)."""
+        insert = _insert(self.session, CallbackEvent).values(**fields)
+        result = await self.session.execute(
+            insert.on_conflict_do_nothing(index_elements=["task_id", "event_type", "event_ms_ts"])
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def for_task(self, task_id: str) -> Sequence[CallbackEvent]:
+        query = (
+            select(CallbackEvent)
+            .where(CallbackEvent.task_id == task_id)
+            .order_by(CallbackEvent.event_ms_ts, CallbackEvent.id)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def add_metric(self, **fields: Any) -> None:
+        self.session.add(RoundMetric(**fields))
+
+    async def metrics_for_task(self, task_id: str) -> Sequence[RoundMetric]:
+        query = (
+            select(RoundMetric)
+            .where(RoundMetric.task_id == task_id)
+            .order_by(RoundMetric.created_at, RoundMetric.id)
+        )
+        return (await self.session.scalars(query)).all()
