@@ -17,6 +17,7 @@ from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
+from proxy.db.session import make_engine, make_sessionmaker
 from proxy.settings import Settings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.chat = ChatService(
             settings, app.state.router, history, TokenCounter(), summariser
         )
+        app.state.db_engine = make_engine(settings.database_url)
+        app.state.sessions = make_sessionmaker(app.state.db_engine)
         app.state.shutting_down = False
         _announce(settings, table)
         try:
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await summariser.close()
             await client.close()
             await history.close()
+            await app.state.db_engine.dispose()
 
     app = FastAPI(
         title="Voice LLM proxy",

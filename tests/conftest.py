@@ -13,6 +13,8 @@ from proxy.mock.upstream import MockUpstreamThread
 from proxy.settings import Settings
 from tests.servers import ProxyServer
 
+pytest_plugins = ["tests.db_fixtures"]
+
 REDIS_URL = os.environ.get("PROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Settings must come from the test, never from the developer's shell.
 for _name in [name for name in os.environ if name.startswith("PROXY_") and "TEST" not in name]:

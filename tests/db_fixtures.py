@@ -1,0 +1,1 @@
+"""Database fixtures (SQLite file and a real PostgreSQL database per test run)."""
