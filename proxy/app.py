@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from proxy import __version__
+from proxy.access.catalog import Catalog
 from proxy.api import admin, chat, health
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.db_engine = make_engine(settings.database_url)
         app.state.sessions = make_sessionmaker(app.state.db_engine)
+        app.state.catalog = Catalog(settings, app.state.sessions, table)
+        await app.state.catalog.start()
         app.state.shutting_down = False
         _announce(settings, table)
         try:
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.shutting_down = True
             await app.state.chat.drain()
             await summariser.close()
+            await app.state.catalog.close()
             await client.close()
             await history.close()
             await app.state.db_engine.dispose()

@@ -101,3 +101,9 @@ class UpstreamRejected(UpstreamError):
     error_type = "invalid_request_error"
     code = "upstream_rejected"
     retryable = False
+
+
+class PermissionDenied(ProxyError):
+    status = 403
+    error_type = "permission_error"
+    code = "permission_denied"

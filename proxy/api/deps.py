@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from proxy.access.catalog import Caller
 from proxy.chat.service import ChatService
 from proxy.errors import AuthenticationFailed
 from proxy.settings import Settings
@@ -26,22 +27,17 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _matches_any(token: str, secrets: list[str]) -> bool:
-    # Compare against every key, constant-time, so timing reveals nothing.
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(token.encode(), secret.encode())
-    return found
+def _matches(token: str, secret: str) -> bool:
+    return hmac.compare_digest(token.encode(), secret.encode())
 
 
-def require_caller(request: Request) -> None:
-    settings = get_settings(request)
-    if not settings.auth_required:
-        return
-    token = bearer_token(request)
-    keys = [key.get_secret_value() for key in settings.api_keys]
-    if token is None or not _matches_any(token, keys):
+def require_caller(request: Request) -> Caller:
+    """The caller named by the bearer key (from memory: never waits on the database)."""
+    caller = request.app.state.catalog.authenticate(bearer_token(request))
+    if caller is None:
         raise AuthenticationFailed("missing or invalid API key (Authorization: Bearer <key>)")
+    request.state.caller = caller
+    return caller
 
 
 def require_admin(request: Request) -> None:
@@ -49,11 +45,12 @@ def require_admin(request: Request) -> None:
     token = bearer_token(request)
     if admin is None:
         raise AuthenticationFailed("the admin API is disabled: set PROXY_ADMIN_TOKEN")
-    if token is None or not _matches_any(token, [admin.get_secret_value()]):
+    if token is None or not _matches(token, admin.get_secret_value()):
         raise AuthenticationFailed("missing or invalid admin token")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 CallerDep = Depends(require_caller)
+AuthenticatedCaller = Annotated[Caller, Depends(require_caller)]
 AdminDep = Depends(require_admin)

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from proxy.access.catalog import ResolvedProfile
+from proxy.chat.profiles import apply_profile
 from proxy.chat.replay import replay_completion, replay_frames
 from proxy.chat.reply import ReplyAccumulator
 from proxy.chat.sse import DONE_FRAME, error_frame, frame
@@ -29,7 +31,7 @@ from proxy.context.history import (
 )
 from proxy.context.summary import Summariser
 from proxy.errors import UpstreamError
-from proxy.settings import Settings
+from proxy.settings import HistoryPolicy, Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class PendingTurn:
     seed: list[StoredMessage] | None
     owner: asyncio.Task[Any] | None = None  # the task relaying it, cancelled on takeover
     stored_messages: int = 0  # in the store before this turn
+    policy: HistoryPolicy | None = None
+    profile: str | None = None
 
 
 class ChatService:
@@ -71,9 +75,11 @@ class ChatService:
 
     # Entry points.
 
-    async def complete(self, body: dict[str, Any], call: CallContext) -> dict[str, Any]:
+    async def complete(
+        self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None = None
+    ) -> dict[str, Any]:
         """A non-streaming reply."""
-        prepared = await self._prepare(body, call)
+        prepared = await self._prepare(body, call, profile)
         if isinstance(prepared, StoredAnswer):
             return replay_completion(prepared)
         upstream_body, turn = prepared
@@ -86,9 +92,11 @@ class ChatService:
             await self._commit_completion(turn, response)
         return response
 
-    async def stream(self, body: dict[str, Any], call: CallContext) -> AsyncIterator[bytes]:
+    async def stream(
+        self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None = None
+    ) -> AsyncIterator[bytes]:
         """Open the upstream stream; errors before the first byte raise ``ProxyError``."""
-        prepared = await self._prepare(body, call)
+        prepared = await self._prepare(body, call, profile)
         if isinstance(prepared, StoredAnswer):
             return replay_frames(prepared)
         upstream_body, turn = prepared
@@ -108,8 +116,10 @@ class ChatService:
     # Before the upstream call.
 
     async def _prepare(
-        self, body: dict[str, Any], call: CallContext
+        self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None
     ) -> StoredAnswer | tuple[dict[str, Any], PendingTurn | None]:
+        if profile is not None:
+            body = apply_profile(body, profile)
         if call.task_id is None:
             return body, None
         task_id = call.task_id
@@ -132,7 +142,7 @@ class ChatService:
             if owner is not None:
                 self._streams[(task_id, call.request_id)] = owner
 
-        policy = self.settings.history
+        policy = profile.policy if profile is not None else self.settings.history
         history = await self._guard(self.history.load(task_id, policy.load_limit))
         if history is _STORE_FAILED:
             return body, None
@@ -145,7 +155,15 @@ class ChatService:
             request_id=call.request_id,
         )
         turn = PendingTurn(
-            call, task_id, attempt_id, prompt.new_turn, prompt.seed, owner, history.total_messages
+            call,
+            task_id,
+            attempt_id,
+            prompt.new_turn,
+            prompt.seed,
+            owner,
+            history.total_messages,
+            policy,
+            profile.name if profile is not None else None,
         )
         return {**body, "messages": prompt.messages}, turn
 
@@ -270,7 +288,7 @@ class ChatService:
             )
         elif committed is True and answer is not None and self.summariser is not None:
             stored = turn.stored_messages + len(turn.seed or ()) + len(messages)
-            self.summariser.maybe_schedule(turn.task_id, stored)
+            self.summariser.maybe_schedule(turn.task_id, stored, turn.policy)
 
     async def _guard(self, operation: Awaitable[T]) -> T | Any:
         """A store call that can never hang a request: time-boxed, failures degrade."""

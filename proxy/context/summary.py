@@ -55,39 +55,35 @@ class Summariser:
     def __init__(self, store: HistoryStore, table: RouteTable, policy: HistoryPolicy) -> None:
         self._store = store
         self._table = table
-        self._policy = policy
+        self._default_policy = policy
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._model: Any = None
+        self._models: dict[str, Any] = {}
         self.failures = 0
 
-    def _target(self) -> UpstreamTarget | None:
-        if not self._policy.summary_model:
-            return None
-        targets = self._table.resolve(self._policy.summary_model)
-        return targets[0] if targets else None
-
-    def maybe_schedule(self, task_id: str, stored_messages: int) -> None:
+    def maybe_schedule(
+        self, task_id: str, stored_messages: int, policy: HistoryPolicy | None = None
+    ) -> None:
         """Called after a turn is written; returns at once."""
-        policy = self._policy
+        policy = policy or self._default_policy
         if not policy.summarise or task_id in self._running:
             return
         # Two messages a turn is the common shape; the exact count happens in the task.
         if stored_messages < 2 * policy.summary_threshold_turns:
             return
-        task = asyncio.create_task(self._summarise(task_id))
+        task = asyncio.create_task(self._summarise(task_id, policy))
         self._running[task_id] = task
         task.add_done_callback(lambda _: self._running.pop(task_id, None))
 
-    async def _summarise(self, task_id: str) -> None:
+    async def _summarise(self, task_id: str, policy: HistoryPolicy) -> None:
         try:
             history = await self._store.load(task_id, MAX_MESSAGES_READ)
             turns = group_turns(history.messages)
-            if len(turns) < self._policy.summary_threshold_turns:
+            if len(turns) < policy.summary_threshold_turns:
                 return
-            older = [m for turn in turns[: -self._policy.summary_keep_turns] for m in turn]
+            older = [m for turn in turns[: -policy.summary_keep_turns] for m in turn]
             if not older:
                 return
-            summary = await self._ask(history.summary, older)
+            summary = await self._ask(policy.summary_model, history.summary, older)
             if summary:
                 await self._store.set_summary(task_id, summary, older[-1].id)
                 log.info("summarised %d messages", len(older), extra={"task_id": task_id})
@@ -97,33 +93,40 @@ class Summariser:
                 "summary failed; history left as it was: %r", exc, extra={"task_id": task_id}
             )
 
-    async def _ask(self, previous: str | None, messages: list[StoredMessage]) -> str:
+    async def _ask(
+        self, model_name: str | None, previous: str | None, messages: list[StoredMessage]
+    ) -> str:
         from langchain_core.messages import HumanMessage, SystemMessage
 
-        model = self._chat_model()
+        model = self._chat_model(model_name)
         if model is None:
             return ""
         text = (f"Previous summary: {previous}\n\n" if previous else "") + transcript(messages)
         result = await model.ainvoke([SystemMessage(INSTRUCTIONS), HumanMessage(text)])
         return str(result.content).strip()
 
-    def _chat_model(self) -> Any:
-        if self._model is None:
-            target = self._target()
-            if target is None:
-                log.warning("summarisation is on but summary_model names no upstream route")
+    def _chat_model(self, model_name: str | None) -> Any:
+        """One ChatOpenAI per summary model, built on first use (off the request path)."""
+        if not model_name:
+            log.warning("summarisation is on but no summary_model is set")
+            return None
+        if model_name not in self._models:
+            targets = self._table.resolve(model_name)
+            if not targets:
+                log.warning("summary_model %r names no upstream", model_name)
                 return None
             from langchain_openai import ChatOpenAI
 
-            self._model = ChatOpenAI(
-                model=target.model or str(self._policy.summary_model),
+            target: UpstreamTarget = targets[0]
+            self._models[model_name] = ChatOpenAI(
+                model=target.model or model_name,
                 base_url=target.base_url,
                 api_key=target.resolved_api_key() or "unused",  # type: ignore[arg-type]
                 timeout=target.total_timeout,
                 max_retries=0,  # the next turn tries again anyway
                 temperature=0,
             )
-        return self._model
+        return self._models[model_name]
 
     async def close(self) -> None:
         for task in list(self._running.values()):

@@ -35,9 +35,14 @@ class RouteTable:
     """Which targets serve a model name. ``None`` means the built-in echo model."""
 
     def __init__(self, settings: Settings) -> None:
-        self._routes = {alias: route.targets for alias, route in settings.routes.items()}
+        self._config_routes = {alias: route.targets for alias, route in settings.routes.items()}
+        self._routes = dict(self._config_routes)
         default = settings.default_target()
         self._default = [default] if default else None
+
+    def set_database_routes(self, routes: dict[str, list[UpstreamTarget]]) -> None:
+        """Routes managed through the admin API; config-declared aliases win."""
+        self._routes = {**routes, **self._config_routes}
 
     def resolve(self, model: str) -> list[UpstreamTarget] | None:
         if model == ECHO_MODEL and ECHO_MODEL not in self._routes:
