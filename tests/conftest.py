@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,7 +43,9 @@ def redis_prefix() -> str:
 
 
 @pytest.fixture
-def make_proxy(mock: MockUpstreamThread, redis_prefix: str) -> Iterator[Callable[..., ProxyServer]]:
+def make_proxy(
+    mock: MockUpstreamThread, redis_prefix: str, tmp_path: Path
+) -> Iterator[Callable[..., ProxyServer]]:
     """Start a proxy pointed at the mock; keyword arguments become Settings fields.
 
     ``redis=True`` uses the real Redis server with a per-test key prefix.
@@ -52,6 +55,7 @@ def make_proxy(mock: MockUpstreamThread, redis_prefix: str) -> Iterator[Callable
     def start(*, redis: bool = False, **fields: Any) -> ProxyServer:
         fields.setdefault("upstream_base_url", mock.base_url)
         fields.setdefault("upstream_api_key", "upstream-secret")
+        fields.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path}/proxy.db")
         if redis:
             fields.setdefault("redis_url", REDIS_URL)
             fields.setdefault("redis_prefix", redis_prefix)
