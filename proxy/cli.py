@@ -1,8 +1,9 @@
-"""The ``proxy`` command: serve, mock-upstream, bench."""
+"""The ``proxy`` command: serve the proxy and the operator tasks around it."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import sys
 from typing import Any
@@ -86,20 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight streams may finish"
     )
 
-    commands.add_parser(
-        "mock-upstream", help="run the mock OpenAI-compatible upstream", add_help=False
-    )
-    commands.add_parser("bench", help="measure added latency and throughput", add_help=False)
+    # Subcommands with their own argument parsers, imported only when used.
+    delegated = {
+        "mock-upstream": ("proxy.mock.upstream", "main", "run the mock OpenAI-compatible upstream"),
+        "bench": ("proxy.bench.gateway", "main", "measure added latency and throughput"),
+        "migrate": ("proxy.db.migrate", "main", "apply database migrations"),
+        "keys": ("proxy.cli_admin", "keys_main", "create, list and revoke caller keys"),
+        "profiles": ("proxy.cli_admin", "profiles_main", "manage agent profiles"),
+        "tasks": ("proxy.cli_admin", "tasks_main", "show a task's durable transcript"),
+    }
+    for name, (_, _, help_text) in delegated.items():
+        commands.add_parser(name, help=help_text, add_help=False)
 
     raw = sys.argv[1:] if argv is None else argv
-    if raw and raw[0] == "mock-upstream":
-        from proxy.mock.upstream import main as mock_main
-
-        return mock_main(raw[1:])
-    if raw and raw[0] == "bench":
-        from proxy.bench.gateway import main as bench_main
-
-        return bench_main(raw[1:])
+    if raw and raw[0] in delegated:
+        module_name, function, _ = delegated[raw[0]]
+        module = importlib.import_module(module_name)
+        return int(getattr(module, function)(raw[1:]))
     args = parser.parse_args(raw)
     if args.command == "serve":
         return serve(args)
