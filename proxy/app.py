@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,8 @@ from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
-from proxy.db.session import make_engine, make_sessionmaker
+from proxy.db.session import async_url, make_engine, make_sessionmaker
+from proxy.db.transcript import TranscriptWriter
 from proxy.settings import Settings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
@@ -42,6 +44,19 @@ def build_history_store(settings: Settings) -> HistoryStore:
     return RedisHistoryStore(
         client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
     )
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """The embedded SQLite file migrates itself; other databases use ``proxy migrate``."""
+    url = async_url(settings.database_url)
+    if not url.startswith("sqlite"):
+        return
+    from proxy.db.migrate import upgrade
+
+    try:
+        await asyncio.to_thread(upgrade, url)
+    except Exception as exc:  # the proxy still serves chat without its database
+        log.error("could not migrate the SQLite database %s: %r", url, exc)
 
 
 def _announce(settings: Settings, table: RouteTable) -> None:
@@ -68,32 +83,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
         client = UpstreamClient(max_connections=settings.upstream_max_connections)
         await client.start()
         table = RouteTable(settings)
-        history = build_history_store(settings)
-        app.state.router = UpstreamRouter(client, table)
-        app.state.history = history
-        summariser = Summariser(history, table, settings.history)
-        app.state.chat = ChatService(
-            settings, app.state.router, history, TokenCounter(), summariser
+        state.router = UpstreamRouter(client, table)
+        state.history = history = build_history_store(settings)
+        await _prepare_database(settings)
+        state.db_engine = make_engine(settings.database_url)
+        state.sessions = make_sessionmaker(state.db_engine)
+        state.catalog = Catalog(settings, state.sessions, table)
+        await state.catalog.start()
+        state.transcripts = TranscriptWriter(
+            state.sessions,
+            queue_size=settings.transcript_queue_size,
+            batch_size=settings.transcript_batch_size,
+            flush_seconds=settings.transcript_flush_seconds,
         )
-        app.state.db_engine = make_engine(settings.database_url)
-        app.state.sessions = make_sessionmaker(app.state.db_engine)
-        app.state.catalog = Catalog(settings, app.state.sessions, table)
-        await app.state.catalog.start()
-        app.state.shutting_down = False
+        await state.transcripts.start()
+        summariser = Summariser(history, table, settings.history)
+        state.chat = ChatService(
+            settings, state.router, history, TokenCounter(), summariser, state.transcripts
+        )
+        state.shutting_down = False
         _announce(settings, table)
         try:
             yield
         finally:
-            app.state.shutting_down = True
-            await app.state.chat.drain()
+            state.shutting_down = True
+            await state.chat.drain()
             await summariser.close()
-            await app.state.catalog.close()
+            await state.transcripts.close()
+            await state.catalog.close()
             await client.close()
             await history.close()
-            await app.state.db_engine.dispose()
+            await state.db_engine.dispose()
 
     app = FastAPI(
         title="Voice LLM proxy",

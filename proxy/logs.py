@@ -44,3 +44,4 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # per-request lines cost latency
+    logging.getLogger("alembic").setLevel(logging.WARNING)

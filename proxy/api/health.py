@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import text
 from starlette.responses import JSONResponse
 
 from proxy.api.deps import CallerDep
@@ -35,6 +36,14 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["history"] = f"unavailable: {type(exc).__name__}"
         ready = False
+    # Chat works without the database (keys are cached, transcripts queue up): report it,
+    # but never take every replica out of service because of it.
+    try:
+        async with asyncio.timeout(1.0), state.db_engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"degraded: {type(exc).__name__}"
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -30,6 +30,7 @@ from proxy.context.history import (
     TaskHistory,
 )
 from proxy.context.summary import Summariser
+from proxy.db.transcript import TranscriptWriter
 from proxy.errors import UpstreamError
 from proxy.settings import HistoryPolicy, Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
@@ -62,12 +63,14 @@ class ChatService:
         history: HistoryStore,
         counter: TokenCounter,
         summariser: Summariser | None = None,
+        transcripts: TranscriptWriter | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.history = history
         self.counter = counter
         self.summariser = summariser
+        self.transcripts = transcripts
         self.store_errors = 0
         self._store_timeout = settings.redis_timeout_ms / 1000
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -282,6 +285,10 @@ class ChatService:
                 seed=turn.seed,
             )
         )
+        if committed is not False and self.transcripts is not None:
+            self.transcripts.submit(
+                turn.call, [*(turn.seed or ()), *messages], profile=turn.profile
+            )
         if committed is False:
             log.info(
                 "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
