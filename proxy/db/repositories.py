@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,6 +121,10 @@ class ProfileRepository:
         return profile
 
     async def delete(self, name: str) -> bool:
+        # Unbind its keys explicitly: SQLite does not enforce the FK's ON DELETE SET NULL.
+        await self.session.execute(
+            update(ApiKey).where(ApiKey.profile_name == name).values(profile_name=None)
+        )
         result = await self.session.execute(delete(Profile).where(Profile.name == name))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -221,6 +225,15 @@ class TranscriptRepository:
                 index_elements=["id"], set_={k: insert.excluded[k] for k in mutable}
             )
         )
+
+    async def update(self, task_id: str, message_id: str, **fields: Any) -> bool:
+        """Change fields of one stored message in place; False when it is not stored."""
+        result = await self.session.execute(
+            update(TranscriptMessage)
+            .where(TranscriptMessage.task_id == task_id, TranscriptMessage.id == message_id)
+            .values(**fields)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def for_task(self, task_id: str) -> Sequence[TranscriptMessage]:
         query = (
