@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from proxy import __version__
 from proxy.access.catalog import Catalog
-from proxy.api import admin, chat, health
+from proxy.api import admin, callbacks, chat, health
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.context.budget import TokenCounter
@@ -24,6 +24,8 @@ from proxy.db.transcript import TranscriptWriter
 from proxy.settings import Settings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
+from proxy.voice.callbacks import CallbackService
+from proxy.voice.spoken import SpokenTextReconciler
 
 log = logging.getLogger("proxy")
 
@@ -102,8 +104,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await state.transcripts.start()
         summariser = Summariser(history, table, settings.history)
+        spoken = SpokenTextReconciler(
+            history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
+        )
         state.chat = ChatService(
-            settings, state.router, history, TokenCounter(), summariser, state.transcripts
+            settings, state.router, history, TokenCounter(), summariser, state.transcripts, spoken
+        )
+        state.callbacks = CallbackService(
+            history,
+            state.sessions,
+            spoken,
+            closed_ttl_seconds=settings.history_closed_ttl_seconds,
+            timeout_seconds=settings.redis_timeout_ms / 1000,
         )
         state.shutting_down = False
         _announce(settings, table)
@@ -112,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.shutting_down = True
             await state.chat.drain()
+            await state.callbacks.drain()
+            await spoken.close()
             await summariser.close()
             await state.transcripts.close()
             await state.catalog.close()
@@ -130,4 +144,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(callbacks.router)
     return app

@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     transcript_flush_seconds: float = Field(default=0.5, gt=0)
     key_cache_seconds: float = Field(default=10.0, gt=0)
 
+    # Engine callbacks.
+    callback_sign_key: SecretStr | None = Field(
+        default=None, description="The key the engine signs callbacks with (console setting)."
+    )
+    spoken_grace_seconds: float = Field(
+        default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
+    )
+
     # Per-task context.
     redis_url: str | None = None
     redis_prefix: str = "proxy:"

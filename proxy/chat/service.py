@@ -34,6 +34,7 @@ from proxy.db.transcript import TranscriptWriter
 from proxy.errors import UpstreamError
 from proxy.settings import HistoryPolicy, Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
+from proxy.voice.spoken import SpokenTextReconciler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +65,7 @@ class ChatService:
         counter: TokenCounter,
         summariser: Summariser | None = None,
         transcripts: TranscriptWriter | None = None,
+        spoken: SpokenTextReconciler | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -71,6 +73,7 @@ class ChatService:
         self.counter = counter
         self.summariser = summariser
         self.transcripts = transcripts
+        self.spoken = spoken
         self.store_errors = 0
         self._store_timeout = settings.redis_timeout_ms / 1000
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -270,6 +273,10 @@ class ChatService:
     async def _write(
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
     ) -> None:
+        if self.spoken is not None:  # a 905 may have arrived before its turn
+            folded = await self._guard(self.spoken.before_commit(turn.task_id, messages))
+            if folded is not _STORE_FAILED:
+                messages = folded
         for message in messages:
             self.counter.count_message(message)  # cached with the message, counted once
         if turn.seed:
@@ -293,7 +300,7 @@ class ChatService:
             log.info(
                 "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
             )
-        elif committed is True and answer is not None and self.summariser is not None:
+        if committed is True and answer is not None and self.summariser is not None:
             stored = turn.stored_messages + len(turn.seed or ()) + len(messages)
             self.summariser.maybe_schedule(turn.task_id, stored, turn.policy)
 

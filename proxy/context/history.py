@@ -176,6 +176,18 @@ class HistoryStore(Protocol):
         """Shorten the task's TTL (the task ended)."""
         ...
 
+    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
+        """Queue a JSON-able item for the task (a 905 spoken text awaiting its turn)."""
+        ...
+
+    async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
+        """Atomically remove and return the task's queued items, oldest first."""
+        ...
+
+    async def mark_once(self, key: str, ttl_seconds: int) -> bool:
+        """True the first time ``key`` is marked within ``ttl_seconds`` (deduplication)."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store is unreachable."""
         ...

@@ -14,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.context.history import (
     ClaimState,
@@ -41,6 +42,7 @@ class _Task:
     messages: list[StoredMessage] = field(default_factory=list)
     summary: str | None = None
     markers: dict[str, _RequestMarker] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
 
 
 class MemoryHistoryStore:
@@ -59,6 +61,7 @@ class MemoryHistoryStore:
         self._tasks: OrderedDict[str, _Task] = OrderedDict()  # least recently used first
         self._sweep_interval = min(float(ttl_seconds), MAX_SWEEP_INTERVAL_SECONDS)
         self._next_sweep = clock() + self._sweep_interval
+        self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
 
     @property
     def task_count(self) -> int:
@@ -167,6 +170,28 @@ class MemoryHistoryStore:
             del self._tasks[task_id]
         else:
             task.expires_at = self.clock() + ttl_seconds
+
+    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
+        self._for_write(task_id).pending.append(copy.deepcopy(item))
+
+    async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
+        task = self._find(task_id)
+        if task is None:
+            return []
+        items, task.pending = task.pending, []
+        return items
+
+    async def mark_once(self, key: str, ttl_seconds: int) -> bool:
+        now = self.clock()
+        while self._marks and next(iter(self._marks.values())) <= now:
+            self._marks.popitem(last=False)
+        if self._marks.get(key, 0.0) > now:
+            return False
+        self._marks[key] = now + ttl_seconds
+        self._marks.move_to_end(key)
+        while len(self._marks) > self.max_tasks * 10:  # bounded, like the tasks
+            self._marks.popitem(last=False)
+        return True
 
     async def ping(self) -> None:
         return None

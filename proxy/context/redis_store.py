@@ -297,8 +297,31 @@ class RedisHistoryStore:
         args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(upto_message_id), summary]
         return bool(await self._set_summary(keys=self.task_keys(task_id), args=args))
 
+    def pending_key(self, task_id: str) -> str:
+        return f"{self.prefix}{{{task_id}}}:pending"
+
+    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
+        key = self.pending_key(task_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, orjson.dumps(item))
+            pipe.expire(key, self.ttl_seconds)
+            await pipe.execute()
+
+    async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
+        key = self.pending_key(task_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            items, _ = await pipe.execute()
+        return [orjson.loads(item) for item in items]
+
+    async def mark_once(self, key: str, ttl_seconds: int) -> bool:
+        return bool(
+            await self._client.set(f"{self.prefix}once:{key}", b"1", nx=True, ex=ttl_seconds)
+        )
+
     async def reset(self, task_id: str) -> None:
-        await self._client.delete(*self.task_keys(task_id))
+        await self._client.delete(*self.task_keys(task_id), self.pending_key(task_id))
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         async with self._client.pipeline(transaction=True) as pipe:

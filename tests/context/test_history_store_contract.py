@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import redis.asyncio as redis
 
@@ -340,3 +341,25 @@ async def test_memory_store_is_bounded() -> None:
     clock.advance(60)  # expired tasks are swept even if nobody reads them again
     await store.append("e", [user("e")])
     assert store.task_count == 1
+
+
+async def test_pending_items_are_taken_once_in_order(store) -> None:
+    task_id = f"pending-{uuid.uuid4().hex[:8]}"
+    assert await store.take_pending(task_id) == []
+    await store.push_pending(task_id, {"text": "你好", "at": 1})
+    await store.push_pending(task_id, {"text": "second", "at": 2})
+    assert await store.take_pending(task_id) == [
+        {"text": "你好", "at": 1},
+        {"text": "second", "at": 2},
+    ]
+    assert await store.take_pending(task_id) == []
+    await store.push_pending(task_id, {"text": "x"})
+    await store.reset(task_id)
+    assert await store.take_pending(task_id) == []
+
+
+async def test_mark_once_deduplicates(store) -> None:
+    key = f"event-{uuid.uuid4().hex[:8]}"
+    assert await store.mark_once(key, 60) is True
+    assert await store.mark_once(key, 60) is False
+    assert await store.mark_once(key + "-other", 60) is True
