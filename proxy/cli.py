@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import ipaddress
+import signal
 import sys
 from typing import Any
 
@@ -58,6 +59,9 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a finished shutdown is a
+    # success, so that re-raise exits 0 (what orchestrators expect).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Worker processes rebuild settings from the environment: pass the overrides on.
     os.environ["PROXY_HOST"], os.environ["PROXY_PORT"] = settings.host, str(settings.port)
     uvicorn.run(

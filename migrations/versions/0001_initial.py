@@ -58,12 +58,6 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
-        sa.ForeignKeyConstraint(
-            ["profile_name"],
-            ["profiles.name"],
-            name=op.f("fk_api_keys_profile_name_profiles"),
-            ondelete="SET NULL",
-        ),
     )
 
     op.create_table(

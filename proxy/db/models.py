@@ -50,9 +50,8 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(128))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
-    profile_name: Mapped[str | None] = mapped_column(
-        ForeignKey("profiles.name", ondelete="SET NULL")
-    )
+    # No foreign key: a key may name a profile declared in config rather than stored here.
+    profile_name: Mapped[str | None] = mapped_column(String(64))
     allow_profile_override: Mapped[bool] = mapped_column(Boolean, default=False)
     app_id: Mapped[str | None] = mapped_column(String(64))  # the tenant it may act for
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)

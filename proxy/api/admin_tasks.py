@@ -1,0 +1,190 @@
+"""Admin API: conversation tasks (durable record, live history, callbacks, metrics).
+
+Two views of a task: the live history in the history store (what the next request
+builds on; operators may reset it or add context to it) and the durable record in
+the database (task row, transcript, callback events, round metrics), written in the
+background by the transcript writer, which is flushed before reading so the view is
+current.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request, Response, status
+from redis.exceptions import RedisError
+
+from proxy.api.admin_db import transaction
+from proxy.api.schemas import (
+    ContextMessageIn,
+    EventOut,
+    HistoryMessageOut,
+    MetricOut,
+    Page,
+    TaskDetail,
+    TaskOut,
+    TranscriptMessageOut,
+    as_utc,
+)
+from proxy.context.call import CallContext
+from proxy.context.history import StoredMessage
+from proxy.db.repositories import (
+    EventRepository,
+    TaskFilter,
+    TaskRepository,
+    TranscriptRepository,
+)
+from proxy.errors import NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+T = TypeVar("T")
+MAX_MESSAGES_SHOWN = 1000
+
+
+async def _live(operation: Awaitable[T]) -> T:
+    """A history store call; an unreachable store is a 503, not an internal error."""
+    try:
+        return await operation
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.error("admin API: history store unavailable: %r", exc)
+        raise ServiceUnavailable("the history store is unavailable") from exc
+
+
+async def _flush_transcripts(request: Request, *, required: bool) -> None:
+    """Write queued transcript rows now. ``required``: refuse to go on without it."""
+    writer = getattr(request.app.state, "transcripts", None)
+    if writer is None:
+        return
+    try:
+        # A view waits briefly (the database may be down); an erasure waits longer.
+        await writer.flush(timeout=10.0 if required else 2.0)
+    except Exception as exc:
+        if required:
+            raise ServiceUnavailable("could not write the queued transcript; retry") from exc
+        log.warning("admin API: transcript flush failed, the view may lag: %r", exc)
+
+
+@router.get("/tasks", summary="List tasks, newest first", response_model=Page[TaskOut])
+async def list_tasks(
+    request: Request,
+    app_id: str | None = None,
+    room_id: str | None = None,
+    user_id: str | None = None,
+    active: Annotated[bool | None, Query(description="Not ended yet.")] = None,
+    started_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    started_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[TaskOut]:
+    await _flush_transcripts(request, required=False)
+    filters = TaskFilter(
+        app_id=app_id,
+        room_id=room_id,
+        user_id=user_id,
+        active=active,
+        started_after=as_utc(started_after),
+        started_before=as_utc(started_before),
+    )
+    async with transaction(request) as session:
+        page = await TaskRepository(session).search(filters, offset=offset, limit=limit)
+        items = [TaskOut.model_validate(task) for task in page.items]
+    return Page[TaskOut](items=items, total=page.total, offset=offset, limit=limit)
+
+
+@router.get(
+    "/tasks/{task_id}",
+    summary="A task: its record, live history, summary and durable transcript",
+    response_model=TaskDetail,
+)
+async def get_task(task_id: str, request: Request) -> TaskDetail:
+    history = await _live(request.app.state.history.load(task_id, MAX_MESSAGES_SHOWN))
+    live = history.total_messages > 0 or bool(history.summary)
+    await _flush_transcripts(request, required=False)
+    task: TaskOut | None = None
+    transcript: list[TranscriptMessageOut] | None = None
+    try:
+        async with transaction(request) as session:
+            row = await TaskRepository(session).get(task_id)
+            task = TaskOut.model_validate(row) if row is not None else None
+            stored = await TranscriptRepository(session).for_task(task_id)
+            transcript = [TranscriptMessageOut.model_validate(m) for m in stored]
+    except ServiceUnavailable:
+        if not live:
+            raise
+        # The live history is still worth showing; transcript None says what is missing.
+    if not live and task is None and not transcript:
+        raise NotFound(f"no task {task_id!r}")
+    return TaskDetail(
+        task_id=task_id,
+        task=task,
+        summary=history.summary,
+        total_messages=history.total_messages,
+        messages=[HistoryMessageOut.model_validate(m.to_dict()) for m in history.messages],
+        transcript=transcript,
+    )
+
+
+@router.post(
+    "/tasks/{task_id}/reset",
+    summary="Forget the task's live history (the durable transcript stays)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+async def reset_task(task_id: str, request: Request) -> None:
+    await _live(request.app.state.history.reset(task_id))
+
+
+@router.post(
+    "/tasks/{task_id}/messages",
+    summary="Add a context message to the live history (seen from the next turn on)",
+    response_model=HistoryMessageOut,
+    status_code=status.HTTP_201_CREATED,
+)
+async def add_context(task_id: str, body: ContextMessageIn, request: Request) -> HistoryMessageOut:
+    message = StoredMessage(role=body.role, content=body.content, source="context")
+    await _live(request.app.state.history.append(task_id, [message]))
+    writer = getattr(request.app.state, "transcripts", None)
+    if writer is not None:  # the durable transcript records operator context too
+        writer.submit(CallContext(task_id=task_id), [message])
+    return HistoryMessageOut.model_validate(message.to_dict())
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    summary="Erase a task: live history, record, transcript, events, metrics (idempotent)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+async def delete_task(task_id: str, request: Request) -> None:
+    # Flush first, or queued rows would recreate the task after the delete.
+    await _flush_transcripts(request, required=True)
+    await _live(request.app.state.history.reset(task_id))
+    async with transaction(request) as session:
+        await TaskRepository(session).delete(task_id)
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    summary="The engine callbacks (901-909) received for a task, oldest first",
+    response_model=list[EventOut],
+)
+async def task_events(task_id: str, request: Request) -> list[EventOut]:
+    async with transaction(request) as session:
+        events = await EventRepository(session).for_task(task_id)
+        return [EventOut.model_validate(event) for event in events]
+
+
+@router.get(
+    "/tasks/{task_id}/metrics",
+    summary="The per-round metrics and errors the engine reported for a task",
+    response_model=list[MetricOut],
+)
+async def task_metrics(task_id: str, request: Request) -> list[MetricOut]:
+    async with transaction(request) as session:
+        metrics = await EventRepository(session).metrics_for_task(task_id)
+        return [MetricOut.model_validate(metric) for metric in metrics]

@@ -1,0 +1,327 @@
+"""``proxy keys | profiles | tasks``: operator commands straight on the database.
+
+They use ``PROXY_DATABASE_URL`` (and ``PROXY_CONFIG`` for config-declared entities,
+shown read-only). Running proxies pick changes up within ``PROXY_KEY_CACHE_SECONDS``.
+Failures print one clear line and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from proxy.api.schemas import (
+    CONFIG_KEY_PREFIX,
+    KeyCreate,
+    KeyOut,
+    ProfileCreate,
+    ProfileOut,
+    TaskOut,
+    TranscriptMessageOut,
+)
+from proxy.db.repositories import (
+    KeyRepository,
+    ProfileRepository,
+    TaskRepository,
+    TranscriptRepository,
+)
+from proxy.db.session import make_engine, make_sessionmaker
+from proxy.settings import Settings
+
+Sessions = async_sessionmaker[AsyncSession]
+Command = Callable[[Settings, Sessions, argparse.Namespace], Awaitable[None]]
+
+
+class CommandFailed(Exception):
+    """A failure the operator can act on; printed without a traceback."""
+
+
+def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
+    try:
+        settings = Settings()
+    except (ValidationError, ValueError) as exc:
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+
+    async def with_database() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            await command(settings, make_sessionmaker(engine), args)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(with_database())
+    except CommandFailed as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except (DBAPIError, PoolTimeout, OSError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        print(
+            f"{prog}: database error ({type(cause).__name__}: {first_line}). "
+            "Is PROXY_DATABASE_URL right, and has `proxy migrate` been run?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CommandFailed(problems) from exc
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    return parser, parser.add_subparsers(dest="action", required=True)
+
+
+# proxy keys
+
+
+async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    body: KeyCreate = _validated(
+        KeyCreate,
+        {
+            "name": args.name,
+            "profile": args.profile,
+            "allow_profile_override": args.allow_profile_override,
+            "app_id": args.app_id,
+            "rate_limit_per_minute": args.rate_limit,
+            "expires_at": args.expires_at,
+        },
+    )
+    if any(spec.name == body.name for spec in settings.keys):
+        raise CommandFailed(f"a config-declared key is named {body.name!r}: choose another name")
+    async with sessions() as session, session.begin():
+        if (
+            body.profile is not None
+            and body.profile not in settings.profiles
+            and await ProfileRepository(session).get(body.profile) is None
+        ):
+            raise CommandFailed(f"no profile {body.profile!r}")
+        key, plain = await KeyRepository(session).create(
+            body.name,
+            profile_name=body.profile,
+            allow_profile_override=body.allow_profile_override,
+            app_id=body.app_id,
+            rate_limit_per_minute=body.rate_limit_per_minute,
+            expires_at=body.expires_at,
+        )
+        created = KeyOut.from_row(key)
+    if args.json:
+        _print_json({**created.model_dump(mode="json"), "key": plain})
+    else:
+        print(f"id:   {created.id}\nname: {created.name}\nkey:  {plain}")
+    print("Store the key now: it is not shown again.", file=sys.stderr)
+
+
+async def _keys_list(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    async with sessions() as session:
+        stored = await KeyRepository(session).list_all()
+    keys = [KeyOut.from_spec(spec) for spec in settings.keys]
+    keys += [KeyOut.from_row(key) for key in stored]
+    if args.json:
+        _print_json([key.model_dump(mode="json") for key in keys])
+        return
+
+    def state(key: KeyOut) -> str:
+        return "active" if key.active else ("revoked" if key.revoked_at else "expired")
+
+    _print_table(
+        ("ID", "NAME", "PREFIX", "PROFILE", "APP", "STATE", "ORIGIN"),
+        [(k.id, k.name, k.prefix, k.profile, k.app_id, state(k), k.origin) for k in keys],
+    )
+
+
+async def _keys_revoke(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    if args.id.startswith(CONFIG_KEY_PREFIX):
+        raise CommandFailed(f"{args.id} is declared in the configuration: remove it there")
+    async with sessions() as session, session.begin():
+        key = await KeyRepository(session).get(args.id)
+        if key is None:
+            raise CommandFailed(f"no key {args.id!r}")
+        already = key.revoked_at is not None
+        await KeyRepository(session).revoke(args.id)
+    print(f"key {key.id} ({key.name}) {'was already' if already else 'is now'} revoked")
+
+
+def keys_main(argv: list[str] | None = None) -> int:
+    parser, actions = _parser("proxy keys", "Create, list and revoke caller keys.")
+    create = actions.add_parser("create", help="create a key (printed once)")
+    create.add_argument("name")
+    create.add_argument("--profile", help="profile the key's calls use")
+    create.add_argument("--allow-profile-override", action="store_true")
+    create.add_argument("--app-id", help="TRTC SdkAppId (tenant) the key may act for")
+    create.add_argument("--rate-limit", type=int, help="requests per minute")
+    create.add_argument("--expires-at", help="ISO 8601 date-time (naive = UTC)")
+    create.add_argument("--json", action="store_true")
+    listing = actions.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    args = parser.parse_args(argv)
+    commands = {"create": _keys_create, "list": _keys_list, "revoke": _keys_revoke}
+    return _run("proxy keys", commands[args.action], args)
+
+
+# proxy profiles
+
+
+async def _profiles_list(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    async with sessions() as session:
+        stored = await ProfileRepository(session).list_all()
+    profiles = [ProfileOut.from_spec(n, s) for n, s in sorted(settings.profiles.items())]
+    profiles += [ProfileOut.from_row(p) for p in stored if p.name not in settings.profiles]
+    if args.json:
+        _print_json([profile.model_dump(mode="json") for profile in profiles])
+        return
+    _print_table(
+        ("NAME", "MODEL", "PROMPT MODE", "ORIGIN", "DESCRIPTION"),
+        [(p.name, p.model, p.system_prompt_mode, p.origin, p.description) for p in profiles],
+    )
+
+
+async def _profiles_show(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    spec = settings.profiles.get(args.name)
+    if spec is not None:
+        profile = ProfileOut.from_spec(args.name, spec)
+    else:
+        async with sessions() as session:
+            row = await ProfileRepository(session).get(args.name)
+            if row is None:
+                raise CommandFailed(f"no profile {args.name!r}")
+            profile = ProfileOut.from_row(row)
+    data = profile.model_dump(mode="json")
+    if args.json:
+        _print_json(data)
+        return
+    for field, value in data.items():
+        shown = value if isinstance(value, str) or value is None else json.dumps(value)
+        print(f"{field}: {'-' if shown is None else shown}")
+
+
+async def _profiles_create(
+    settings: Settings, sessions: Sessions, args: argparse.Namespace
+) -> None:
+    fields = {
+        "name": args.name,
+        "description": args.description,
+        "system_prompt": args.system_prompt,
+        "system_prompt_mode": args.mode,
+        "model": args.model,
+    }
+    body: ProfileCreate = _validated(ProfileCreate, {k: v for k, v in fields.items() if v})
+    if body.name in settings.profiles:
+        raise CommandFailed(f"profile {body.name!r} is declared in the configuration")
+    async with sessions() as session, session.begin():
+        profiles = ProfileRepository(session)
+        if await profiles.get(body.name) is not None:
+            raise CommandFailed(f"profile {body.name!r} exists")
+        await profiles.create(**body.model_dump())
+    print(f"profile {body.name} created")
+
+
+async def _profiles_delete(
+    settings: Settings, sessions: Sessions, args: argparse.Namespace
+) -> None:
+    if args.name in settings.profiles:
+        raise CommandFailed(f"profile {args.name!r} is declared in the configuration")
+    async with sessions() as session, session.begin():
+        if not await ProfileRepository(session).delete(args.name):
+            raise CommandFailed(f"no profile {args.name!r}")
+    print(f"profile {args.name} deleted")
+
+
+def profiles_main(argv: list[str] | None = None) -> int:
+    parser, actions = _parser("proxy profiles", "Manage agent profiles.")
+    listing = actions.add_parser("list", help="list profiles")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="show one profile")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    create = actions.add_parser("create", help="create a profile")
+    create.add_argument("name")
+    create.add_argument("--system-prompt")
+    create.add_argument("--mode", choices=("prefix", "override"), default=None)
+    create.add_argument("--model", help="route alias or upstream model")
+    create.add_argument("--description")
+    delete = actions.add_parser("delete", help="delete a profile")
+    delete.add_argument("name")
+    args = parser.parse_args(argv)
+    commands = {
+        "list": _profiles_list,
+        "show": _profiles_show,
+        "create": _profiles_create,
+        "delete": _profiles_delete,
+    }
+    return _run("proxy profiles", commands[args.action], args)
+
+
+# proxy tasks
+
+
+async def _tasks_show(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    async with sessions() as session:
+        row = await TaskRepository(session).get(args.task_id)
+        messages = await TranscriptRepository(session).for_task(args.task_id)
+    if row is None and not messages:
+        raise CommandFailed(f"no task {args.task_id!r} in the database")
+    task = TaskOut.model_validate(row) if row is not None else None
+    transcript = [TranscriptMessageOut.model_validate(m) for m in messages]
+    if args.json:
+        _print_json(
+            {
+                "task": task.model_dump(mode="json") if task else None,
+                "transcript": [m.model_dump(mode="json") for m in transcript],
+            }
+        )
+        return
+    if task is not None:
+        for field, value in task.model_dump(mode="json").items():
+            print(f"{field}: {'-' if value is None else value}")
+    else:
+        print(f"task_id: {args.task_id} (no task record)")
+    print(f"\ntranscript ({len(transcript)} messages):")
+    for m in transcript:
+        flags = " [interrupted]" if m.interrupted else ""
+        flags += f" [{m.source}]" if m.source != "turn" else ""
+        text = m.content if isinstance(m.content, str) else json.dumps(m.content or "")
+        if m.tool_calls:
+            text = f"{text} tool_calls={json.dumps(m.tool_calls, ensure_ascii=False)}"
+        print(f"  {m.created_at:%Y-%m-%d %H:%M:%S} {m.role}{flags}: {text}")
+
+
+def tasks_main(argv: list[str] | None = None) -> int:
+    parser, actions = _parser("proxy tasks", "Inspect conversation tasks.")
+    show = actions.add_parser("show", help="a task's record and durable transcript")
+    show.add_argument("task_id")
+    show.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    return _run("proxy tasks", {"show": _tasks_show}[args.action], args)
