@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -21,6 +22,7 @@ from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.transcript import TranscriptWriter
+from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
@@ -61,6 +63,27 @@ async def _prepare_database(settings: Settings) -> None:
         log.error("could not migrate the SQLite database %s: %r", url, exc)
 
 
+def _expose_error_counters(state: Any) -> None:
+    """Failures the components count themselves, published at scrape time."""
+    expose = state.metrics.expose_counter
+    errors = "proxy_store_errors"
+    doc = "Calls to Redis or the database that failed (the proxy carried on)."
+    expose(errors, doc, lambda: state.chat.store_errors, store="redis")
+    expose(errors, doc, lambda: state.catalog.refresh_errors, store="database")
+    expose(errors, doc, lambda: state.transcripts.failed_writes, store="database")
+    expose(errors, doc, lambda: state.callbacks.persist_failures, store="database")
+    expose(
+        "proxy_transcript_dropped",
+        "Transcript items dropped: the write queue was full.",
+        lambda: state.transcripts.dropped,
+    )
+    expose(
+        "proxy_summary_failures",
+        "Background summaries that failed.",
+        lambda: state.chat.summariser.failures if state.chat.summariser else 0,
+    )
+
+
 def _announce(settings: Settings, table: RouteTable) -> None:
     if not table.has_upstream:
         log.warning(
@@ -86,10 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
+        metrics = state.metrics
         client = UpstreamClient(max_connections=settings.upstream_max_connections)
         await client.start()
         table = RouteTable(settings)
-        state.router = UpstreamRouter(client, table)
+        state.router = UpstreamRouter(client, table, metrics)
         state.history = history = build_history_store(settings)
         await _prepare_database(settings)
         state.db_engine = make_engine(settings.database_url)
@@ -108,7 +132,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
         state.chat = ChatService(
-            settings, state.router, history, TokenCounter(), summariser, state.transcripts, spoken
+            settings,
+            state.router,
+            history,
+            TokenCounter(),
+            summariser,
+            state.transcripts,
+            spoken,
+            metrics,
         )
         state.callbacks = CallbackService(
             history,
@@ -116,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spoken,
             closed_ttl_seconds=settings.history_closed_ttl_seconds,
             timeout_seconds=settings.redis_timeout_ms / 1000,
+            metrics=metrics,
         )
+        _expose_error_counters(state)
         state.shutting_down = False
         _announce(settings, table)
         try:
@@ -140,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(health.router)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -11,7 +14,7 @@ from proxy.api.relay import RelayResponse
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
 from proxy.context.call import CallContext
-from proxy.errors import BodyTooLarge, InvalidRequest
+from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
 
 router = APIRouter()
 
@@ -38,9 +41,33 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def chat_completions(
     request: Request, service: ChatServiceDep, settings: SettingsDep, caller: AuthenticatedCaller
 ) -> Response:
-    body = parse_body(await read_body(request, settings.max_body_bytes))
-    body, profile = select_profile(body, caller, request.app.state.catalog)
+    received_at = time.perf_counter()
+    route = request.url.path
+    requests = request.app.state.metrics.requests
+    try:
+        body = parse_body(await read_body(request, settings.max_body_bytes))
+        body, profile = select_profile(body, caller, request.app.state.catalog)
+    except ProxyError as exc:
+        requests.labels(route, "", str(exc.status)).inc()
+        raise
+    model = str(body["model"])
     call = CallContext.from_headers(request.headers)
     if body.get("stream"):
-        return RelayResponse(service.stream(body, call, profile))
-    return ORJSONResponse(await service.complete(body, call, profile))
+
+        async def open_stream() -> AsyncIterator[bytes]:
+            try:
+                frames = await service.stream(body, call, profile, received_at)
+            except ProxyError as exc:
+                requests.labels(route, model, str(exc.status)).inc()
+                raise
+            requests.labels(route, model, "200").inc()
+            return frames
+
+        return RelayResponse(open_stream())
+    try:
+        completion = await service.complete(body, call, profile)
+    except ProxyError as exc:
+        requests.labels(route, model, str(exc.status)).inc()
+        raise
+    requests.labels(route, model, "200").inc()
+    return ORJSONResponse(completion)

@@ -14,7 +14,16 @@ from proxy.upstream.sse import DONE
 class ReplyAccumulator:
     """Reads each relayed event once; keeps choice 0, the one a voice engine speaks."""
 
-    __slots__ = ("completion_id", "done", "error", "finish_reason", "model", "parts", "tool_calls")
+    __slots__ = (
+        "completion_id",
+        "done",
+        "error",
+        "finish_reason",
+        "model",
+        "parts",
+        "tool_calls",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -24,6 +33,7 @@ class ReplyAccumulator:
         self.completion_id: str | None = None
         self.done = False
         self.error: UpstreamError | None = None
+        self.usage: dict[str, Any] | None = None
 
     def feed(self, payload: bytes) -> str:
         """Account for one event; return the text it adds to the reply."""
@@ -41,6 +51,8 @@ class ReplyAccumulator:
             message = str((event.get("error") or {}).get("message") or "upstream error")
             self.error = UpstreamError(f"upstream failed mid-stream: {message}")
             return ""
+        if event.get("usage"):
+            self.usage = event["usage"]
         if self.completion_id is None and isinstance(event.get("id"), str):
             self.completion_id = event["id"]
             self.model = event.get("model")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from proxy.context.history import (
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
 from proxy.errors import UpstreamError
+from proxy.metrics import ProxyMetrics
 from proxy.settings import HistoryPolicy, Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 from proxy.voice.spoken import SpokenTextReconciler
@@ -66,6 +68,7 @@ class ChatService:
         summariser: Summariser | None = None,
         transcripts: TranscriptWriter | None = None,
         spoken: SpokenTextReconciler | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -74,6 +77,7 @@ class ChatService:
         self.summariser = summariser
         self.transcripts = transcripts
         self.spoken = spoken
+        self.metrics = metrics or ProxyMetrics()
         self.store_errors = 0
         self._store_timeout = settings.redis_timeout_ms / 1000
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -99,9 +103,18 @@ class ChatService:
         return response
 
     async def stream(
-        self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None = None
+        self,
+        body: dict[str, Any],
+        call: CallContext,
+        profile: ResolvedProfile | None = None,
+        received_at: float | None = None,
     ) -> AsyncIterator[bytes]:
-        """Open the upstream stream; errors before the first byte raise ``ProxyError``."""
+        """Open the upstream stream; errors before the first byte raise ``ProxyError``.
+
+        ``received_at`` (``time.perf_counter()`` when the request arrived) lets the relay
+        measure the proxy's own share of the time to first byte.
+        """
+        received_at = received_at or time.perf_counter()
         prepared = await self._prepare(body, call, profile)
         if isinstance(prepared, StoredAnswer):
             return replay_frames(prepared)
@@ -117,7 +130,7 @@ class ChatService:
             if turn is not None:
                 self._forget_stream(turn)
             raise
-        return self._relay(stream, turn)
+        return self._relay(stream, turn, str(upstream_body.get("model")), received_at)
 
     # Before the upstream call.
 
@@ -141,6 +154,7 @@ class ChatService:
                 return body, None
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
                 log.info("replaying a finished request", extra=call.log_fields())
+                self.metrics.replays.inc()
                 return claim.answer
             if claim.state is ClaimState.TAKEOVER:
                 self._cancel_stream(task_id, call.request_id)
@@ -160,6 +174,8 @@ class ChatService:
             counter=self.counter,
             request_id=call.request_id,
         )
+        self.metrics.history_turns.observe(len(prompt.history_used))
+        self.metrics.history_tokens.observe(sum(m.tokens or 0 for m in prompt.history_used))
         turn = PendingTurn(
             call,
             task_id,
@@ -182,15 +198,24 @@ class ChatService:
     # The relay.
 
     async def _relay(
-        self, stream: CompletionStream, turn: PendingTurn | None
+        self, stream: CompletionStream, turn: PendingTurn | None, model: str, received_at: float
     ) -> AsyncIterator[bytes]:
         reply = ReplyAccumulator()
         spoken: list[str] = []  # text that reached the caller
         finished = False
+        metrics = self.metrics
+        metrics.active_streams.inc()
+        last_batch_at: float | None = None
         try:
             batch: list[bytes] | None = stream.first_events
             batches = stream.batches()
             while batch is not None:
+                now = time.perf_counter()
+                if last_batch_at is None:
+                    metrics.overhead.observe(max(now - received_at - stream.waited, 0.0))
+                else:
+                    metrics.chunk_gap.observe(now - last_batch_at)
+                last_batch_at = now
                 out = []
                 texts = []
                 for payload in batch:
@@ -219,10 +244,20 @@ class ChatService:
             yield error_frame(exc) + DONE_FRAME
         finally:
             stream.close()
+            metrics.active_streams.dec()
+            self._observe_reply(reply, model, received_at)
             if turn is not None:
                 self._forget_stream(turn)
                 if not finished:
                     self._commit_interrupted(turn, "".join(spoken))
+
+    def _observe_reply(self, reply: ReplyAccumulator, model: str, received_at: float) -> None:
+        metrics = self.metrics
+        metrics.operation_duration.labels("chat", model).observe(time.perf_counter() - received_at)
+        usage = reply.usage or {}
+        for kind, field in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+            if isinstance(usage.get(field), int):
+                metrics.token_usage.labels(kind, model).observe(usage[field])
 
     def _forget_stream(self, turn: PendingTurn) -> None:
         if turn.call.request_id is not None:
@@ -260,6 +295,7 @@ class ChatService:
                     interrupted=True,
                 )
             )
+        self.metrics.interruptions.inc()
         log.info("reply interrupted after %d characters", len(spoken), extra=turn.call.log_fields())
         task = asyncio.create_task(self._write(turn, messages, None))
         self._commits[turn.task_id] = task

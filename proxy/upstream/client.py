@@ -41,6 +41,7 @@ class UpstreamStream:
         self._decoder = decoder
         self.first_events = first_events
         self.target = target
+        self.waited = 0.0
 
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """Data payloads, one list per network read (never waits to fill a batch)."""

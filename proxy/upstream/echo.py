@@ -52,6 +52,7 @@ class EchoStream:
         self._id = f"chatcmpl-echo-{uuid.uuid4().hex[:12]}"
         self._created = int(time.time())
         self._include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.waited = 0.0
         self.first_events = [
             _chunk(self._id, self._created, {"role": "assistant", "content": ""}, None)
         ]

@@ -8,12 +8,14 @@ connect errors, timeouts to the first event, 429 and 5xx. A 4xx from an upstream
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import orjson
 
 from proxy.errors import UpstreamError
+from proxy.metrics import ProxyMetrics
 from proxy.settings import ECHO_MODEL, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.echo import EchoStream, echo_completion
@@ -25,6 +27,7 @@ class CompletionStream(Protocol):
     """What the relay consumes: an upstream stream or the echo model."""
 
     first_events: list[bytes]
+    waited: float  # seconds spent waiting on upstreams before the first event
 
     def batches(self) -> AsyncIterator[list[bytes]]: ...
 
@@ -69,21 +72,33 @@ def _body_for(target: UpstreamTarget, body: dict[str, Any]) -> bytes:
 
 
 class UpstreamRouter:
-    def __init__(self, client: UpstreamClient, table: RouteTable) -> None:
+    def __init__(
+        self, client: UpstreamClient, table: RouteTable, metrics: ProxyMetrics | None = None
+    ) -> None:
         self.client = client
         self.table = table
+        self.metrics = metrics
         self.fallbacks = 0  # how often a target failed and the next one was tried
 
     async def open_stream(self, body: dict[str, Any]) -> CompletionStream:
-        targets = self.table.resolve(str(body.get("model", "")))
+        model = str(body.get("model", ""))
+        targets = self.table.resolve(model)
         if targets is None:
             return EchoStream(body)
         last_error: UpstreamError | None = None
+        started = time.perf_counter()
         for position, target in enumerate(targets):
+            attempt = time.perf_counter()
             try:
-                return await self.client.open_stream(target, _body_for(target, body))
+                stream = await self.client.open_stream(target, _body_for(target, body))
             except UpstreamError as exc:
-                last_error = self._note_failure(exc, position, targets)
+                last_error = self._note_failure(exc, position, targets, model)
+                continue
+            now = time.perf_counter()
+            stream.waited = now - started
+            if self.metrics is not None:
+                self.metrics.time_to_first_token.labels(model).observe(now - attempt)
+            return stream
         assert last_error is not None
         raise last_error
 
@@ -96,17 +111,19 @@ class UpstreamRouter:
             try:
                 return await self.client.complete(target, _body_for(target, body))
             except UpstreamError as exc:
-                last_error = self._note_failure(exc, position, targets)
+                last_error = self._note_failure(exc, position, targets, str(body.get("model")))
         assert last_error is not None
         raise last_error
 
     def _note_failure(
-        self, exc: UpstreamError, position: int, targets: list[UpstreamTarget]
+        self, exc: UpstreamError, position: int, targets: list[UpstreamTarget], model: str
     ) -> UpstreamError:
         if not exc.retryable:
             raise exc
         if position + 1 < len(targets):
             self.fallbacks += 1
+            if self.metrics is not None:
+                self.metrics.fallbacks.labels(model).inc()
             log.warning(
                 "upstream target failed, trying the next one",
                 extra={"target": targets[position].base_url, "error": exc.message},

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.context.history import HistoryStore
 from proxy.db.repositories import EventRepository, TaskRepository
+from proxy.metrics import ProxyMetrics
 from proxy.voice import events as ev
 from proxy.voice.events import EngineEvent
 from proxy.voice.spoken import SpokenTextReconciler
@@ -39,12 +40,14 @@ class CallbackService:
         *,
         closed_ttl_seconds: int,
         timeout_seconds: float,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
         self._spoken = spoken
         self._closed_ttl = closed_ttl_seconds
         self._timeout = timeout_seconds
+        self._metrics = metrics or ProxyMetrics()
         self._background: set[asyncio.Task[None]] = set()
         self.received: Counter[int] = Counter()
         self.duplicates = 0
@@ -56,6 +59,7 @@ class CallbackService:
             self.duplicates += 1
             return "duplicate"
         self.received[event.event_type] += 1
+        self._observe(event)
         try:
             async with asyncio.timeout(self._timeout * 4):
                 await self._update_live_state(event)
@@ -65,6 +69,15 @@ class CallbackService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return "accepted"
+
+    def _observe(self, event: EngineEvent) -> None:
+        metrics = self._metrics
+        metrics.callback_events.labels(str(event.event_type)).inc()
+        name = str(event.payload.get("Metric") or "unknown")
+        if event.event_type == ev.METRIC and isinstance(event.payload.get("Value"), int | float):
+            metrics.engine_metric.labels(name).observe(event.payload["Value"])
+        elif event.event_type == ev.ERROR_METRIC:
+            metrics.engine_errors.labels(name).inc()
 
     async def _first_time(self, event: EngineEvent) -> bool:
         try:
