@@ -136,3 +136,71 @@ class RoundMetric(Base):
     value: Mapped[float | None] = mapped_column(Float)
     tags: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class KnowledgeBase(Base):
+    """A named collection of documents an agent can retrieve from."""
+
+    __tablename__ = "knowledge_bases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    chunk_tokens: Mapped[int] = mapped_column(Integer, default=200)
+    chunk_overlap_tokens: Mapped[int] = mapped_column(Integer, default=40)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class Document(Base):
+    """A source document; re-ingesting it (same base and source id) replaces its chunks."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("knowledge_base", "source_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    knowledge_base: Mapped[str] = mapped_column(
+        ForeignKey("knowledge_bases.name", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[str] = mapped_column(String(256))  # caller's id, file name or URL
+    title: Mapped[str | None] = mapped_column(String(512))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    content_type: Mapped[str] = mapped_column(String(64), default="text/plain")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class Chunk(Base):
+    """A retrievable piece of a document (with its embedding when one is configured)."""
+
+    __tablename__ = "chunks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    knowledge_base: Mapped[str] = mapped_column(String(64), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[list[float] | None] = mapped_column(JsonType)
+
+
+class Tool(Base):
+    """A server-side function the model may call: the proxy POSTs the arguments to ``url``."""
+
+    __tablename__ = "tools"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JsonType)  # JSON schema
+    url: Mapped[str] = mapped_column(String(2048))
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=5.0)
+    secret_header: Mapped[str | None] = mapped_column(String(128))  # header name
+    secret_env: Mapped[str | None] = mapped_column(String(128))  # env var holding its value
+    filler: Mapped[str | None] = mapped_column(Text)  # spoken while it runs
+    show_result: Mapped[bool] = mapped_column(Boolean, default=False)  # meta.info to the client
+    allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
