@@ -146,6 +146,21 @@ class Settings(BaseSettings):
     transcript_flush_seconds: float = Field(default=0.5, gt=0)
     key_cache_seconds: float = Field(default=10.0, gt=0)
 
+    # Knowledge (retrieval) and tools.
+    embeddings_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible embeddings endpoint; unset = lexical only."
+    )
+    embeddings_api_key: SecretStr | None = None
+    embeddings_model: str = "text-embedding-3-small"
+    retrieval_top_k: int = Field(default=3, ge=1, le=20)
+    retrieval_token_budget: int = Field(
+        default=800, ge=50, description="Tokens of injected chunks."
+    )
+    retrieval_context_turns: int = Field(
+        default=1, ge=0, description="Earlier user turns added to the retrieval query."
+    )
+    tool_max_steps: int = Field(default=4, ge=1, le=16, description="Model calls per turn.")
+
     # Engine callbacks.
     callback_sign_key: SecretStr | None = Field(
         default=None, description="The key the engine signs callbacks with (console setting)."
