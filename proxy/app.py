@@ -15,7 +15,9 @@ from proxy.access.catalog import Catalog
 from proxy.api import admin, callbacks, chat, health
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
+from proxy.chat.turns import TurnWriter
 from proxy.context.budget import TokenCounter
+from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
@@ -80,7 +82,7 @@ def _expose_error_counters(state: Any) -> None:
     expose(
         "proxy_summary_failures",
         "Background summaries that failed.",
-        lambda: state.chat.summariser.failures if state.chat.summariser else 0,
+        lambda: state.summariser.failures,
     )
 
 
@@ -131,16 +133,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
+        guard = StoreGuard(settings.redis_timeout_ms / 1000)
+        counter = TokenCounter()
+        writer = TurnWriter(
+            history,
+            counter,
+            guard,
+            metrics,
+            transcripts=state.transcripts,
+            spoken=spoken,
+            summariser=summariser,
+        )
         state.chat = ChatService(
             settings,
             state.router,
             history,
-            TokenCounter(),
-            summariser,
-            state.transcripts,
-            spoken,
+            counter,
+            writer,
+            guard,
             metrics,
+            tools=getattr(state, "tools", None),
+            tool_runner=getattr(state, "tool_runner", None),
         )
+        state.summariser = summariser
         state.callbacks = CallbackService(
             history,
             state.sessions,

@@ -82,6 +82,9 @@ class ProfileSpec(BaseModel):
     knowledge_bases: list[str] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
     filler_phrases: list[str] = Field(default_factory=list)
+    fast_first_words_ms: int | None = Field(
+        default=None, ge=50, description="Speak a filler phrase if the first token is this late."
+    )
 
 
 class KeySpec(BaseModel):
@@ -158,6 +161,10 @@ class Settings(BaseSettings):
     )
     retrieval_context_turns: int = Field(
         default=1, ge=0, description="Earlier user turns added to the retrieval query."
+    )
+    meta_info_events: Literal["engine", "always", "never"] = Field(
+        default="engine",
+        description="Send proxy meta.info events: to engine calls (X-Task-Id), always, never.",
     )
     tool_max_steps: int = Field(default=4, ge=1, le=16, description="Model calls per turn.")
 

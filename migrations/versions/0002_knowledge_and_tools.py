@@ -1,4 +1,4 @@
-"""knowledge bases, documents, chunks and server-side tools
+"""knowledge bases, documents, chunks, server-side tools; profiles.fast_first_words_ms
 
 Revision ID: 0002
 Revises: 0001
@@ -20,6 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("profiles", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("fast_first_words_ms", sa.Integer(), nullable=True))
     op.create_table(
         "knowledge_bases",
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -114,3 +116,5 @@ def downgrade() -> None:
     op.drop_table("documents")
     op.drop_table("tools")
     op.drop_table("knowledge_bases")
+    with op.batch_alter_table("profiles", schema=None) as batch_op:
+        batch_op.drop_column("fast_first_words_ms")

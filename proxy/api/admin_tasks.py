@@ -22,6 +22,7 @@ from proxy.api.schemas import (
     ContextMessageIn,
     EventOut,
     HistoryMessageOut,
+    MetaInfoIn,
     MetricOut,
     Page,
     TaskDetail,
@@ -29,6 +30,7 @@ from proxy.api.schemas import (
     TranscriptMessageOut,
     as_utc,
 )
+from proxy.chat.meta import queue_for_task
 from proxy.context.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.repositories import (
@@ -152,6 +154,16 @@ async def add_context(task_id: str, body: ContextMessageIn, request: Request) ->
     if writer is not None:  # the durable transcript records operator context too
         writer.submit(CallContext(task_id=task_id), [message])
     return HistoryMessageOut.model_validate(message.to_dict())
+
+
+@router.post(
+    "/tasks/{task_id}/metainfo",
+    summary="Queue meta.info for the client app, sent with the task's next reply",
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def queue_metainfo(task_id: str, body: MetaInfoIn, request: Request) -> dict[str, bool]:
+    await _live(queue_for_task(request.app.state.history, task_id, body.metainfo))
+    return {"queued": True}
 
 
 @router.delete(

@@ -307,6 +307,15 @@ class ContextMessageIn(BaseModel):
     role: Literal["system", "user", "assistant"] = "system"
 
 
+class MetaInfoIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metainfo: dict[str, Any] = Field(
+        examples=[{"card": "vip", "discount": "10%"}],
+        description="Delivered to the client app with the task's next reply (meta.info).",
+    )
+
+
 class EventOut(_Out):
     id: int
     task_id: str

@@ -82,6 +82,21 @@ class ReplyAccumulator:
             call["function"]["name"] += function.get("name") or ""
             call["function"]["arguments"] += function.get("arguments") or ""
 
+    @classmethod
+    def from_completion(cls, response: dict[str, Any]) -> ReplyAccumulator:
+        """The same view of a non-streaming completion."""
+        reply = cls()
+        choice: dict[str, Any] = next(iter(response.get("choices") or []), {})
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            reply.parts.append(message["content"])
+        for index, call in enumerate(message.get("tool_calls") or []):
+            reply.tool_calls[index] = call
+        reply.finish_reason = choice.get("finish_reason")
+        reply.model, reply.completion_id = response.get("model"), response.get("id")
+        reply.usage = response.get("usage")
+        return reply
+
     @property
     def text(self) -> str:
         return "".join(self.parts)

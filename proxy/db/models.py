@@ -37,6 +37,7 @@ class Profile(Base):
     knowledge_bases: Mapped[list[str]] = mapped_column(JsonType, default=list)
     tools: Mapped[list[str]] = mapped_column(JsonType, default=list)
     filler_phrases: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    fast_first_words_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 

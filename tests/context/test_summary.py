@@ -77,9 +77,9 @@ def test_a_failed_summary_changes_nothing(make_proxy, mock):
     t = f"task-{uuid.uuid4().hex[:8]}"
     four_turns(proxy, t)
     deadline = time.monotonic() + 10
-    while proxy.state.chat.summariser.failures == 0 and time.monotonic() < deadline:
+    while proxy.state.summariser.failures == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proxy.state.chat.summariser.failures == 1
+    assert proxy.state.summariser.failures == 1
     view = task_view(proxy, t)
     assert view["summary"] is None and len(view["messages"]) == 8
     say(proxy, t, [SYSTEM, user("question 5")], reply="answer 5")

@@ -1,0 +1,121 @@
+"""Writing a turn to the task's history (and the durable transcript) when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.context.budget import TokenCounter
+from proxy.context.call import CallContext
+from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.history import HistoryStore, StoredAnswer, StoredMessage
+from proxy.context.summary import Summariser
+from proxy.db.transcript import TranscriptWriter
+from proxy.metrics import ProxyMetrics
+from proxy.settings import HistoryPolicy
+from proxy.voice.spoken import SpokenTextReconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PendingTurn:
+    """What a stateful request will write to the history when it ends."""
+
+    call: CallContext
+    task_id: str
+    attempt_id: str | None
+    new_turn: list[StoredMessage]
+    seed: list[StoredMessage] | None
+    owner: asyncio.Task[Any] | None = None  # the task serving it, cancelled on takeover
+    stored_messages: int = 0  # in the store before this turn
+    policy: HistoryPolicy | None = None
+    profile: str | None = None
+
+
+class TurnWriter:
+    def __init__(
+        self,
+        history: HistoryStore,
+        counter: TokenCounter,
+        guard: StoreGuard,
+        metrics: ProxyMetrics,
+        *,
+        transcripts: TranscriptWriter | None = None,
+        spoken: SpokenTextReconciler | None = None,
+        summariser: Summariser | None = None,
+    ) -> None:
+        self._history = history
+        self._counter = counter
+        self._guard = guard
+        self._metrics = metrics
+        self._transcripts = transcripts
+        self._spoken = spoken
+        self._summariser = summariser
+        self._background: dict[str, asyncio.Task[None]] = {}
+
+    async def finished(
+        self, turn: PendingTurn, replies: list[StoredMessage], answer: StoredAnswer
+    ) -> None:
+        """The reply went out whole: written before ``[DONE]`` so the next turn sees it."""
+        await self._write(turn, [*turn.new_turn, *replies], answer)
+
+    def interrupted(self, turn: PendingTurn, replies: list[StoredMessage]) -> None:
+        """The caller left: what it received is written in the background (this task may
+        be cancelled already); the next request of the task waits for it."""
+        self._metrics.interruptions.inc()
+        spoken = sum(len(str(m.content or "")) for m in replies if m.role == "assistant")
+        log.info("reply interrupted after %d characters", spoken, extra=turn.call.log_fields())
+        task = asyncio.create_task(self._write(turn, [*turn.new_turn, *replies], None))
+        self._background[turn.task_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._background.get(turn.task_id) is done:
+                del self._background[turn.task_id]
+
+        task.add_done_callback(forget)
+
+    async def settled(self, task_id: str) -> None:
+        """Wait (briefly) for an interrupted turn of the task still being written."""
+        pending = self._background.get(task_id)
+        if pending is not None:
+            await asyncio.wait({pending}, timeout=self._guard.timeout)
+
+    async def _write(
+        self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
+    ) -> None:
+        if self._spoken is not None:  # a 905 may have arrived before its turn
+            folded = await self._guard(self._spoken.before_commit(turn.task_id, messages))
+            if folded is not FAILED:
+                messages = folded
+        for message in [*(turn.seed or ()), *messages]:
+            self._counter.count_message(message)  # cached with the message, counted once
+        committed = await self._guard(
+            self._history.commit_turn(
+                turn.task_id,
+                turn.call.request_id,
+                turn.attempt_id,
+                messages,
+                answer=answer,
+                seed=turn.seed,
+            )
+        )
+        if committed is False:
+            log.info(
+                "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
+            )
+            return
+        if self._transcripts is not None:  # the durable record, even if the live store failed
+            self._transcripts.submit(
+                turn.call, [*(turn.seed or ()), *messages], profile=turn.profile
+            )
+        if committed is True and answer is not None and self._summariser is not None:
+            stored = turn.stored_messages + len(turn.seed or ()) + len(messages)
+            self._summariser.maybe_schedule(turn.task_id, stored, turn.policy)
+
+    async def drain(self) -> None:
+        """Wait for background writes (graceful shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background.values()), timeout=5)
