@@ -178,16 +178,43 @@ class Settings(BaseSettings):
 
     # Per-task context.
     redis_url: str | None = None
+    redis_password: SecretStr | None = None
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host:port list; use Redis Sentinel instead of a URL."
+    )
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: SecretStr | None = None
+    redis_db: int = Field(default=0, ge=0)
+    ready_requires_history: bool = Field(
+        default=False,
+        description="Fail /readyz while Redis is down (off: answer statelessly, report degraded).",
+    )
     redis_prefix: str = "proxy:"
     redis_timeout_ms: int = Field(default=250, ge=10)
     history_ttl_seconds: int = Field(default=86_400, ge=60)
     history_closed_ttl_seconds: int = Field(default=600, ge=1)
     history: HistoryPolicy = Field(default_factory=HistoryPolicy)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "redis_sentinels", mode="before")
     @classmethod
-    def _parse_keys(cls, value: Any) -> Any:
+    def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator(
+        "admin_token",
+        "upstream_api_key",
+        "callback_sign_key",
+        "embeddings_api_key",
+        "redis_password",
+        "redis_sentinel_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        # An empty callback key would let anyone sign callbacks: "" means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

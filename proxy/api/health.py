@@ -28,6 +28,7 @@ async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     checks: dict[str, str] = {}
     ready = not getattr(state, "shutting_down", False)
+    degraded = False
     if not ready:
         checks["server"] = "shutting down"
     try:
@@ -35,8 +36,13 @@ async def readyz(request: Request) -> JSONResponse:
             await state.history.ping()
         checks["history"] = "ok"
     except Exception as exc:
+        # Chat still answers without Redis (statelessly); failing readiness would take
+        # every replica out of service at once, unless the operator wants exactly that.
         checks["history"] = f"unavailable: {type(exc).__name__}"
-        ready = False
+        if state.settings.ready_requires_history:
+            ready = False
+        else:
+            degraded = True
     # Chat works without the database (keys are cached, transcripts queue up): report it,
     # but never take every replica out of service because of it.
     try:
@@ -46,7 +52,10 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"degraded: {type(exc).__name__}"
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {
+            "status": ("degraded" if degraded else "ready") if ready else "not ready",
+            "checks": checks,
+        },
         status_code=200 if ready else 503,
     )
 

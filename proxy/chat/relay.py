@@ -77,6 +77,7 @@ class StreamRelay:
         self._metrics = metrics
         self._completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self._sent_any = False
+        self._said_anything = False  # any text reached the caller during this turn
         self._produced: list[StoredMessage] = []  # finished tool steps of this turn
         self._step_text: list[str] = []  # text of the current step that reached the caller
 
@@ -92,6 +93,7 @@ class StreamRelay:
             if plan.opening_filler:
                 yield self._speak(plan.opening_filler)
                 self._step_text.append(plan.opening_filler)
+                self._said_anything = True
             stream = await self._first()
             body = plan.body
             for step in range(plan.tools.max_steps if plan.tools else 1):
@@ -100,8 +102,8 @@ class StreamRelay:
                     yield out
                 stream.close()
                 calls = [reply.tool_calls[i] for i in sorted(reply.tool_calls)]
-                if plan.tools is None or not calls:
-                    break
+                if plan.tools is None or not calls or step + 1 == plan.tools.max_steps:
+                    break  # an answer, or the step limit: what was said is the reply
                 results_frames, body = await self._run_tools(body, calls, step, reply)
                 if results_frames:
                     yield results_frames
@@ -156,7 +158,7 @@ class StreamRelay:
                 if reply.done or reply.error is not None:
                     break
                 if hide_tools and (reply.tool_calls or reply.finish_reason == "tool_calls"):
-                    if len(reply.tool_calls) > calls_before and not (self._step_text or texts):
+                    if len(reply.tool_calls) > calls_before and not (self._said_anything or texts):
                         name = reply.tool_calls[min(reply.tool_calls)]["function"]["name"]
                         filler = self.plan.tools.filler_for(name) if self.plan.tools else ""
                         out.append(self._speak(filler))
@@ -172,6 +174,7 @@ class StreamRelay:
                 self._sent_any = True
                 yield b"".join(out)
                 self._step_text.extend(texts)  # reached the caller
+                self._said_anything = self._said_anything or bool(texts)
             if reply.error is not None:
                 raise reply.error
             if reply.done:

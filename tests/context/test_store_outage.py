@@ -17,12 +17,17 @@ from tests.context.test_conversation import upstream_messages
 from tests.servers import free_port
 
 
-def test_redis_unreachable_still_answers_and_readyz_fails(make_proxy, mock):
+def test_redis_unreachable_still_answers_and_readyz_reports_it(make_proxy, mock):
     proxy = make_proxy(redis=True, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert say(proxy, "task-x", [SYSTEM, user("hello")], reply="hi") == "hi"
     ready = httpx.get(proxy.url + "/readyz")
-    assert ready.status_code == 503
+    assert ready.status_code == 200  # still serving, statelessly
+    assert ready.json()["status"] == "degraded"
     assert ready.json()["checks"]["history"].startswith("unavailable")
+    strict = make_proxy(
+        redis=True, redis_url=f"redis://127.0.0.1:{free_port()}/0", ready_requires_history=True
+    )
+    assert httpx.get(strict.url + "/readyz").status_code == 503
     assert proxy.state.chat.store_errors > 0
     assert httpx.get(proxy.url + "/healthz").status_code == 200
 
