@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": ("proxy.cli_admin", "keys_main", "create, list and revoke caller keys"),
         "profiles": ("proxy.cli_admin", "profiles_main", "manage agent profiles"),
         "tasks": ("proxy.cli_admin", "tasks_main", "show a task's durable transcript"),
+        "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
     }
     for name, (_, _, help_text) in delegated.items():
         commands.add_parser(name, help=help_text, add_help=False)
