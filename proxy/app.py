@@ -24,8 +24,11 @@ from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.transcript import TranscriptWriter
+from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
+from proxy.tools.registry import ToolRegistry
+from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
 from proxy.voice.callbacks import CallbackService
@@ -35,18 +38,36 @@ log = logging.getLogger("proxy")
 
 
 def build_history_store(settings: Settings) -> HistoryStore:
-    if not settings.redis_url:
+    if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
     import redis.asyncio as redis
+    from redis.asyncio.sentinel import Sentinel
 
     timeout = settings.redis_timeout_ms / 1000
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry_on_timeout=False,
-        health_check_interval=30,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry_on_timeout": False,
+        "health_check_interval": 30,
+    }
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    client: redis.Redis
+    if settings.redis_sentinels:
+        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
+        sentinel_password = settings.redis_sentinel_password
+        sentinel = Sentinel(
+            hosts,
+            sentinel_kwargs={
+                "password": sentinel_password.get_secret_value() if sentinel_password else None,
+                "socket_timeout": timeout,
+            },
+            **options,
+        )
+        client = sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
+    else:
+        assert settings.redis_url is not None
+        client = redis.Redis.from_url(settings.redis_url, **options)
     return RedisHistoryStore(
         client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
     )
@@ -98,7 +119,7 @@ def _announce(settings: Settings, table: RouteTable) -> None:
             "no caller keys configured (PROXY_API_KEYS): anyone who can reach this port can "
             "use it. Listening on loopback only unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
         )
-    if not settings.redis_url:
+    if not settings.redis_url and not settings.redis_sentinels:
         log.warning(
             "no PROXY_REDIS_URL: task history is kept in this process only "
             "(lost on restart, not shared between replicas)"
@@ -122,6 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.sessions = make_sessionmaker(state.db_engine)
         state.catalog = Catalog(settings, state.sessions, table)
         await state.catalog.start()
+        state.retriever, state.knowledge = build_knowledge(settings, state.sessions, TokenCounter())
+        await state.retriever.load(state.sessions)
+        state.tools = ToolRegistry(state.sessions, refresh_seconds=settings.key_cache_seconds)
+        await state.tools.start()
+        state.tool_runner = ToolRunner()
+        await state.tool_runner.start()
         state.transcripts = TranscriptWriter(
             state.sessions,
             queue_size=settings.transcript_queue_size,
@@ -177,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await summariser.close()
             await state.transcripts.close()
             await state.catalog.close()
+            await state.tools.close()
+            await state.tool_runner.close()
             await client.close()
             await history.close()
             await state.db_engine.dispose()

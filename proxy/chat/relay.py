@@ -219,7 +219,7 @@ class StreamRelay:
         self._produced += [assistant, *answers]
         self._step_text = []
         visible = [
-            {"tool": r.name, "result": r.data if r.data is not None else r.content}
+            _visible_result(r)
             for r in results
             if r.ok and getattr(tools.specs.get(r.name), "show_result", False)
         ]
@@ -263,3 +263,12 @@ class StreamRelay:
         for kind, name in (("input", "prompt_tokens"), ("output", "completion_tokens")):
             if isinstance(usage.get(name), int):
                 metrics.token_usage.labels(kind, model).observe(usage[name])
+
+
+MAX_VISIBLE_RESULT = 16 * 1024  # a client-app card, not a data transfer
+
+
+def _visible_result(result: Any) -> dict[str, Any]:
+    if result.data is not None and len(result.content) <= MAX_VISIBLE_RESULT:
+        return {"tool": result.name, "result": result.data}
+    return {"tool": result.name, "result": result.content[:MAX_VISIBLE_RESULT], "truncated": True}
