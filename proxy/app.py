@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.catalog.start()
         state.retriever, state.knowledge = build_knowledge(settings, state.sessions, TokenCounter())
         await state.retriever.load(state.sessions)
+        state.retriever.start_polling(state.sessions, settings.key_cache_seconds)
         state.tools = ToolRegistry(state.sessions, refresh_seconds=settings.key_cache_seconds)
         await state.tools.start()
         state.tool_runner = ToolRunner()
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics,
             tools=getattr(state, "tools", None),
             tool_runner=getattr(state, "tool_runner", None),
+            retriever=state.retriever,
         )
         state.summariser = summariser
         state.callbacks = CallbackService(
@@ -205,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.transcripts.close()
             await state.catalog.close()
             await state.tools.close()
+            await state.retriever.close()
             await state.tool_runner.close()
             await client.close()
             await history.close()

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "profiles": ("proxy.cli_admin", "profiles_main", "manage agent profiles"),
         "tasks": ("proxy.cli_admin", "tasks_main", "show a task's durable transcript"),
         "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
+        "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
+        "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
     }
     for name, (_, _, help_text) in delegated.items():
         commands.add_parser(name, help=help_text, add_help=False)

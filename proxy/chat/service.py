@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
 from proxy.chat.meta import merge, take_queued
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
@@ -26,6 +27,7 @@ from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHistory
+from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
@@ -46,6 +48,7 @@ class ChatService:
         *,
         tools: Any = None,  # proxy.tools.registry.ToolRegistry
         tool_runner: Any = None,  # proxy.tools.runner.ToolRunner
+        retriever: Retriever | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -56,6 +59,7 @@ class ChatService:
         self.metrics = metrics
         self.tools = tools
         self.tool_runner = tool_runner
+        self.retriever = retriever
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
     @property
@@ -148,6 +152,55 @@ class ChatService:
     ) -> StoredAnswer | RelayPlan:
         if profile is not None:
             body = apply_profile(body, profile)
+        retrieval = self._start_retrieval(body, profile)
+        try:
+            prepared = await self._prepare_turn(body, call, profile, received_at)
+        except BaseException:
+            if retrieval is not None:
+                retrieval.cancel()
+            raise
+        if retrieval is None:
+            return prepared
+        if isinstance(prepared, StoredAnswer):
+            retrieval.cancel()
+            return prepared
+        try:
+            grounding = await retrieval
+        except Exception as exc:  # retrieval is an addition: never fail the turn for it
+            log.error("retrieval failed, answering without it: %r", exc)
+            return prepared
+        if grounding is not None:
+            prepared.body = {
+                **prepared.body,
+                "messages": inject(prepared.body["messages"], grounding.context),
+            }
+            prepared.meta.append({"sources": grounding.sources})
+        return prepared
+
+    def _start_retrieval(
+        self, body: dict[str, Any], profile: ResolvedProfile | None
+    ) -> asyncio.Task[Grounding | None] | None:
+        """Retrieval starts now and runs while the history is loaded."""
+        if profile is None or not profile.spec.knowledge_bases or self.retriever is None:
+            return None
+        return asyncio.ensure_future(
+            retrieve_for_turn(
+                self.retriever,
+                profile.spec.knowledge_bases,
+                body["messages"],
+                self.settings,
+                self.counter,
+                self.metrics,
+            )
+        )
+
+    async def _prepare_turn(
+        self,
+        body: dict[str, Any],
+        call: CallContext,
+        profile: ResolvedProfile | None,
+        received_at: float,
+    ) -> StoredAnswer | RelayPlan:
         plan = RelayPlan(
             body=body,
             model=str(body.get("model")),

@@ -1,0 +1,34 @@
+"""Failures of the knowledge layer, as ``ProxyError``s (each carries its HTTP status)."""
+
+from __future__ import annotations
+
+from proxy.errors import InvalidRequest, NotFound, ProxyError
+
+
+class KnowledgeBaseNotFound(NotFound):
+    pass
+
+
+class DocumentNotFound(NotFound):
+    pass
+
+
+class KnowledgeBaseExists(ProxyError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
+class InvalidDocument(InvalidRequest):
+    """Content the proxy cannot use: an unsupported type, no text, bad encoding."""
+
+    status = 422
+    code = "invalid_document"
+
+
+class EmbeddingFailed(ProxyError):
+    """The embeddings endpoint failed while ingesting; nothing was stored."""
+
+    status = 502
+    error_type = "server_error"
+    code = "embedding_failed"

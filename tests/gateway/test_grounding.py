@@ -1,0 +1,60 @@
+"""Retrieval in the chat path: chunks injected into the system message, sources in meta.info."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from proxy.settings import KeySpec, ProfileSpec
+
+ADMIN = "admin-token-for-tests-0123456789"
+
+
+def test_a_turn_is_grounded_in_the_profiles_knowledge(make_proxy, mock, monkeypatch):
+    monkeypatch.setenv("TEST_SHOP_KEY", "shop-key")
+    proxy = make_proxy(
+        redis=True,
+        admin_token=ADMIN,
+        retrieval_token_budget=200,
+        keys=[KeySpec(name="shop", key_env="TEST_SHOP_KEY", profile="shop")],
+        profiles={
+            "shop": ProfileSpec(system_prompt="You are Acme's assistant.", knowledge_bases=["faq"])
+        },
+    )
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert (
+        httpx.post(
+            f"{proxy.url}/admin/knowledge-bases", json={"name": "faq"}, headers=admin
+        ).status_code
+        == 201
+    )
+    for source, text in (
+        ("returns", "Returns are accepted within 30 days with the receipt."),
+        ("shipping", "Shipping to Europe takes five to seven working days."),
+        ("退货", "门店营业时间为每天上午九点到晚上九点。"),
+    ):
+        added = httpx.post(
+            f"{proxy.url}/admin/knowledge-bases/faq/documents",
+            json={"source_id": source, "title": source.title(), "content": text},
+            headers=admin,
+        )
+        assert added.status_code == 201, added.text
+    body = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "How many days do I have to return something?"}],
+    }
+    headers = {"Authorization": "Bearer shop-key", "X-Task-Id": "shop-task", "X-Request-Id": "r1"}
+    response = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
+    events = [
+        orjson.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: {")
+    ]
+    system = mock.requests[-1].body["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith("You are Acme's assistant.")
+    assert "within 30 days" in system["content"]
+    sources = [e["metainfo"]["sources"] for e in events if e.get("type") == "meta.info"]
+    assert sources and sources[0][0]["source_id"] == "returns"
+    # The stored history holds the conversation, not the injected knowledge.
+    stored = httpx.get(f"{proxy.url}/admin/tasks/shop-task", headers=admin).json()["messages"]
+    assert all("within 30 days" not in str(m["content"]) for m in stored)
