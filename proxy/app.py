@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from proxy import __version__
 from proxy.access.catalog import Catalog
+from proxy.access.limits import ConcurrencyGate, RateLimiter
 from proxy.api import admin, callbacks, chat, health
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
@@ -185,6 +186,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retriever=state.retriever,
         )
         state.summariser = summariser
+        state.rate_limiter = RateLimiter(history, guard)
+        state.concurrency = ConcurrencyGate(settings.max_concurrent_requests)
         state.callbacks = CallbackService(
             history,
             state.sessions,

@@ -107,3 +107,17 @@ class PermissionDenied(ProxyError):
     status = 403
     error_type = "permission_error"
     code = "permission_denied"
+
+
+class RateLimited(ProxyError):
+    """This caller's key is over its per-minute limit (across all replicas)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class Overloaded(ProxyError):
+    status = 503
+    error_type = "server_error"
+    code = "server_overloaded"

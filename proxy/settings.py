@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_concurrent_requests: int = Field(
+        default=2000, ge=1, description="Chat requests in flight per process; more get 503."
+    )
 
     # Upstreams.
     upstream_base_url: str | None = None

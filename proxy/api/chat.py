@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -36,38 +37,58 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class RequestCount:
+    """``proxy_requests_total`` for one request: by route, model and the status it got."""
+
+    def __init__(self, counter: Any, route: str) -> None:
+        self.counter, self.route, self.model = counter, route, ""
+
+    def done(self, status: int) -> None:
+        self.counter.labels(self.route, self.model, str(status)).inc()
+
+    async def stream(
+        self, opening: Coroutine[Any, Any, AsyncIterator[bytes]]
+    ) -> AsyncIterator[bytes]:
+        """Counts a stream by its status: 200, or its error before the first byte."""
+        try:
+            frames = await opening
+        except ProxyError as exc:
+            self.done(exc.status)
+            raise
+        self.done(200)
+        return frames
+
+
 @router.post("/v1/chat/completions", include_in_schema=True, summary="Chat completions")
 @router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(
     request: Request, service: ChatServiceDep, settings: SettingsDep, caller: AuthenticatedCaller
 ) -> Response:
     received_at = time.perf_counter()
-    route = request.url.path
-    requests = request.app.state.metrics.requests
+    state = request.app.state
+    count = RequestCount(state.metrics.requests, request.url.path)
+    try:
+        state.concurrency.enter()
+    except ProxyError as exc:
+        count.done(exc.status)
+        raise
+    streaming = False
     try:
         body = parse_body(await read_body(request, settings.max_body_bytes))
-        body, profile = select_profile(body, caller, request.app.state.catalog)
-    except ProxyError as exc:
-        requests.labels(route, "", str(exc.status)).inc()
-        raise
-    model = str(body["model"])
-    call = CallContext.from_headers(request.headers)
-    if body.get("stream"):
-
-        async def open_stream() -> AsyncIterator[bytes]:
-            try:
-                frames = await service.stream(body, call, profile, received_at)
-            except ProxyError as exc:
-                requests.labels(route, model, str(exc.status)).inc()
-                raise
-            requests.labels(route, model, "200").inc()
-            return frames
-
-        return RelayResponse(open_stream())
-    try:
+        body, profile = select_profile(body, caller, state.catalog)
+        await state.rate_limiter.check(caller)
+        count.model = str(body["model"])
+        call = CallContext.from_headers(request.headers)
+        if body.get("stream"):
+            opening = count.stream(service.stream(body, call, profile, received_at))
+            streaming = True  # the response leaves the gate when it ends
+            return RelayResponse(opening, on_close=state.concurrency.leave)
         completion = await service.complete(body, call, profile)
+        count.done(200)
+        return ORJSONResponse(completion)
     except ProxyError as exc:
-        requests.labels(route, model, str(exc.status)).inc()
+        count.done(exc.status)
         raise
-    requests.labels(route, model, "200").inc()
-    return ORJSONResponse(completion)
+    finally:
+        if not streaming:
+            state.concurrency.leave()

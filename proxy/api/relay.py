@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from starlette.responses import Response
@@ -34,14 +34,22 @@ Opener = Coroutine[Any, Any, AsyncIterator[bytes]]
 class RelayResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, opener: Opener) -> None:
+    def __init__(self, opener: Opener, on_close: Callable[[], None] | None = None) -> None:
         self.opener = opener
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
         self._started = False
         self.init_headers(SSE_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.create_task(self._relay(scope, receive, send))
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
         try:

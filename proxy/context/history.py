@@ -188,6 +188,10 @@ class HistoryStore(Protocol):
         """True the first time ``key`` is marked within ``ttl_seconds`` (deduplication)."""
         ...
 
+    async def hit(self, key: str, window_seconds: int) -> int:
+        """Count one event under ``key`` in a window that starts at its first event."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store is unreachable."""
         ...

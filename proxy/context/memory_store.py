@@ -62,6 +62,7 @@ class MemoryHistoryStore:
         self._sweep_interval = min(float(ttl_seconds), MAX_SWEEP_INTERVAL_SECONDS)
         self._next_sweep = clock() + self._sweep_interval
         self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
 
     @property
     def task_count(self) -> int:
@@ -192,6 +193,16 @@ class MemoryHistoryStore:
         while len(self._marks) > self.max_tasks * 10:  # bounded, like the tasks
             self._marks.popitem(last=False)
         return True
+
+    async def hit(self, key: str, window_seconds: int) -> int:
+        now = self.clock()
+        count, ends = self._counters.get(key, (0, 0.0))
+        if ends <= now:
+            count, ends = 0, now + window_seconds
+            if len(self._counters) > self.max_tasks:  # bounded: forget finished windows
+                self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
+        self._counters[key] = (count + 1, ends)
+        return count + 1
 
     async def ping(self) -> None:
         return None

@@ -315,6 +315,14 @@ class RedisHistoryStore:
             items, _ = await pipe.execute()
         return [orjson.loads(item) for item in items]
 
+    async def hit(self, key: str, window_seconds: int) -> int:
+        counter = f"{self.prefix}count:{key}"
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.incr(counter)
+            pipe.expire(counter, window_seconds, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         return bool(
             await self._client.set(f"{self.prefix}once:{key}", b"1", nx=True, ex=ttl_seconds)

@@ -363,3 +363,9 @@ async def test_mark_once_deduplicates(store) -> None:
     assert await store.mark_once(key, 60) is True
     assert await store.mark_once(key, 60) is False
     assert await store.mark_once(key + "-other", 60) is True
+
+
+async def test_hit_counts_within_a_window(store) -> None:
+    key = f"rate-{uuid.uuid4().hex[:8]}"
+    assert [await store.hit(key, 60) for _ in range(3)] == [1, 2, 3]
+    assert await store.hit(key + "-other", 60) == 1
