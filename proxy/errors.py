@@ -121,3 +121,11 @@ class Overloaded(ProxyError):
     status = 503
     error_type = "server_error"
     code = "server_overloaded"
+
+
+class Conflict(ProxyError):
+    """The change clashes with what exists (a config-declared entity, a taken name)."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "conflict"

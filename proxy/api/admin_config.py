@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from proxy.api.admin_db import Conflict, declared_in_config, refresh_catalog, transaction
+from proxy.api.admin_db import declared_in_config, refresh_catalog, transaction
 from proxy.api.schemas import (
     CONFIG_KEY_PREFIX,
     KeyCreate,
@@ -25,7 +25,7 @@ from proxy.api.schemas import (
     RouteOut,
 )
 from proxy.db.repositories import KeyRepository, ProfileRepository, RouteRepository
-from proxy.errors import InvalidRequest, NotFound
+from proxy.errors import Conflict, InvalidRequest, NotFound
 
 router = APIRouter()
 

@@ -11,17 +11,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.errors import ProxyError, ServiceUnavailable
+from proxy.errors import Conflict, ServiceUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class Conflict(ProxyError):
-    """The change clashes with what exists (a config-declared entity, a taken name)."""
-
-    status = 409
-    error_type = "invalid_request_error"
-    code = "conflict"
 
 
 @asynccontextmanager

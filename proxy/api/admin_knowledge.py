@@ -17,9 +17,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from proxy.api.admin_db import Conflict
 from proxy.api.chat import read_body
-from proxy.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
+from proxy.errors import BodyTooLarge, Conflict, InvalidRequest, ServiceUnavailable
 from proxy.knowledge.errors import DocumentNotFound, KnowledgeBaseNotFound
 from proxy.knowledge.ingest import IngestService
 from proxy.knowledge.retrieval import Retriever

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.api.admin_db import Conflict, transaction
+from proxy.api.admin_db import transaction
 from proxy.api.schemas import as_utc
 from proxy.db.models import Tool
-from proxy.errors import NotFound
+from proxy.errors import Conflict, NotFound
 from proxy.net.guard import BlockedURL, precheck_url
 from proxy.tools.repository import ToolRepository
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import Conflict, InvalidRequest, NotFound, ProxyError
 
 
 class KnowledgeBaseNotFound(NotFound):
@@ -13,10 +13,8 @@ class DocumentNotFound(NotFound):
     pass
 
 
-class KnowledgeBaseExists(ProxyError):
-    status = 409
-    error_type = "invalid_request_error"
-    code = "conflict"
+class KnowledgeBaseExists(Conflict):
+    pass
 
 
 class InvalidDocument(InvalidRequest):
