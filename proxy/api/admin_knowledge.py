@@ -63,6 +63,9 @@ async def _stored(operation: Awaitable[T]) -> T:
     except IntegrityError as exc:
         raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
     except (DBAPIError, PoolTimeout, OSError) as exc:
+        if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "sqlstate", ""))[:2] == "22":
+            # SQLSTATE class 22: the data itself (PostgreSQL stores no NUL in text), not an outage
+            raise InvalidRequest("the database cannot store this text", status=422) from exc
         log.error("admin API: database error: %r", exc)
         raise ServiceUnavailable(
             "the database is unavailable or not migrated (run `proxy migrate`)"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from redis.exceptions import RedisError
 
 from proxy.api.admin_db import transaction
@@ -47,6 +47,13 @@ router = APIRouter()
 T = TypeVar("T")
 MAX_MESSAGES_SHOWN = 1000
 
+# Ids and filters as stored: at most 128 characters and no control characters (PostgreSQL
+# refuses NUL in text, which would surface as "database unavailable"; a longer id would be
+# kept live but refused by the durable transcript).
+NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+TaskId = Annotated[str, Path(max_length=128, pattern=NO_CONTROL)]
+Filter = Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL)]
+
 
 async def _live(operation: Awaitable[T]) -> T:
     """A history store call; an unreachable store is a 503, not an internal error."""
@@ -74,9 +81,9 @@ async def _flush_transcripts(request: Request, *, required: bool) -> None:
 @router.get("/tasks", summary="List tasks, newest first", response_model=Page[TaskOut])
 async def list_tasks(
     request: Request,
-    app_id: str | None = None,
-    room_id: str | None = None,
-    user_id: str | None = None,
+    app_id: Filter = None,
+    room_id: Filter = None,
+    user_id: Filter = None,
     active: Annotated[bool | None, Query(description="Not ended yet.")] = None,
     started_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     started_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
@@ -103,7 +110,7 @@ async def list_tasks(
     summary="A task: its record, live history, summary and durable transcript",
     response_model=TaskDetail,
 )
-async def get_task(task_id: str, request: Request) -> TaskDetail:
+async def get_task(task_id: TaskId, request: Request) -> TaskDetail:
     history = await _live(request.app.state.history.load(task_id, MAX_MESSAGES_SHOWN))
     live = history.total_messages > 0 or bool(history.summary)
     await _flush_transcripts(request, required=False)
@@ -137,7 +144,7 @@ async def get_task(task_id: str, request: Request) -> TaskDetail:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
-async def reset_task(task_id: str, request: Request) -> None:
+async def reset_task(task_id: TaskId, request: Request) -> None:
     await _live(request.app.state.history.reset(task_id))
 
 
@@ -147,7 +154,9 @@ async def reset_task(task_id: str, request: Request) -> None:
     response_model=HistoryMessageOut,
     status_code=status.HTTP_201_CREATED,
 )
-async def add_context(task_id: str, body: ContextMessageIn, request: Request) -> HistoryMessageOut:
+async def add_context(
+    task_id: TaskId, body: ContextMessageIn, request: Request
+) -> HistoryMessageOut:
     message = StoredMessage(role=body.role, content=body.content, source="context")
     await _live(request.app.state.history.append(task_id, [message]))
     writer = getattr(request.app.state, "transcripts", None)
@@ -161,7 +170,7 @@ async def add_context(task_id: str, body: ContextMessageIn, request: Request) ->
     summary="Queue meta.info for the client app, sent with the task's next reply",
     status_code=status.HTTP_202_ACCEPTED,
 )
-async def queue_metainfo(task_id: str, body: MetaInfoIn, request: Request) -> dict[str, bool]:
+async def queue_metainfo(task_id: TaskId, body: MetaInfoIn, request: Request) -> dict[str, bool]:
     await _live(queue_for_task(request.app.state.history, task_id, body.metainfo))
     return {"queued": True}
 
@@ -172,7 +181,7 @@ async def queue_metainfo(task_id: str, body: MetaInfoIn, request: Request) -> di
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
-async def delete_task(task_id: str, request: Request) -> None:
+async def delete_task(task_id: TaskId, request: Request) -> None:
     # Flush first, or queued rows would recreate the task after the delete.
     await _flush_transcripts(request, required=True)
     await _live(request.app.state.history.reset(task_id))
@@ -185,7 +194,7 @@ async def delete_task(task_id: str, request: Request) -> None:
     summary="The engine callbacks (901-909) received for a task, oldest first",
     response_model=list[EventOut],
 )
-async def task_events(task_id: str, request: Request) -> list[EventOut]:
+async def task_events(task_id: TaskId, request: Request) -> list[EventOut]:
     async with transaction(request) as session:
         events = await EventRepository(session).for_task(task_id)
         return [EventOut.model_validate(event) for event in events]
@@ -196,7 +205,7 @@ async def task_events(task_id: str, request: Request) -> list[EventOut]:
     summary="The per-round metrics and errors the engine reported for a task",
     response_model=list[MetricOut],
 )
-async def task_metrics(task_id: str, request: Request) -> list[MetricOut]:
+async def task_metrics(task_id: TaskId, request: Request) -> list[MetricOut]:
     async with transaction(request) as session:
         metrics = await EventRepository(session).metrics_for_task(task_id)
         return [MetricOut.model_validate(metric) for metric in metrics]

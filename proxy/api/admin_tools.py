@@ -7,17 +7,19 @@ refreshes this replica's tool registry at once; other replicas poll.
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime
+from ipaddress import IPv4Address
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.api.admin_db import transaction
-from proxy.api.schemas import as_utc
+from proxy.api.schemas import StoredIn, as_utc
 from proxy.db.models import Tool
 from proxy.errors import Conflict, NotFound
-from proxy.net.guard import BlockedURL, precheck_url
+from proxy.net.guard import BlockedURL, is_public, precheck_url
 from proxy.tools.repository import ToolRepository
 
 router = APIRouter()
@@ -43,7 +45,18 @@ def _check_schema(schema: dict[str, Any]) -> None:
         raise ValueError("parameters.required must be a list of parameter names")
 
 
-class ToolIn(BaseModel):
+def _refuse_numeric_private(host: str) -> None:
+    """Shorthand IPv4 hosts (2130706433, 0x7f.1, 0177.0.0.1, 127.1) are not names: the
+    resolver reads them as addresses, so judge them now as the literal they stand for."""
+    try:
+        address = IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return  # a name: judged when it is resolved, at call time
+    if not is_public(address):
+        raise BlockedURL(f"{host} is not a public address ({address})")
+
+
+class ToolIn(StoredIn):
     """A tool's settings (PUT replaces them all)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -99,7 +112,8 @@ class ToolIn(BaseModel):
             raise ValueError(f"url: {exc}") from None
         if not self.allow_private_network:
             try:
-                precheck_url(self.url, allow_private=False)
+                checked = precheck_url(self.url, allow_private=False)
+                _refuse_numeric_private(checked.host)
             except BlockedURL as exc:
                 raise ValueError(f"url: {exc}; set allow_private_network to allow it") from None
         if (self.secret_header is None) != (self.secret_env is None):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from proxy.api.deps import AuthenticatedCaller, ChatServiceDep, SettingsDep
@@ -29,11 +30,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(f"request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # left mid-upload: a caller's doing, not an internal error
+        raise InvalidRequest(
+            "the client closed the connection before sending the whole body",
+            code="client_disconnected",
+        ) from None
     return b"".join(chunks)
 
 

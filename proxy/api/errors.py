@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,43 @@ def error_response(error: ProxyError) -> JSONResponse:
     return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers or None)
 
 
+# What every error response is; OpenAPI documents it instead of FastAPI's ``{"detail"}``.
+ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "title": "ErrorEnvelope",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code", "param"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": ["string", "null"]},
+                "param": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def _document_envelope(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = generate().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:  # what our 422 handler really sends
+                schemas["HTTPValidationError"] = ERROR_ENVELOPE_SCHEMA
+                schemas.pop("ValidationError", None)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_envelope(app)
+
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         return error_response(exc)

@@ -41,6 +41,33 @@ class _Out(BaseModel):
         return as_utc(value) if isinstance(value, datetime) else value
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def refuse_nul(data: Any) -> Any:
+    """PostgreSQL text and JSONB hold no NUL: refuse it as invalid input (422) here rather
+    than fail the write as "database unavailable" (503) there."""
+    if _has_nul(data):
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    return data
+
+
+class StoredIn(BaseModel):
+    """A request body the admin API writes to the database."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return refuse_nul(data)
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int = Field(description="Matching items in all pages.")
@@ -51,7 +78,7 @@ class Page(BaseModel, Generic[T]):
 # Keys.
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(StoredIn):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, description="A label for people.")
@@ -132,7 +159,7 @@ class KeyCreated(KeyOut):
 # Profiles.
 
 
-class ProfileIn(ProfileSpec):
+class ProfileIn(ProfileSpec, StoredIn):
     """A profile's settings (PUT replaces them all)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -212,7 +239,7 @@ class RouteTargetIn(RouteTargetOut):
         return value.rstrip("/")
 
 
-class RouteIn(BaseModel):
+class RouteIn(StoredIn):
     model_config = ConfigDict(extra="forbid")
 
     targets: list[RouteTargetIn] = Field(min_length=1, description="Tried in order.")
@@ -300,7 +327,7 @@ class TaskDetail(BaseModel):
     )
 
 
-class ContextMessageIn(BaseModel):
+class ContextMessageIn(StoredIn):
     model_config = ConfigDict(extra="forbid")
 
     content: str = Field(min_length=1, max_length=32_000, examples=["The caller is a VIP."])
@@ -334,3 +361,11 @@ class MetricOut(_Out):
     value: float | None = None
     tags: dict[str, Any]
     created_at: datetime
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_object(cls, value: Any) -> Any:
+        """The engine's ``Tag`` is an object; anything else it sends stays readable here."""
+        if value is None:
+            return {}
+        return value if isinstance(value, dict) else {"Tag": value}

@@ -38,7 +38,8 @@ def _check(body: dict[str, Any]) -> None:
         param = f"messages.{index}"
         if not isinstance(message, dict):
             raise InvalidRequest(f"{param} must be an object", param=param)
-        if message.get("role") not in ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable
             raise InvalidRequest(
                 f"{param}.role must be one of {', '.join(sorted(ROLES))}", param=f"{param}.role"
             )
@@ -48,6 +49,27 @@ def _check(body: dict[str, Any]) -> None:
                 f"{param}.content must be a string or an array of parts",
                 param=f"{param}.content",
             )
+        _check_tool_fields(message, param)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+
+
+def _check_tool_fields(message: dict[str, Any], param: str) -> None:
+    """Fields the proxy stores, counts and shows back: wrong types would fail later (500)."""
+    for field in ("name", "tool_call_id"):
+        value = message.get(field)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{param}.{field} must be a string", param=f"{param}.{field}")
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{param}.tool_calls must be an array", param=f"{param}.tool_calls")
+    for index, call in enumerate(calls):
+        where = f"{param}.tool_calls.{index}"
+        if not isinstance(call, dict):
+            raise InvalidRequest(f"{where} must be an object", param=where)
+        function = call.get("function")
+        if function is not None and not isinstance(function, dict):
+            raise InvalidRequest(f"{where}.function must be an object", param=f"{where}.function")

@@ -20,9 +20,13 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        held = b""
         if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # maybe half a CRLF: decide when the next byte comes
+                buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self._buffer = buffer.split(b"\n")
+        *lines, rest = buffer.split(b"\n")
+        self._buffer = rest + held
         events: list[bytes] = []
         for line in lines:
             if not line:  # a blank line ends the event
