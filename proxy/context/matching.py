@@ -10,11 +10,14 @@ from typing import Any
 @lru_cache(maxsize=4096)
 def normalise(text: str) -> str:
     """Lower-case, without whitespace, punctuation or symbols (works for CJK too)."""
-    return "".join(
+    kept = "".join(
         ch
         for ch in unicodedata.normalize("NFKC", text).casefold()
         if unicodedata.category(ch)[0] not in ("P", "Z", "S", "C")
     )
+    # Dropping a symbol can bring a letter and a combining mark together: compose again,
+    # so that normalising twice changes nothing.
+    return unicodedata.normalize("NFKC", kept)
 
 
 def content_text(content: Any) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.context.call import CallContext
 from proxy.context.history import StoredMessage
+from proxy.db.base import without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ def _row(task_id: str, m: StoredMessage) -> dict[str, Any]:
         "id": m.id,
         "task_id": task_id,
         "role": m.role,
-        "content": m.content,
-        "name": m.name,
-        "tool_calls": m.tool_calls,
-        "tool_call_id": m.tool_call_id,
-        "request_id": m.request_id,
+        "content": without_nul(m.content),
+        "name": without_nul(m.name),
+        "tool_calls": without_nul(m.tool_calls),
+        "tool_call_id": without_nul(m.tool_call_id),
+        "request_id": without_nul(m.request_id),
         "interrupted": m.interrupted,
         "source": m.source,
         "created_at": _utc(m.created_at),
@@ -125,7 +126,7 @@ class TranscriptWriter:
 
     def submit_update(self, task_id: str, message_id: str, content: Any, interrupted: bool) -> bool:
         """Queue an in-place correction of a stored message (905), after what is queued."""
-        update = {"id": message_id, "content": content, "interrupted": interrupted}
+        update = {"id": message_id, "content": without_nul(content), "interrupted": interrupted}
         return self._put(_Item(task_id, update=update))
 
     def _put(self, item: _Item) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.context.history import HistoryStore
+from proxy.db.base import without_nul
 from proxy.db.repositories import EventRepository, TaskRepository
 from proxy.metrics import ProxyMetrics
 from proxy.voice import events as ev
@@ -128,7 +129,7 @@ class CallbackService:
             event_type=event.event_type,
             event_ms_ts=event.event_ms_ts,
             round_id=event.round_id,
-            payload=event.raw,
+            payload=without_nul(event.raw),
         )
         if stored and event.event_type in (ev.METRIC, ev.ERROR_METRIC):
             payload = event.payload
@@ -136,9 +137,9 @@ class CallbackService:
             await events.add_metric(
                 task_id=event.task_id,
                 round_id=event.round_id,
-                metric=str(payload.get("Metric") or "unknown"),
+                metric=without_nul(str(payload.get("Metric") or "unknown"))[:64],
                 value=float(value) if isinstance(value, int | float) else None,
-                tags=payload.get("Tag") or {},
+                tags=without_nul(payload.get("Tag") or {}),
             )
 
     async def drain(self) -> None:

@@ -381,12 +381,6 @@ def test_wrong_methods_and_paths_get_envelopes(proxy):
     assert_envelope(httpx.get(proxy.url + "/v1/../../etc/passwd"), 404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: PostgreSQL JSONB holds no \\u0000, so the transcript writer discards the "
-    "turn (task row and both messages) while the live history keeps it; the fix belongs in "
-    "proxy/db/transcript.py (or a policy to refuse NUL in proxy/chat/request.py)",
-)
 def test_a_nul_in_content_reaches_the_durable_transcript_on_postgresql(make_proxy, postgres_url):
     from proxy.db.migrate import upgrade
 

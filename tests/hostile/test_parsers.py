@@ -278,11 +278,6 @@ def test_normalise_never_raises(text: str) -> None:
     assert isinstance(normalise(text), str)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: filtering after NFKC lets a combining mark meet a new base letter "
-    "(a^\\u0301 -> a\\u0301 -> á); proxy/context/matching.py is outside this change",
-)
 @SETTINGS
 @given(st.text(max_size=50))
 @example("a^\u0301")
