@@ -225,6 +225,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
+    app.add_middleware(chat.ChatFastPath)
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -74,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         http="httptools",
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # client addresses are not used; skip the per-request rewrite
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0

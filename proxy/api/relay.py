@@ -28,6 +28,11 @@ SSE_HEADERS = {
     "x-accel-buffering": "no",  # nginx and friends must not buffer the stream
 }
 
+RAW_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    *((name.encode(), value.encode()) for name, value in SSE_HEADERS.items()),
+]
+
 Opener = Coroutine[Any, Any, AsyncIterator[bytes]]
 
 
@@ -40,7 +45,7 @@ class RelayResponse(Response):
         self.status_code = 200
         self.background = None
         self._started = False
-        self.init_headers(SSE_HEADERS)
+        self.raw_headers = RAW_SSE_HEADERS  # the same for every stream: built once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
