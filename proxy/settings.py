@@ -61,7 +61,10 @@ class HistoryPolicy(BaseModel):
     max_turns: int = Field(default=30, ge=0, description="Turns kept in the window; 0 = no limit.")
     token_budget: int = Field(default=6000, ge=256, description="Tokens for the whole prompt.")
     load_limit: int = Field(
-        default=200, ge=1, description="Newest stored messages loaded per request."
+        default=80,
+        ge=1,
+        description="Newest stored messages loaded per request (keeps the cost flat for "
+        "long tasks; enough for max_turns of ordinary turns).",
     )
     summarise: bool = False
     summary_threshold_turns: int = Field(default=40, ge=4)

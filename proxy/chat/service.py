@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
 from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
-from proxy.chat.meta import merge, take_queued
+from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
@@ -218,32 +218,44 @@ class ChatService:
         task_id = call.task_id
         await self.writer.settled(task_id)  # an interrupted turn may still be being written
 
+        # The claim, the history and the queued meta.info are independent reads: one
+        # round trip to the store instead of two (the history is unused on a replay).
+        policy = profile.policy if profile is not None else self.settings.history
+        claiming = (
+            self.guard(self.history.claim_request(task_id, call.request_id))
+            if call.request_id is not None
+            else _nothing()
+        )
+        claim, history, queued = await asyncio.gather(
+            claiming,
+            self.guard(self.history.load(task_id, policy.load_limit)),
+            self.guard(take_queued(self.history, task_id)),
+        )
+        if queued is not FAILED:
+            plan.meta.extend(queued)
         attempt_id: str | None = None
         owner = asyncio.current_task()
-        if call.request_id is not None:
-            claim = await self.guard(self.history.claim_request(task_id, call.request_id))
-            if claim is FAILED:
-                return plan
+        if claim is FAILED:
+            return plan
+        if claim is not None:
+            assert call.request_id is not None
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
                 log.info("replaying a finished request", extra=call.log_fields())
                 self.metrics.replays.inc()
+                if queued is not FAILED and queued:  # not delivered: keep for the next reply
+                    for item in queued:
+                        await self.guard(queue_for_task(self.history, task_id, item))
                 return claim.answer
             if claim.state is ClaimState.TAKEOVER:
                 self._cancel_stream(task_id, call.request_id)
             attempt_id = claim.attempt_id
             if owner is not None:
                 self._streams[(task_id, call.request_id)] = owner
-
-        policy = profile.policy if profile is not None else self.settings.history
-        history, queued = await asyncio.gather(
-            self.guard(self.history.load(task_id, policy.load_limit)),
-            self.guard(take_queued(self.history, task_id)),
-        )
-        if queued is not FAILED:
-            plan.meta.extend(queued)
         if history is FAILED:
             return plan
         assert isinstance(history, TaskHistory)
+        if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
+            history.messages = [m for m in history.messages if m.request_id != call.request_id]
         prompt = assemble(
             split_request(body["messages"]),
             history,
@@ -301,3 +313,7 @@ class ChatService:
 
     async def drain(self) -> None:
         await self.writer.drain()
+
+
+async def _nothing() -> None:
+    return None

@@ -25,6 +25,7 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3  # once per request: for the caller's fixed_tokens
 # Estimates for what the tokenizer cannot see.
 TOKENS_PER_TOOL_CALL = 3  # the function-call wrapper around name and arguments
+RECENT_COUNTS = 4096  # texts whose counts are remembered (then the memo starts over)
 TOKENS_PER_IMAGE = 765  # a 1024x1024 high-detail image; overestimating is the safe side
 
 
@@ -34,6 +35,7 @@ class TokenCounter:
     def __init__(self, encoding_name: str = DEFAULT_ENCODING) -> None:
         self.encoding_name = encoding_name
         self._encoding: tiktoken.Encoding | None = None
+        self._recent: dict[str, int] = {}
 
     @property
     def encoding(self) -> tiktoken.Encoding:
@@ -44,8 +46,18 @@ class TokenCounter:
         return self._encoding
 
     def count_text(self, text: str) -> int:
-        # encode_ordinary: user text containing "<|endoftext|>" is text, not an error.
-        return len(self.encoding.encode_ordinary(text)) if text else 0
+        if not text:
+            return 0
+        # The same system prompts and profile texts come back on every request: remember
+        # recent counts (bounded) instead of re-tokenising them each time.
+        cached = self._recent.get(text)
+        if cached is None:
+            # encode_ordinary: user text containing "<|endoftext|>" is text, not an error.
+            cached = len(self.encoding.encode_ordinary(text))
+            if len(self._recent) >= RECENT_COUNTS:
+                self._recent.clear()
+            self._recent[text] = cached
+        return cached
 
     def count_message(self, message: StoredMessage) -> int:
         """Tokens of one stored message, cached on ``message.tokens``."""

@@ -107,6 +107,8 @@ def test_a_retry_after_an_interrupted_attempt_regenerates_without_duplicating(pr
     again = say(proxy, t, [SYSTEM, user("count for me")], request_id="r1", reply="all of it")
     assert again == "all of it"
     assert len(mock.requests) == 2  # an interrupted answer is not replayed
+    # The retry's prompt holds the question once, not the earlier attempt's partial reply.
+    assert upstream_messages(mock) == [SYSTEM, user("count for me")]
     assert [(m["role"], m["content"], m["interrupted"]) for m in stored(proxy, t)] == [
         ("user", "count for me", False),
         ("assistant", "all of it", False),
