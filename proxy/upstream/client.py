@@ -1,9 +1,9 @@
 """Streaming HTTP client for OpenAI-compatible upstreams, built on aiohttp.
 
-Why aiohttp and not a plain ``httpx.AsyncClient``: measured here, an httpx relay
-collapses at 100 concurrent streams (853 ms p50 time to first token against 53 ms
-direct, httpx issue #3215) while aiohttp holds the direct figure; see
-``proxy bench --client`` and the README. The client is the only module that knows.
+Why aiohttp and not a plain ``httpx.AsyncClient``: an httpx relay is reported to
+collapse at 100 concurrent streams on this kind of machine (853 ms p50 time to first
+token against 53 ms direct, httpx issue #3215); through aiohttp the proxy adds a few ms
+at 100 concurrent streams (``proxy bench``, README). This is the only module that knows.
 """
 
 from __future__ import annotations
