@@ -11,6 +11,7 @@ parallel), feeds the results back and streams the model's next step, up to a lim
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -120,7 +121,10 @@ class StreamRelay:
             if plan.turn is not None:
                 answer = reply.answer()
                 answer.content = "".join(self._step_text)
-                await self._writer.finished(plan.turn, [*self._produced, final], answer)
+                # Shielded: a caller leaving now must not cancel the write of what it heard.
+                await asyncio.shield(
+                    self._writer.finished(plan.turn, [*self._produced, final], answer)
+                )
             yield DONE_FRAME
         except UpstreamError as exc:
             log.warning("upstream failed mid-stream: %s", exc.message)

@@ -143,9 +143,15 @@ class UpstreamClient:
         return UpstreamStream(response, decoder, events, target)
 
     async def complete(self, target: UpstreamTarget, body: bytes) -> dict[str, Any]:
-        """A non-streaming completion, decoded."""
+        """A non-streaming completion, decoded.
+
+        The first-token timeout applies to the response headers: an upstream that says
+        nothing at all in that time is given up on (and the next target tried).
+        """
         try:
-            async with self._post(target, body) as response:
+            async with asyncio.timeout(target.first_token_timeout):
+                response = await self._post(target, body)
+            async with response:
                 if response.status >= 400:
                     raise await _status_error(response)
                 raw = await response.read()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,9 @@ from proxy.voice.spoken import SpokenTextReconciler
 log = logging.getLogger(__name__)
 
 DEDUPE_SECONDS = 3600  # the engine stops retrying after a minute
-PERSIST_ATTEMPTS = 5
+PERSIST_FOR_SECONDS = 600.0  # keep retrying a database write this long (an outage)
+PERSIST_BACKOFF_MAX = 5.0
+MAX_HELD_EVENTS = 10_000  # events waiting for the database, at most (memory bound)
 
 
 def _when(ms: int) -> datetime:
@@ -66,9 +69,15 @@ class CallbackService:
                 await self._update_live_state(event)
         except Exception as exc:  # never fail the callback on the live store
             log.error("callback %d not applied to live state: %r", event.event_type, exc)
-        task = asyncio.create_task(self._persist(event, app_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if len(self._background) >= MAX_HELD_EVENTS:
+            self.persist_failures += 1
+            log.error(
+                "too many callback events waiting for the database; %s not stored", event.dedupe_key
+            )
+        else:
+            task = asyncio.create_task(self._persist(event, app_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return "accepted"
 
     def _observe(self, event: EngineEvent) -> None:
@@ -99,16 +108,22 @@ class CallbackService:
             await self._store.expire(event.task_id, self._closed_ttl)
 
     async def _persist(self, event: EngineEvent, app_id: str | None) -> None:
-        for attempt in range(PERSIST_ATTEMPTS):
+        """Write the event, retrying through a database outage (up to ten minutes)."""
+        deadline = time.monotonic() + PERSIST_FOR_SECONDS
+        delay = 0.2
+        while True:
             try:
                 async with self._sessions() as session, session.begin():
                     await self._write(session, event, app_id)
                 return
             except Exception as exc:
                 self.persist_failures += 1
+                if time.monotonic() + delay > deadline:
+                    log.error("callback event %s dropped after retries", event.dedupe_key)
+                    return
                 log.warning("callback event not stored yet (%s), retrying", type(exc).__name__)
-                await asyncio.sleep(min(2**attempt * 0.2, 5.0))
-        log.error("callback event %s dropped after retries", event.dedupe_key)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PERSIST_BACKOFF_MAX)
 
     async def _write(self, session: AsyncSession, event: EngineEvent, app_id: str | None) -> None:
         tasks, events = TaskRepository(session), EventRepository(session)
