@@ -235,8 +235,8 @@ class ChatService:
             plan.meta.extend(queued)
         attempt_id: str | None = None
         owner = asyncio.current_task()
-        if claim is FAILED:
-            return plan
+        if claim is FAILED or history is FAILED:
+            return plan  # stateless for this request (nothing registered to clean up)
         if claim is not None:
             assert call.request_id is not None
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
@@ -251,8 +251,6 @@ class ChatService:
             attempt_id = claim.attempt_id
             if owner is not None:
                 self._streams[(task_id, call.request_id)] = owner
-        if history is FAILED:
-            return plan
         assert isinstance(history, TaskHistory)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
