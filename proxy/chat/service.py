@@ -216,6 +216,7 @@ class ChatService:
         if call.task_id is None:
             return plan
         task_id = call.task_id
+        await self._abandon_earlier_streams(task_id, call.request_id)
         await self.writer.settled(task_id)  # an interrupted turn may still be being written
 
         # The claim, the history and the queued meta.info are independent reads: one
@@ -296,6 +297,21 @@ class ChatService:
             fillers=list(profile.spec.filler_phrases),
             max_steps=self.settings.tool_max_steps,
         )
+
+    async def _abandon_earlier_streams(self, task_id: str, request_id: str | None) -> None:
+        """A new turn means the engine moved on: a reply of this task still streaming here
+        was abandoned (its caller may have left a moment ago and the disconnect not been
+        seen yet). End it first, so that its interrupted turn is written before this turn
+        reads the history."""
+        earlier = [
+            owner
+            for (task, rid), owner in self._streams.items()
+            if task == task_id and rid != request_id and not owner.done()
+        ]
+        for owner in earlier:
+            owner.cancel()
+        if earlier:
+            await asyncio.wait(earlier, timeout=self.guard.timeout)
 
     def _cancel_stream(self, task_id: str, request_id: str) -> None:
         earlier = self._streams.pop((task_id, request_id), None)
