@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from proxy.bench.procs import delete_keys, free_port, redis_error
 from proxy.bench.soak_sessions import (
     KNOWLEDGE,
     Planner,
@@ -95,12 +95,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 # Processes.
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -159,36 +153,6 @@ async def wait_ready(http: aiohttp.ClientSession, child: Child, path: str) -> No
                     return
         await asyncio.sleep(0.05)
     raise SoakError(f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s")
-
-
-def redis_problem(url: str) -> str | None:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        return repr(exc)
-    return None
-
-
-def delete_keys(url: str, prefix: str) -> None:
-    import redis
-
-    with contextlib.suppress(redis.RedisError, OSError):
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            for start in range(0, len(keys), 1000):
-                client.delete(*keys[start : start + 1000])
-        finally:
-            client.close()
-
-
-# Memory and CPU of the proxy.
 
 
 def _tree(pid: int) -> list[int]:
@@ -485,7 +449,7 @@ def proxy_log_counts(text: str) -> tuple[Counter[str], Counter[str]]:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    problem = redis_problem(args.redis_url)
+    problem = redis_error(args.redis_url)
     if problem:
         raise SoakError(f"Redis at {args.redis_url} is not usable: {problem}")
     workdir = tempfile.mkdtemp(prefix="proxy-soak-")
