@@ -39,6 +39,9 @@ class StoredMessage:
     created_at: float = field(default_factory=time.time)
     tokens: int | None = None  # cached token count (see context.budget)
     source: str = "turn"  # "turn" | "seed" | "context" (operator) | "spoken" (905 with no match)
+    # When the user had heard it: the ``at`` (engine clock) of the 905 that matched it.
+    # A reply heard once is never corrected by another 905.
+    heard_at: float | None = None
 
     def to_openai(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -63,6 +66,7 @@ class StoredMessage:
             "created_at": self.created_at,
             "tokens": self.tokens,
             "source": self.source,
+            "heard_at": self.heard_at,
         }
 
     @classmethod
@@ -79,7 +83,12 @@ class StoredMessage:
             created_at=float(data.get("created_at") or time.time()),
             tokens=data.get("tokens"),
             source=data.get("source") or "turn",
+            heard_at=_optional_float(data.get("heard_at")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(slots=True)
@@ -159,9 +168,19 @@ class HistoryStore(Protocol):
         ...
 
     async def update_message(
-        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+        self,
+        task_id: str,
+        message_id: str,
+        *,
+        content: Any,
+        interrupted: bool,
+        heard_at: float | None = None,
     ) -> bool:
-        """Correct one stored message in place (the 905 spoken-text fix). False if absent."""
+        """Correct one stored message in place (the 905 spoken-text fix). False if absent.
+
+        Sets ``content``, ``interrupted`` and ``heard_at`` (None clears it); the cached
+        token count is dropped (recounted on the next read).
+        """
         ...
 
     async def set_summary(self, task_id: str, summary: str, upto_message_id: str) -> bool:

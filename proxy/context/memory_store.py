@@ -136,14 +136,21 @@ class MemoryHistoryStore:
         self._for_write(task_id).messages.extend(_copies(messages))
 
     async def update_message(
-        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+        self,
+        task_id: str,
+        message_id: str,
+        *,
+        content: Any,
+        interrupted: bool,
+        heard_at: float | None = None,
     ) -> bool:
         task = self._find(task_id)
         if task is None:
             return False
         for message in reversed(task.messages):  # the corrected message is almost always recent
             if message.id == message_id:
-                message.content, message.interrupted, message.tokens = content, interrupted, None
+                message.content, message.interrupted = copy.deepcopy(content), interrupted
+                message.tokens, message.heard_at = None, heard_at
                 self._for_write(task_id)
                 return True
         return False

@@ -13,7 +13,8 @@ so they are atomic across replicas.
 
 Messages are encoded with a fixed key order: ``id`` and ``request_id`` first (the
 scripts match them by plain string prefix, without decoding), ``content``,
-``interrupted`` and ``tokens`` last (``update_message`` replaces that tail in place).
+``interrupted``, ``tokens`` and ``heard_at`` last (``update_message`` replaces that
+tail in place, so messages written before ``heard_at`` existed are updated alike).
 Lua never re-encodes a message: its cjson would round floats to 14 digits and turn
 empty lists into objects.
 """
@@ -36,7 +37,7 @@ from proxy.context.history import (
 )
 
 # update_message rewrites these; they must stay the last keys of an encoded message.
-MUTABLE_FIELDS = ("content", "interrupted", "tokens")
+MUTABLE_FIELDS = ("content", "interrupted", "tokens", "heard_at")
 
 # Shared by every script. KEYS: messages, meta, requests (``task_keys``); ARGV[1]: TTL.
 _LUA_HELPERS = r"""
@@ -153,7 +154,7 @@ touch()
 return 1
 """
 
-# ARGV: ttl, id prefix, new tail ('"content":...,"interrupted":...,"tokens":null}').
+# ARGV: ttl, id prefix, new tail ('"content":...,"tokens":null,"heard_at":...}').
 # Only the tail is replaced, so the rest of the message keeps its exact bytes.
 _UPDATE_MESSAGE_SCRIPT = r"""
 -- Offset of the top-level "content" key: skip strings, track nesting depth.
@@ -285,11 +286,17 @@ class RedisHistoryStore:
             await pipe.execute()
 
     async def update_message(
-        self, task_id: str, message_id: str, *, content: str, interrupted: bool
+        self,
+        task_id: str,
+        message_id: str,
+        *,
+        content: Any,
+        interrupted: bool,
+        heard_at: float | None = None,
     ) -> bool:
-        replacement = dict.fromkeys(MUTABLE_FIELDS)
-        replacement.update(content=content, interrupted=interrupted)  # tokens: recount
-        tail = orjson.dumps(replacement)[1:]  # '"content":...,"tokens":null}'
+        replacement = dict.fromkeys(MUTABLE_FIELDS)  # tokens: None, recounted
+        replacement.update(content=content, interrupted=interrupted, heard_at=heard_at)
+        tail = orjson.dumps(replacement)[1:]  # '"content":...,"heard_at":...}'
         args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(message_id), tail]
         return bool(await self._update(keys=self.task_keys(task_id), args=args))
 

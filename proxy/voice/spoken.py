@@ -1,11 +1,20 @@
 """Keeping history to what the user heard: the engine's 905 "bot finished speaking" text.
 
-A 905 carries the text the bot actually said in a round. It corrects the most recent
-assistant turn whose text begins with it (marked ``interrupted`` when shorter). It can
-arrive before that turn is written (the stream is still being committed, perhaps on
-another replica): then it waits in the task's pending queue, and the next assistant
-commit applies it. One that still matches nothing after a grace period is text the
-proxy never generated (the welcome message, ``ServerPushText``): it is added to the
+A 905 carries the text the bot actually said in a round. A stored reply whose text
+begins with it is settled by it: cut to the heard text (marked ``interrupted``) when
+shorter, and marked heard (``heard_at``, the 905's time).
+
+Which reply a 905 belongs to: the bot speaks rounds one after another, and each 905
+comes after the one of the round before. So a reply already heard is never corrected
+again. Reading the history newest first, a reply heard by an *earlier* 905 means this
+905 belongs to a newer reply that is not written yet (the stream is still being
+committed, perhaps on another replica; the engine does not order its callbacks after
+its LLM connection); a reply heard by a *later* 905 means this one was delivered late
+(retried) and belongs further back. Both times are the engine's clock (``EventMsTs``).
+
+A 905 whose reply is not written yet waits in the task's pending queue, and the next
+turn written applies it. One that still matches nothing after a grace period is text
+the proxy never generated (the welcome message, ``ServerPushText``): it is added to the
 history as an assistant turn, because the model must know what the user heard it say.
 """
 
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.context.call import CallContext
@@ -23,6 +33,19 @@ from proxy.db.transcript import TranscriptWriter
 log = logging.getLogger(__name__)
 
 RECENT_MESSAGES = 40  # how far back a 905 may reach
+
+
+@dataclass(slots=True)
+class SpokenFix:
+    """What one message of a reply becomes once a 905 says what was heard of it."""
+
+    message: StoredMessage
+    content: Any
+    interrupted: bool
+
+    @property
+    def changed(self) -> bool:
+        return (self.content, self.interrupted) != (self.message.content, self.message.interrupted)
 
 
 class SpokenTextReconciler:
@@ -44,7 +67,7 @@ class SpokenTextReconciler:
         """Apply a 905; returns "corrected", "unchanged" or "pending"."""
         if not normalise(text):
             return "unchanged"  # nothing was said
-        outcome = await self._correct(task_id, text)
+        outcome = await self._correct(task_id, text, at)
         if outcome is not None:
             return outcome
         await self._store.push_pending(task_id, {"text": text, "at": at})
@@ -56,43 +79,71 @@ class SpokenTextReconciler:
     ) -> list[StoredMessage]:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
-        A waiting 905 that the reply begins with corrects it; one the user heard before
-        this turn started goes in front of it (its place in time); others keep waiting.
+        A waiting 905 that the turn's reply begins with settles it; one the user heard
+        before this turn started goes in front of it (its place in time); others keep
+        waiting.
         """
         pending = await self._store.take_pending(task_id)
         if not pending:
             return messages
-        reply = next((m for m in reversed(messages) if m.role == "assistant"), None)
+        groups = reply_groups(messages)
+        reply = groups[-1] if groups else None
         started = messages[0].created_at
         earlier: list[StoredMessage] = []
-        for item in pending:
-            text = item["text"]
-            if reply is not None and _begins_with(reply, text):
-                if normalise(text) != normalise(content_text(reply.content)):
-                    reply.content, reply.interrupted = text, True
+        for item in sorted(pending, key=lambda item: float(item["at"])):
+            text, at = item["text"], float(item["at"])
+            fixes = spoken_fixes(reply, text) if reply and heard_at(reply) is None else None
+            if fixes is not None:
+                if any(fix.changed for fix in fixes):
                     self.corrected += 1
-            elif float(item["at"]) < started:
+                for fix in fixes:
+                    fix.message.content, fix.message.interrupted = fix.content, fix.interrupted
+                    fix.message.heard_at = at
+            elif at < started:
                 earlier.append(_spoken_message(item))
                 self.appended += 1
             else:
                 await self._store.push_pending(task_id, item)
         return [*earlier, *messages]
 
-    async def _correct(self, task_id: str, text: str) -> str | None:
+    async def _correct(self, task_id: str, text: str, at: float) -> str | None:
+        """Settle the stored reply the 905 belongs to; None if it is not stored (yet)."""
         history = await self._store.load(task_id, RECENT_MESSAGES)
-        for message in reversed(history.messages):
-            if message.role != "assistant" or message.source == "spoken":
-                continue
-            if not _begins_with(message, text):
-                continue
-            if normalise(content_text(message.content)) == normalise(text):
-                return "unchanged"
-            await self._store.update_message(task_id, message.id, content=text, interrupted=True)
-            if self._transcripts is not None:
-                self._transcripts.submit_update(task_id, message.id, text, True)
-            self.corrected += 1
-            return "corrected"
+        for group in reversed(reply_groups(history.messages)):
+            heard = heard_at(group)
+            if heard is not None:
+                if heard == at:
+                    return "unchanged"  # this very 905 again (a retry past deduplication)
+                if heard < at:
+                    return None  # heard in an earlier round: this 905's reply is newer
+                continue  # heard in a later round: this 905 came late, its reply is older
+            if group[0].source == "spoken":
+                continue  # added by a 905 before heard_at was recorded: never corrected
+            fixes = spoken_fixes(group, text)
+            if fixes is not None:
+                return await self._apply(task_id, fixes, at)
         return None
+
+    async def _apply(self, task_id: str, fixes: list[SpokenFix], at: float) -> str:
+        changed = False
+        for fix in fixes:
+            await self._store.update_message(
+                task_id,
+                fix.message.id,
+                content=fix.content,
+                interrupted=fix.interrupted,
+                heard_at=at,
+            )
+            if fix.changed:
+                changed = True
+                if self._transcripts is not None:
+                    self._transcripts.submit_update(
+                        task_id, fix.message.id, fix.content, fix.interrupted
+                    )
+        if not changed:
+            return "unchanged"
+        self.corrected += 1
+        return "corrected"
 
     async def _settle_later(self, task_id: str) -> None:
         await asyncio.sleep(self._grace)
@@ -102,7 +153,7 @@ class SpokenTextReconciler:
         """The grace is over: what still matches nothing was said outside any reply."""
         try:
             for item in await self._store.take_pending(task_id):
-                if await self._correct(task_id, item["text"]) is None:
+                if await self._correct(task_id, item["text"], float(item["at"])) is None:
                     await self._append_spoken(task_id, item)
         except Exception as exc:
             log.error("could not apply spoken text: %r", exc, extra={"task_id": task_id})
@@ -127,12 +178,35 @@ class SpokenTextReconciler:
             await asyncio.wait(list(self._tasks), timeout=2)
 
 
-def _begins_with(message: StoredMessage, text: str) -> bool:
-    generated = normalise(content_text(message.content))
-    return bool(generated) and generated.startswith(normalise(text))
+def reply_groups(messages: list[StoredMessage]) -> list[list[StoredMessage]]:
+    """The replies a 905 may settle, oldest first: here each assistant message."""
+    return [[message] for message in messages if message.role == "assistant"]
+
+
+def heard_at(group: list[StoredMessage]) -> float | None:
+    """When a 905 settled the reply; None while no 905 has."""
+    marks = [m.heard_at for m in group if m.heard_at is not None]
+    return max(marks) if marks else None
+
+
+def spoken_fixes(group: list[StoredMessage], text: str) -> list[SpokenFix] | None:
+    """How the reply changes if the user heard ``text`` of it; None if ``text`` is not
+    the beginning of the reply (spacing and punctuation aside)."""
+    heard = normalise(text)
+    fixes: list[SpokenFix] = []
+    for message in group:
+        generated = normalise(content_text(message.content))
+        if not heard or not generated.startswith(heard):
+            return None
+        if generated == heard:  # heard in full
+            fixes.append(SpokenFix(message, message.content, message.interrupted))
+        else:
+            fixes.append(SpokenFix(message, text, True))
+    return fixes
 
 
 def _spoken_message(item: dict[str, Any]) -> StoredMessage:
+    at = float(item["at"])
     return StoredMessage(
-        role="assistant", content=item["text"], source="spoken", created_at=float(item["at"])
+        role="assistant", content=item["text"], source="spoken", created_at=at, heard_at=at
     )

@@ -149,6 +149,7 @@ async def test_messages_roundtrip_with_their_bookkeeping(store: HistoryStore) ->
         created_at=1712345678.123456,
         tokens=42,
         source="context",
+        heard_at=1712345680.5,
     )
     await store.append("t", [message])
     (loaded,) = (await store.load("t", 1)).messages
@@ -192,6 +193,53 @@ async def test_update_message_replaces_content_by_id(store: HistoryStore) -> Non
     assert updated.tool_calls == target.tool_calls and history.total_messages == 41
     assert not await store.update_message("t", "missing", content="x", interrupted=False)
     assert not await store.update_message("other", target.id, content="x", interrupted=False)
+
+
+async def test_update_message_records_when_the_reply_was_heard(store: HistoryStore) -> None:
+    first, second = reply("Sure, I can help."), reply("It is 21 degrees.")
+    await store.append("t", [first, second])
+    assert await store.update_message(
+        "t", first.id, content=first.content, interrupted=False, heard_at=1712345678.25
+    )
+    parts = [{"type": "text", "text": "It is"}]
+    assert await store.update_message(
+        "t", second.id, content=parts, interrupted=True, heard_at=1712345679.5
+    )
+    loaded = (await store.load("t", 10)).messages
+    assert [(m.content, m.interrupted, m.heard_at) for m in loaded] == [
+        ("Sure, I can help.", False, 1712345678.25),
+        (parts, True, 1712345679.5),
+    ]
+    parts[0]["text"] = "changed by the caller"
+    assert (await store.load("t", 1)).messages[0].content == [{"type": "text", "text": "It is"}]
+    # heard_at=None (the default) clears it.
+    assert await store.update_message("t", first.id, content="Sure,", interrupted=True)
+    assert (await store.load("t", 10)).messages[0].heard_at is None
+
+
+async def test_redis_updates_a_message_stored_before_heard_at_existed(
+    redis_store: RedisHistoryStore, redis_client: redis.Redis
+) -> None:
+    messages_key = redis_store.task_keys("t")[0]
+    old = (
+        b'{"id":"m1","request_id":"r1","role":"assistant","name":null,"tool_calls":null,'
+        b'"tool_call_id":null,"created_at":1712345678.5,"source":"turn",'
+        b'"content":"Sure, here is a story","interrupted":false,"tokens":9}'
+    )
+    await redis_client.rpush(messages_key, old)
+    (loaded,) = (await redis_store.load("t", 1)).messages
+    assert (loaded.content, loaded.heard_at, loaded.tokens) == ("Sure, here is a story", None, 9)
+    assert await redis_store.update_message(
+        "t", "m1", content="Sure,", interrupted=True, heard_at=1712345680.0
+    )
+    (loaded,) = (await redis_store.load("t", 1)).messages
+    assert (loaded.id, loaded.request_id, loaded.created_at) == ("m1", "r1", 1712345678.5)
+    assert (loaded.content, loaded.interrupted, loaded.tokens, loaded.heard_at) == (
+        "Sure,",
+        True,
+        None,
+        1712345680.0,
+    )
 
 
 async def test_set_summary_drops_everything_up_to_the_message(store: HistoryStore) -> None:

@@ -82,16 +82,6 @@ def test_a_905_after_the_stream_closed_trims_the_interrupted_reply(proxy, mock):
     assert stored(proxy, task) == expected(heard)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "proxy/voice/spoken.py SpokenTextReconciler._correct matches a 905 against the most "
-        "recent *stored* assistant message that begins with its text; while the interrupted "
-        "reply is still streaming (not yet committed) that is the previous, fully heard "
-        "reply, which gets cut to the 905 text and marked interrupted; the interrupted reply "
-        "then keeps the text that was sent rather than what was heard"
-    ),
-)
 def test_a_905_before_the_stream_closed_never_rewrites_the_previous_reply(proxy, mock):
     task = new_task()
     result = converse(proxy, task, "before")

@@ -1,0 +1,107 @@
+"""The 905 reconciler on its own: which stored reply a 905 belongs to, and what it becomes.
+
+The engine's times (``at``) are plain numbers here: only their order matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.context.history import StoredMessage
+from proxy.context.memory_store import MemoryHistoryStore
+from proxy.voice.spoken import SpokenTextReconciler
+
+FIRST = "Sure, I can help you with your booking today."
+SECOND = "Sure, here is a long story about the sea."
+
+
+def user(text: str) -> StoredMessage:
+    return StoredMessage(role="user", content=text)
+
+
+def reply(text: str, *, interrupted: bool = False) -> StoredMessage:
+    return StoredMessage(role="assistant", content=text, interrupted=interrupted)
+
+
+@pytest.fixture
+def store() -> MemoryHistoryStore:
+    return MemoryHistoryStore()
+
+
+@pytest.fixture
+async def spoken(store: MemoryHistoryStore):
+    reconciler = SpokenTextReconciler(store, None, grace_seconds=0.05)
+    yield reconciler
+    await reconciler.close()
+
+
+async def write_turn(store, spoken, task: str, messages: list[StoredMessage]) -> None:
+    """As ``TurnWriter`` does: waiting 905s are folded in, then the turn is stored."""
+    messages = await spoken.before_commit(task, messages)
+    assert await store.commit_turn(task, None, None, messages, answer=None)
+
+
+async def stored(store, task: str) -> list[tuple[str, object, bool]]:
+    history = await store.load(task, 100)
+    return [(m.role, m.content, m.interrupted) for m in history.messages]
+
+
+async def test_a_heard_reply_is_never_corrected_by_the_next_rounds_905(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [user("Can you help me?"), reply(FIRST)])
+    assert await spoken.on_spoken("t", FIRST, at=10.0) == "unchanged"
+    # The next reply, cut short after "Sure, ", is still streaming: its 905 comes first.
+    assert await spoken.on_spoken("t", "Sure, ", at=20.0) == "pending"
+    assert (await stored(store, "t"))[-1] == ("assistant", FIRST, False)
+    await write_turn(
+        store, spoken, "t", [user("Tell me a story."), reply("Sure, here is", interrupted=True)]
+    )
+    assert await stored(store, "t") == [
+        ("user", "Can you help me?", False),
+        ("assistant", FIRST, False),
+        ("user", "Tell me a story.", False),
+        ("assistant", "Sure, ", True),
+    ]
+    await asyncio.sleep(0.1)  # past the grace: nothing was left to add
+    assert len(await stored(store, "t")) == 4 and spoken.appended == 0
+
+
+async def test_a_905_delivered_late_settles_its_own_older_reply(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [user("a"), reply(FIRST)])
+    await write_turn(store, spoken, "t", [user("b"), reply(SECOND)])
+    assert await spoken.on_spoken("t", "Sure, here is", at=20.0) == "corrected"
+    # The first round's 905, retried by the engine, arrives after the second's.
+    assert await spoken.on_spoken("t", "Sure, I can", at=10.0) == "corrected"
+    assert [m[1:] for m in await stored(store, "t") if m[0] == "assistant"] == [
+        ("Sure, I can", True),
+        ("Sure, here is", True),
+    ]
+    # Delivered late before the newer reply's 905: that reply does not begin with it.
+    await write_turn(store, spoken, "u", [user("a"), reply(FIRST)])
+    await write_turn(store, spoken, "u", [user("b"), reply("No, sorry.")])
+    assert await spoken.on_spoken("u", "Sure, I can", at=10.0) == "corrected"
+    assert [m[1] for m in await stored(store, "u") if m[0] == "assistant"] == [
+        "Sure, I can",
+        "No, sorry.",
+    ]
+
+
+async def test_the_same_905_twice_changes_nothing_more(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [user("a"), reply(SECOND)])
+    assert await spoken.on_spoken("t", "Sure, here", at=10.0) == "corrected"
+    assert await spoken.on_spoken("t", "Sure, here", at=10.0) == "unchanged"
+    await asyncio.sleep(0.1)
+    assert await stored(store, "t") == [("user", "a", False), ("assistant", "Sure, here", True)]
+    assert spoken.corrected == 1 and spoken.appended == 0
+
+
+async def test_text_the_proxy_never_generated_is_added_once(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [user("a"), reply(FIRST)])
+    assert await spoken.on_spoken("t", FIRST, at=10.0) == "unchanged"
+    assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "pending"
+    await asyncio.sleep(0.1)
+    assert (await stored(store, "t"))[-1] == ("assistant", "Are you still there?", False)
+    assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "unchanged"
+    await asyncio.sleep(0.1)
+    assert len(await stored(store, "t")) == 3
