@@ -1,8 +1,11 @@
 """Keeping history to what the user heard: the engine's 905 "bot finished speaking" text.
 
-A 905 carries the text the bot actually said in a round. A stored reply whose text
-begins with it is settled by it: cut to the heard text (marked ``interrupted``) when
-shorter, and marked heard (``heard_at``, the 905's time).
+A 905 carries the text the bot actually said in a round. The round's reply is every
+assistant message of one turn, heard as one sequence: a tool turn's filler, then its
+answer, stored apart around the tool call and result. A 905 whose text begins that
+sequence settles it: what was not heard is cut away (the message where the speech
+stopped keeps the heard part and is marked ``interrupted``; messages after it are
+emptied), and the reply is marked heard (``heard_at``, the 905's time).
 
 Which reply a 905 belongs to: the bot speaks rounds one after another, and each 905
 comes after the one of the round before. So a reply already heard is never corrected
@@ -179,8 +182,32 @@ class SpokenTextReconciler:
 
 
 def reply_groups(messages: list[StoredMessage]) -> list[list[StoredMessage]]:
-    """The replies a 905 may settle, oldest first: here each assistant message."""
-    return [[message] for message in messages if message.role == "assistant"]
+    """The assistant messages of each reply, oldest reply first.
+
+    A reply is what the bot said between two user messages: its assistant messages with
+    only tool results between them (a tool turn's filler, then its answer). Text a 905
+    added (``spoken``) is a reply of its own; so is a run of messages from another
+    source (an operator's ``context``, a ``seed``).
+    """
+    groups: list[list[StoredMessage]] = []
+    current: list[StoredMessage] | None = None
+    for message in messages:
+        if message.role == "tool":
+            continue  # between a step's tool calls and the next step's text
+        if message.role != "assistant":
+            current = None
+            continue
+        if message.source == "spoken":
+            groups.append([message])
+            current = None
+            continue
+        if current is not None and current[-1].source != message.source:
+            current = None
+        if current is None:
+            current = []
+            groups.append(current)
+        current.append(message)
+    return groups
 
 
 def heard_at(group: list[StoredMessage]) -> float | None:
@@ -190,19 +217,43 @@ def heard_at(group: list[StoredMessage]) -> float | None:
 
 
 def spoken_fixes(group: list[StoredMessage], text: str) -> list[SpokenFix] | None:
-    """How the reply changes if the user heard ``text`` of it; None if ``text`` is not
-    the beginning of the reply (spacing and punctuation aside)."""
+    """How each message of a reply changes if the user heard ``text`` of it; None if
+    ``text`` is not the beginning of the reply (spacing and punctuation aside)."""
     heard = normalise(text)
+    pieces = [normalise(content_text(m.content)) for m in group]
+    if not heard or not "".join(pieces).startswith(heard):
+        return None
     fixes: list[SpokenFix] = []
-    for message in group:
-        generated = normalise(content_text(message.content))
-        if not heard or not generated.startswith(heard):
-            return None
-        if generated == heard:  # heard in full
+    said = 0  # normalised characters of the messages before this one
+    for message, piece in zip(group, pieces, strict=True):
+        left = len(heard) - said
+        if not piece or len(piece) <= left:  # heard in full (or nothing to hear)
             fixes.append(SpokenFix(message, message.content, message.interrupted))
-        else:
+        elif left <= 0:  # the speech stopped before this message
+            fixes.append(SpokenFix(message, "", True))
+        elif said == 0:  # the speech stopped here, in the reply's first words: as heard
             fixes.append(SpokenFix(message, text, True))
+        else:  # here, after earlier messages: the heard start of this message's own text
+            fixes.append(
+                SpokenFix(message, _heard_start(content_text(message.content), left), True)
+            )
+        said += len(piece)
     return fixes
+
+
+def _heard_start(text: str, length: int) -> str:
+    """The shortest start of ``text`` with ``length`` normalised characters, and the
+    punctuation right after it (the speech stopped after that, not before)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high) // 2
+        if len(normalise(text[:middle])) >= length:
+            high = middle
+        else:
+            low = middle + 1
+    while low < len(text) and not normalise(text[low]):
+        low += 1
+    return text[:low].rstrip()
 
 
 def _spoken_message(item: dict[str, Any]) -> StoredMessage:

@@ -98,16 +98,6 @@ def test_a_hung_tool_times_out_and_the_model_is_told(proxy, mock, silent_server)
     assert proxy.state.concurrency.active == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "proxy/voice/spoken.py SpokenTextReconciler: the 905 of a completed tool turn carries "
-        "filler + answer (what the user heard), which begins no single stored assistant "
-        "message (the filler and the answer are stored apart), so after the grace period "
-        "_settle() appends it as a source='spoken' assistant message: the reply is in the "
-        "history twice"
-    ),
-)
 def test_the_905_of_a_tool_turn_does_not_duplicate_the_reply(proxy, mock):
     task = new_task()
     mock.script([TOOL_CALL, {"reply": APOLOGY}, {"reply": "You are welcome."}])

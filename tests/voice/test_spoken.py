@@ -105,3 +105,71 @@ async def test_text_the_proxy_never_generated_is_added_once(store, spoken) -> No
     assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "unchanged"
     await asyncio.sleep(0.1)
     assert len(await stored(store, "t")) == 3
+
+
+# A tool turn: a filler, the tool call and result, then the answer, heard as one reply.
+
+FILLER = "Let me check."
+ANSWER = "Sorry, the order system is not answering right now."
+CALLS = [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
+
+
+def tool_turn() -> list[StoredMessage]:
+    return [
+        user("where is order 42?"),
+        StoredMessage(role="assistant", content=FILLER, tool_calls=CALLS),
+        StoredMessage(role="tool", content="timed out", tool_call_id="c1"),
+        reply(ANSWER),
+    ]
+
+
+async def said(store, task: str) -> list[tuple[object, bool]]:
+    return [(m[1], m[2]) for m in await stored(store, task) if m[0] == "assistant"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "expected"),
+    [
+        (FILLER + ANSWER, [(FILLER, False), (ANSWER, False)]),
+        (FILLER + " " + ANSWER, [(FILLER, False), (ANSWER, False)]),
+        ("Let me check. Sorry, the order", [(FILLER, False), ("Sorry, the order", True)]),
+        ("Let me check Sorry", [(FILLER, False), ("Sorry,", True)]),
+        ("Let me check.", [(FILLER, False), ("", True)]),
+        ("Let me", [("Let me", True), ("", True)]),
+    ],
+)
+async def test_a_tool_turn_is_heard_as_one_reply(store, spoken, heard, expected) -> None:
+    await write_turn(store, spoken, "t", tool_turn())
+    outcome = await spoken.on_spoken("t", heard, at=10.0)
+    assert outcome == ("unchanged" if heard.endswith(ANSWER) else "corrected")
+    await asyncio.sleep(0.1)  # past the grace: nothing was added
+    assert await said(store, "t") == expected
+    history = (await store.load("t", 10)).messages
+    assert history[1].tool_calls == CALLS and history[2].role == "tool"
+    # Settled: the next round's 905 does not touch it.
+    assert await spoken.on_spoken("t", "Let me", at=20.0) == "pending"
+    assert await said(store, "t") == expected
+
+
+async def test_a_tool_turns_905_that_came_first_is_applied_when_it_is_written(
+    store, spoken
+) -> None:
+    assert await spoken.on_spoken("t", "Let me check. Sorry, the", at=10.0) == "pending"
+    turn = tool_turn()
+    turn[0].created_at = 5.0  # the turn started before the 905
+    await write_turn(store, spoken, "t", turn)
+    assert await said(store, "t") == [(FILLER, False), ("Sorry, the", True)]
+    await asyncio.sleep(0.1)
+    assert len(await stored(store, "t")) == 4
+
+
+async def test_chinese_reply_cut_after_the_filler(store, spoken) -> None:
+    turn = [
+        user("我的订单在哪里？"),
+        StoredMessage(role="assistant", content="请稍等，我查一下。", tool_calls=CALLS),
+        StoredMessage(role="tool", content="{}", tool_call_id="c1"),
+        reply("您的订单已经发货，预计明天送达。"),
+    ]
+    await write_turn(store, spoken, "t", turn)
+    assert await spoken.on_spoken("t", "请稍等，我查一下。您的订单已经", at=10.0) == "corrected"
+    assert await said(store, "t") == [("请稍等，我查一下。", False), ("您的订单已经", True)]
