@@ -95,11 +95,16 @@ def _expose_error_counters(state: Any) -> None:
     expose(errors, doc, lambda: state.chat.store_errors, store="redis")
     expose(errors, doc, lambda: state.catalog.refresh_errors, store="database")
     expose(errors, doc, lambda: state.transcripts.failed_writes, store="database")
-    expose(errors, doc, lambda: state.callbacks.persist_failures, store="database")
+    expose(errors, doc, lambda: state.callbacks.writer.failed_writes, store="database")
     expose(
         "proxy_transcript_dropped",
         "Transcript items dropped: the write queue was full.",
         lambda: state.transcripts.dropped,
+    )
+    expose(
+        "proxy_callback_events_dropped",
+        "Callback events not recorded: the write queue was full.",
+        lambda: state.callbacks.writer.dropped,
     )
     expose(
         "proxy_summary_failures",
@@ -196,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.redis_timeout_ms / 1000,
             metrics=metrics,
         )
+        await state.callbacks.start()
         _expose_error_counters(state)
         state.shutting_down = False
         _announce(settings, table)

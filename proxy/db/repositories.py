@@ -256,6 +256,24 @@ class EventRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def record_many(self, rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
+        """Store callback events in one statement; the keys (task id, event type, event
+        time) of those that were new. One stored before (a retry) is skipped, not an error.
+        """
+        if not rows:
+            return set()
+        statement = (
+            _insert(self.session, CallbackEvent)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["task_id", "event_type", "event_ms_ts"])
+            .returning(CallbackEvent.task_id, CallbackEvent.event_type, CallbackEvent.event_ms_ts)
+        )
+        result = await self.session.execute(statement)
+        return {(row[0], row[1], row[2]) for row in result}
+
+    async def add_metrics(self, rows: list[dict[str, Any]]) -> None:
+        self.session.add_all([RoundMetric(**fields) for fields in rows])
+
     async def for_task(self, task_id: str) -> Sequence[CallbackEvent]:
         query = (
             select(CallbackEvent)

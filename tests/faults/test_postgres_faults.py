@@ -111,20 +111,50 @@ SIGN_KEY = "faultsignkey0123"
 def test_callback_events_received_during_an_outage_are_kept(stateful_proxy, mock, postgres):
     upgrade(postgres.url)
     proxy = stateful_proxy(database_url=postgres.url, callback_sign_key=SIGN_KEY)
+    writer = proxy.state.callbacks.writer
     task = new_task()
     assert post_callback(proxy, SIGN_KEY, task, 901, {"Status": 0}).status_code == 200
     assert wait_for(lambda: _events(proxy, task) == 1, timeout=5)
     postgres.stop()
-    for n in range(5):  # acknowledged at once: the engine must not retry
+    for n in range(20):  # acknowledged at once: the engine must not retry
+        payload = {"Metric": "llm_first_token", "Value": 100 + n, "Tag": {"RoundId": f"r{n}"}}
         with elapsed() as took:
-            response = post_callback(
-                proxy, SIGN_KEY, task, 906, {"Metric": "llm_first_token", "Value": 100 + n}
-            )
-            time.sleep(0.002)  # distinct EventMsTs
+            response = post_callback(proxy, SIGN_KEY, task, 906, payload)
+        time.sleep(0.002)  # distinct EventMsTs
         assert response.status_code == 200 and took[0] < 2.0
-    time.sleep(9)  # a short outage: a failover or a restart takes this long
+    assert post_callback(proxy, SIGN_KEY, task, 902, {"LeaveCode": 0}).status_code == 200
+    # Held in the bounded buffer (not one task and one transaction each), retried.
+    assert wait_for(lambda: writer.failed_writes >= 2, timeout=10)
+    assert writer.pending == 21 and writer.dropped == 0
+    time.sleep(6)  # a short outage: a failover or a restart takes this long
     postgres.start()
-    assert wait_for(lambda: _events(proxy, task) == 6, timeout=15), _events(proxy, task)
+    assert wait_for(lambda: _events(proxy, task) == 22, timeout=15), _events(proxy, task)
+    assert writer.pending == 0 and writer.rejected == 0
+    metrics = httpx.get(
+        f"{proxy.url}/admin/tasks/{task}/metrics", headers=ADMIN_HEADERS, timeout=30
+    ).json()
+    assert sorted(m["value"] for m in metrics) == [100.0 + n for n in range(20)]  # each once
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=30)
+    assert view.json()["task"]["status"] == "ended"
+
+
+def test_callback_events_beyond_the_buffer_are_dropped_and_counted(stateful_proxy, mock, postgres):
+    upgrade(postgres.url)
+    proxy = stateful_proxy(database_url=postgres.url, callback_sign_key=SIGN_KEY)
+    writer = proxy.state.callbacks.writer
+    writer.queue_size = 5  # what a long outage under load comes to, sooner
+    task = new_task()
+    postgres.stop()
+    for n in range(8):
+        response = post_callback(proxy, SIGN_KEY, task, 903, {"Text": f"said {n}"})
+        assert response.status_code == 200, response.text  # answered even when not kept
+        time.sleep(0.002)
+    assert (writer.pending, writer.dropped) == (5, 3)
+    scrape = httpx.get(f"{proxy.url}/metrics", timeout=10).text
+    assert "proxy_callback_events_dropped_total 3.0" in scrape
+    postgres.start()
+    assert wait_for(lambda: _events(proxy, task) == 5, timeout=20), _events(proxy, task)
+    assert writer.pending == 0 and writer.dropped == 3
 
 
 def _events(proxy, task: str) -> int:

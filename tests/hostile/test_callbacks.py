@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -143,6 +144,25 @@ def test_a_replayed_callback_is_acknowledged_once_and_changes_nothing(proxy, adm
         assert post(proxy, spoken, signature).json() == {"code": 0}
     assert settled_view(admin, task_id) == first
     assert proxy.state.callbacks.duplicates >= 3
+
+
+def test_a_burst_of_callbacks_and_their_replays_is_stored_once_each(proxy, admin):
+    """Concurrent deliveries land in shared batches; a replay never costs another row."""
+    task_id = new_task()
+    bodies = [
+        event(906, task_id, {"Metric": "m", "Value": n, "Tag": {"RoundId": f"r{n}"}}, EventMsTs=n)
+        for n in range(1, 31)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda raw: post(proxy, raw, sign(KEY, raw)), bodies * 3))
+    assert [r.json() for r in replies] == [{"code": 0}] * 90
+    deadline = time.monotonic() + 10
+    while len(admin.get(f"/admin/tasks/{task_id}/events").json()) < 30:
+        assert time.monotonic() < deadline, "the events were not written"
+        time.sleep(0.05)
+    view = settled_view(admin, task_id)
+    assert sorted(e["event_ms_ts"] for e in view["events"]) == list(range(1, 31))
+    assert sorted(m["value"] for m in view["metrics"]) == list(range(1, 31))
 
 
 def test_an_oversized_callback_is_413_before_anything_else(proxy):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from proxy.context.memory_store import MemoryHistoryStore
+from proxy.db.repositories import EventRepository, TaskRepository
+from proxy.db.session import make_engine, make_sessionmaker
+from proxy.voice.callbacks import CallbackService
+from proxy.voice.events import EngineEvent, parse_event
 from proxy.voice.signing import sign
+from proxy.voice.spoken import SpokenTextReconciler
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
 from tests.context.test_conversation import ADMIN, stored, upstream_messages
 
@@ -236,3 +246,142 @@ def test_902_closes_the_task_and_shortens_its_history(make_proxy, mock, redis_pr
         ("user", "bye"),
         ("assistant", "Goodbye!"),
     ]
+
+
+# The write-behind record: CallbackService on a real database (SQLite and PostgreSQL).
+
+
+class NoDedupeStore(MemoryHistoryStore):
+    """Redis's dedupe unavailable: every retry reaches the database's unique key."""
+
+    async def mark_once(self, key: str, ttl_seconds: int) -> bool:
+        raise TimeoutError("dedupe store stalled")
+
+
+def engine_event(event_type: int, task_id: str, payload: dict, ms: int) -> EngineEvent:
+    return parse_event(event(event_type, task_id, payload, ms=ms))
+
+
+@pytest.fixture
+async def event_db(migrated_database_url: str) -> AsyncIterator[Any]:
+    engine = make_engine(migrated_database_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def service(sessions: Any, store: MemoryHistoryStore | None = None, **options: Any):
+    store = store or MemoryHistoryStore()
+    spoken = SpokenTextReconciler(store, None, grace_seconds=0.1)
+    options.setdefault("flush_seconds", 0.05)
+    return CallbackService(
+        store, sessions, spoken, closed_ttl_seconds=30, timeout_seconds=0.25, **options
+    )
+
+
+async def stored_events(sessions: Any, task_id: str) -> list[tuple[int, int]]:
+    async with sessions() as session:
+        rows = await EventRepository(session).for_task(task_id)
+        return [(row.event_type, row.event_ms_ts) for row in rows]
+
+
+async def stored_metrics(sessions: Any, task_id: str) -> list[tuple[str, float | None]]:
+    async with sessions() as session:
+        rows = await EventRepository(session).metrics_for_task(task_id)
+        return sorted((row.metric, row.value) for row in rows)
+
+
+async def test_events_are_written_in_batches_one_transaction_each(event_db) -> None:
+    transactions = 0
+
+    def counting() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return event_db()
+
+    callbacks = service(counting, batch_size=50, flush_seconds=0.2)
+    await callbacks.start()
+    t = new_task()
+    ms = 1_700_000_000_000
+    sent = [engine_event(901, t, {"Status": 0}, ms)]
+    sent += [
+        engine_event(
+            906, t, {"Metric": "llm_first_token", "Value": n, "Tag": {"RoundId": f"r{n}"}}, ms + n
+        )
+        for n in range(1, 119)
+    ]
+    sent.append(engine_event(902, t, {"LeaveCode": 0}, ms + 200))
+    for item in sent:
+        started = time.perf_counter()
+        assert await callbacks.handle(item, "1400000001") == "accepted"
+        assert time.perf_counter() - started < 0.05, "the reply must not wait for the database"
+    await callbacks.drain()
+    assert callbacks.writer.written == 120 and callbacks.writer.pending == 0
+    assert transactions <= 4, transactions  # 50 + 50 + 20, not one per event
+    assert len(await stored_events(event_db, t)) == 120
+    assert len(await stored_metrics(event_db, t)) == 118
+    async with event_db() as session:
+        task = await TaskRepository(session).get(t)
+        assert task is not None
+        assert (task.status, task.end_reason, task.app_id, task.room_id) == (
+            "ended",
+            "leave_code:0",
+            "1400000001",
+            "1234",
+        )
+
+
+async def test_a_duplicate_in_a_batch_loses_none_of_the_others(event_db) -> None:
+    """With the Redis dedupe down, the unique key skips the retry, not its batch."""
+    callbacks = service(event_db, NoDedupeStore(), flush_seconds=60)
+    await callbacks.start()
+    t = new_task()
+    first = engine_event(906, t, {"Metric": "asr", "Value": 1, "Tag": {"RoundId": "r1"}}, 1000)
+    await callbacks.handle(first, None)
+    await callbacks.writer.flush()
+    batch = [
+        engine_event(903, t, {"Text": "before", "RoundId": "r2"}, 1001),
+        first,  # the engine's retry of an event already stored
+        engine_event(906, t, {"Metric": "llm", "Value": 2, "Tag": {"RoundId": "r2"}}, 1002),
+        engine_event(906, t, {"Metric": "llm", "Value": 2, "Tag": {"RoundId": "r2"}}, 1002),
+        engine_event(909, t, {"Status": "session_ready"}, 1003),
+    ]
+    for item in batch:
+        assert await callbacks.handle(item, None) == "accepted"
+    assert callbacks.writer.pending == len(batch)
+    await callbacks.drain()
+    assert await stored_events(event_db, t) == [(906, 1000), (903, 1001), (906, 1002), (909, 1003)]
+    assert await stored_metrics(event_db, t) == [("asr", 1.0), ("llm", 2.0)]  # each once
+    assert callbacks.writer.failed_writes == 0 and callbacks.writer.rejected == 0
+    async with event_db() as session:
+        task = await TaskRepository(session).get(t)
+        assert task is not None and task.status == "ready"
+
+
+async def test_a_full_buffer_drops_and_counts_but_still_answers(event_db, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="proxy.db.events")
+    callbacks = service(event_db, queue_size=3)  # not started: nothing leaves the buffer
+    t = new_task()
+    for n in range(5):
+        assert await callbacks.handle(engine_event(903, t, {"Text": f"{n}"}, 2000 + n), None) == (
+            "accepted"
+        )
+    assert (callbacks.writer.pending, callbacks.writer.dropped) == (3, 2)
+    assert callbacks.persist_failures == 2
+    assert "callback event buffer full (3)" in caplog.text
+    await callbacks.start()
+    await callbacks.drain()
+    assert await stored_events(event_db, t) == [(903, 2000), (903, 2001), (903, 2002)]
+
+
+async def test_drain_writes_what_is_queued_then_refuses_more(event_db) -> None:
+    callbacks = service(event_db, flush_seconds=60)  # would sit on the batch for a minute
+    await callbacks.start()
+    t = new_task()
+    for n in range(3):
+        await callbacks.handle(engine_event(904, t, {"UserId": "u"}, 3000 + n), None)
+    await asyncio.sleep(0.05)
+    assert callbacks.writer.pending == 3
+    await callbacks.drain()
+    assert len(await stored_events(event_db, t)) == 3
+    assert await callbacks.handle(engine_event(904, t, {"UserId": "u"}, 3100), None) == "accepted"
+    assert callbacks.writer.pending == 0  # closed: answered, not queued

@@ -1,0 +1,57 @@
+"""Write-behind persistence of the engine's callback events (and their round metrics).
+
+Events are written in batches, one transaction each (``proxy.db.write_behind``): the
+callback reply never waits for the database, and a burst of callbacks costs one
+transaction per batch rather than one each. An event is stored once per (task, event
+type, event time): one stored before (the engine's retry, seen again when the Redis
+dedupe was unavailable) is skipped inside its batch, and its metric row with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.db.repositories import EventRepository, TaskRepository
+from proxy.db.write_behind import MAX_ROWS_PER_STATEMENT, WriteBehindQueue
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One accepted callback, as rows: what it changes of the task, the event, a metric."""
+
+    task_id: str
+    task: dict[str, Any]  # Task fields to touch (status, room, app, times)
+    event: dict[str, Any]  # the callback_events row
+    metric: dict[str, Any] | None = None  # a round_metrics row, written if the event is new
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.task_id, int(self.event["event_type"]), int(self.event["event_ms_ts"]))
+
+
+class CallbackEventWriter(WriteBehindQueue[EventRecord]):
+    what = "callback event"
+
+    def submit(self, record: EventRecord) -> bool:
+        """Queue an event; False if not queued (the buffer is full, or closed)."""
+        return self._put(record)
+
+    async def _write(self, batch: list[EventRecord]) -> None:
+        tasks: dict[str, dict[str, Any]] = {}
+        events: dict[tuple[str, int, int], EventRecord] = {}
+        for record in batch:  # in submission order: a later event's fields win
+            tasks.setdefault(record.task_id, {}).update(record.task)
+            events.setdefault(record.key, record)  # the same event twice: the first
+        records = list(events.values())
+        async with self.sessions() as session, session.begin():
+            task_repo, event_repo = TaskRepository(session), EventRepository(session)
+            for task_id in sorted(tasks):  # a fixed lock order across writers
+                await task_repo.touch(task_id, **tasks[task_id])
+            new: set[tuple[str, int, int]] = set()
+            for start in range(0, len(records), MAX_ROWS_PER_STATEMENT):
+                chunk = records[start : start + MAX_ROWS_PER_STATEMENT]
+                new |= await event_repo.record_many([r.event for r in chunk])
+            await event_repo.add_metrics(
+                [r.metric for r in records if r.metric is not None and r.key in new]
+            )
