@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.api.deps import require_caller
 from proxy.api.errors import error_response
 from proxy.api.jsonresponse import ORJSONResponse
-from proxy.api.relay import RelayResponse
+from proxy.api.relay import RelayResponse, cancel_on_disconnect
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
@@ -103,7 +103,10 @@ async def handle_chat(request: Request) -> Response:
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends
             return RelayResponse(opening, on_close=state.concurrency.leave)
-        completion = await service.complete(body, call, profile)
+        # A caller that leaves (the engine's Timeout) must not keep the upstream busy.
+        completion = await cancel_on_disconnect(
+            request.receive, service.complete(body, call, profile)
+        )
         count.done(200)
         return ORJSONResponse(completion)
     except ProxyError as exc:

@@ -1,10 +1,14 @@
-"""An SSE response that notices a caller leaving at once, even while the upstream is silent.
+"""Noticing a caller leaving at once, even while the upstream is silent.
 
 Starlette's StreamingResponse only sees a disconnect when a write fails; a voice engine
 that barges in while the model is still thinking would leave the upstream generating.
 Here one task opens the upstream stream and relays it, and is cancelled the moment
 ``http.disconnect`` arrives: the upstream connection closes and the interrupted reply
 is recorded. Errors before the first byte still leave as a JSON envelope with a status.
+
+A non-streaming reply has nothing to write until it is complete, so nothing would
+notice the caller leaving (the engine's ``Timeout``): ``cancel_on_disconnect`` awaits
+it with the same watch on ``http.disconnect``.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.api.errors import error_response
-from proxy.errors import ProxyError
+from proxy.errors import InvalidRequest, ProxyError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ RAW_SSE_HEADERS = [
 ]
 
 Opener = Coroutine[Any, Any, AsyncIterator[bytes]]
+T = TypeVar("T")
+
+CLIENT_CLOSED = 499  # the status proxies log for a request its client abandoned
 
 
 class RelayResponse(Response):
@@ -94,3 +101,38 @@ class RelayResponse(Response):
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in this task, cancelled the moment the caller leaves.
+
+    The request body must have been read. Cancelling this very task (as
+    ``asyncio.timeout`` does) keeps ``work`` where it runs, so a retry that takes over
+    the request still finds it; the only cost is one watcher task. Raises
+    ``InvalidRequest`` (499, ``client_disconnected``) when the caller left.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    watching, caller_left = True, False
+
+    def on_disconnect(watcher: asyncio.Task[None]) -> None:
+        nonlocal caller_left
+        if watching and not watcher.cancelled() and watcher.exception() is None:
+            caller_left = True
+            task.cancel()
+
+    watcher = asyncio.create_task(_wait_for_disconnect(receive))
+    watcher.add_done_callback(on_disconnect)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if caller_left and task.uncancel() == 0:  # ours, not a takeover's or a shutdown's
+            raise InvalidRequest(
+                "the client closed the connection before the reply",
+                code="client_disconnected",
+                status=CLIENT_CLOSED,
+            ) from None
+        raise
+    finally:
+        watching = False
+        watcher.cancel()

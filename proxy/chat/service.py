@@ -77,12 +77,17 @@ class ChatService:
             return replay_completion(plan)
         try:
             response = await self.router.complete(plan.body)
+        except asyncio.CancelledError:
+            if plan.turn is not None:  # the caller left before the reply: keep its turn
+                self.writer.interrupted(plan.turn, [])
+            raise
         finally:
             self._forget_stream(plan.turn)
         if plan.turn is not None:
             reply = ReplyAccumulator.from_completion(response)
             final = reply.assistant_message(call.request_id)
-            await self.writer.finished(plan.turn, [final], reply.answer())
+            # Shielded: a caller leaving now must not cut the write short (all or nothing).
+            await asyncio.shield(self.writer.finished(plan.turn, [final], reply.answer()))
         if plan.meta:
             response = {**response, "metainfo": merge([*plan.meta, response.get("metainfo") or {}])}
         return response

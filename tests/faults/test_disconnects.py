@@ -107,24 +107,53 @@ def test_during_the_upstream_wait(proxy, mock):
     next_turn_is_clean(proxy, mock, task)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "proxy/api/chat.py chat_completions awaits service.complete() for a non-streaming "
-        "request without watching for http.disconnect: a caller that leaves (the engine's "
-        "Timeout) leaves the upstream call running until it ends or total_timeout expires, "
-        "holding a concurrency slot, and the unheard answer is then committed as finished"
-    ),
-)
 def test_during_the_upstream_wait_non_streaming(proxy, mock):
     task = new_task()
     body = chat_body("are you there?", stream=False, first_token_ms=4000)
     with contextlib.suppress(httpx.ReadTimeout):
-        post_chat(proxy, task, body, headers=auth(), timeout=httpx.Timeout(0.5, connect=5))
+        post_chat(
+            proxy,
+            task,
+            body,
+            request_id="req-ns",
+            headers=auth(),
+            timeout=httpx.Timeout(0.5, connect=5),
+        )
     left = time.monotonic()
     record = mock.wait_for_outcome(0, timeout=6)
     assert record.outcome == "client_closed"
     assert record.ended_at - left < 1.0
+    assert wait_for(lambda: settled(proxy), timeout=3)
+    # As for a stream: the user's turn is kept, with no reply (none was heard).
+    messages = wait_for_history(proxy, task, 1)
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "are you there?")]
+    retry = post_chat(
+        proxy,
+        task,
+        chat_body("are you there?", stream=False, reply="Yes."),
+        request_id="req-ns",
+        headers=auth(),
+    )
+    assert retry.status_code == 200 and retry.json()["choices"][0]["message"]["content"] == "Yes."
+    assert [(m["role"], m["content"]) for m in live_messages(proxy, task)] == [
+        ("user", "are you there?"),
+        ("assistant", "Yes."),
+    ]
+    next_turn_is_clean(proxy, mock, task)
+
+
+def test_a_non_streaming_reply_is_unchanged_while_the_caller_stays(proxy, mock):
+    task = new_task()
+    body = chat_body("hello", stream=False, reply="Hi there.", first_token_ms=300)
+    response = post_chat(proxy, task, body, headers=auth())
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Hi there."
+    assert mock.requests[0].outcome == "completed"
+    assert [(m["role"], m["content"]) for m in live_messages(proxy, task)] == [
+        ("user", "hello"),
+        ("assistant", "Hi there."),
+    ]
+    assert settled(proxy)
 
 
 def test_mid_stream(proxy, mock):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
 import httpx
+import pytest
+
+from proxy.api.relay import cancel_on_disconnect
+from proxy.errors import InvalidRequest
 
 
 def wait_for(predicate, timeout: float = 3.0) -> bool:
@@ -47,3 +52,69 @@ def test_disconnect_before_the_first_token_closes_the_upstream(make_proxy, mock)
         client.post(proxy.base_url + "/chat/completions", json=body, timeout=0.3)
     assert wait_for(lambda: mock.requests and mock.requests[0].outcome == "client_closed")
     assert mock.requests[0].ended_at - mock.requests[0].started_at < 2.0
+
+
+def test_disconnect_before_a_non_streaming_reply_closes_the_upstream(make_proxy, mock):
+    proxy = make_proxy()
+    body = {
+        "model": "m",
+        "stream": False,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"first_token_ms": 5000},
+    }
+    with httpx.Client() as client, contextlib.suppress(httpx.ReadTimeout):
+        client.post(proxy.base_url + "/chat/completions", json=body, timeout=0.3)
+    assert wait_for(lambda: mock.requests and mock.requests[0].outcome == "client_closed")
+    assert mock.requests[0].ended_at - mock.requests[0].started_at < 2.0
+    assert wait_for(lambda: proxy.state.concurrency.active == 0)
+
+
+# cancel_on_disconnect on its own: only the caller leaving turns into a 499.
+
+
+async def test_cancel_on_disconnect_returns_the_work_while_the_caller_stays() -> None:
+    never = asyncio.Event()
+
+    async def receive() -> dict:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    assert await cancel_on_disconnect(receive, asyncio.sleep(0.01, result="reply")) == "reply"
+    await asyncio.sleep(0)  # the watcher is gone: nothing cancels this task later
+    assert asyncio.current_task().cancelling() == 0
+
+
+async def test_cancel_on_disconnect_cancels_the_work_when_the_caller_leaves() -> None:
+    cancelled = asyncio.Event()
+
+    async def receive() -> dict:
+        await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    with pytest.raises(InvalidRequest) as left:
+        await cancel_on_disconnect(receive, work())
+    assert (left.value.status, left.value.code) == (499, "client_disconnected")
+    assert cancelled.is_set() and asyncio.current_task().cancelling() == 0
+
+
+async def test_cancel_on_disconnect_lets_another_cancellation_through() -> None:
+    async def receive() -> dict:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def request() -> str:
+        return await cancel_on_disconnect(receive, asyncio.sleep(10))
+
+    serving = asyncio.create_task(request())
+    await asyncio.sleep(0.01)
+    serving.cancel()  # a retry took the request over
+    with pytest.raises(asyncio.CancelledError):
+        await serving
