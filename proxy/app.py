@@ -106,6 +106,11 @@ def _expose_error_counters(state: Any) -> None:
         "Callback events not recorded: the write queue was full.",
         lambda: state.callbacks.writer.dropped,
     )
+    retries = "proxy_turn_commit_retries"
+    doc = "Turn commits that timed out or failed, retried in the background, by outcome."
+    expose(retries, doc, lambda: state.chat.writer.retries.recorded, outcome="recorded")
+    expose(retries, doc, lambda: state.chat.writer.retries.refused, outcome="refused")
+    expose(retries, doc, lambda: state.chat.writer.retries.lost, outcome="lost")
     expose(
         "proxy_summary_failures",
         "Background summaries that failed.",

@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.chat.commit_retry import CommitRetrier, TurnCommit
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.guard import FAILED, StoreGuard, transient
 from proxy.context.history import HistoryStore, StoredAnswer, StoredMessage
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
@@ -46,6 +47,7 @@ class TurnWriter:
         transcripts: TranscriptWriter | None = None,
         spoken: SpokenTextReconciler | None = None,
         summariser: Summariser | None = None,
+        retries: CommitRetrier | None = None,
     ) -> None:
         self._history = history
         self._counter = counter
@@ -55,6 +57,10 @@ class TurnWriter:
         self._spoken = spoken
         self._summariser = summariser
         self._background: dict[str, asyncio.Task[None]] = {}
+        # A retry waits longer than a request would: nobody is waiting for it.
+        self.retries = retries or CommitRetrier(
+            history, attempt_timeout=max(1.0, 4 * guard.timeout)
+        )
 
     async def finished(
         self, turn: PendingTurn, replies: list[StoredMessage], answer: StoredAnswer
@@ -78,10 +84,14 @@ class TurnWriter:
         task.add_done_callback(forget)
 
     async def settled(self, task_id: str) -> None:
-        """Wait (briefly) for an interrupted turn of the task still being written."""
+        """Wait (briefly) for an interrupted turn of the task still being written, and
+        for its commits being retried."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._guard.timeout
         pending = self._background.get(task_id)
         if pending is not None:
             await asyncio.wait({pending}, timeout=self._guard.timeout)
+        await self.retries.settled(task_id, deadline - loop.time())
 
     async def _write(
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
@@ -92,16 +102,17 @@ class TurnWriter:
                 messages = folded
         for message in [*(turn.seed or ()), *messages]:
             self._counter.count_message(message)  # cached with the message, counted once
-        committed = await self._guard(
-            self._history.commit_turn(
-                turn.task_id,
-                turn.call.request_id,
-                turn.attempt_id,
-                messages,
-                answer=answer,
-                seed=turn.seed,
-            )
+        commit = TurnCommit(
+            turn.task_id,
+            turn.call.request_id,
+            turn.attempt_id,
+            messages,
+            answer,
+            turn.seed,
+            log_fields=turn.call.log_fields(),
+            on_committed=lambda: self._after_commit(turn, messages, answer),
         )
+        committed = await self._commit(commit)
         if committed is False:
             log.info(
                 "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
@@ -111,11 +122,38 @@ class TurnWriter:
             self._transcripts.submit(
                 turn.call, [*(turn.seed or ()), *messages], profile=turn.profile
             )
-        if committed is True and answer is not None and self._summariser is not None:
+        if committed is True:
+            self._after_commit(turn, messages, answer)
+
+    async def _commit(self, commit: TurnCommit) -> Any:
+        """True or False as ``commit_turn`` answers, or FAILED: not recorded (yet)."""
+        if self.retries.has_pending(commit.task_id):
+            # An earlier commit of the task is being retried: this one lands after it.
+            self.retries.submit(commit)
+            return FAILED
+        committed, error = await self._guard.attempt(commit.send(self._history, retry=False))
+        if error is None:
+            return committed
+        if transient(error):
+            if self.retries.submit(commit):
+                log.warning(
+                    "turn commit failed (%r); retrying in the background",
+                    error,
+                    extra=commit.log_fields,
+                )
+        else:
+            log.error("turn not recorded: %r", error, extra=commit.log_fields)
+        return FAILED
+
+    def _after_commit(
+        self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
+    ) -> None:
+        if answer is not None and self._summariser is not None:
             stored = turn.stored_messages + len(turn.seed or ()) + len(messages)
             self._summariser.maybe_schedule(turn.task_id, stored, turn.policy)
 
     async def drain(self) -> None:
-        """Wait for background writes (graceful shutdown)."""
+        """Wait for background writes and commit retries (graceful shutdown)."""
         if self._background:
             await asyncio.wait(set(self._background.values()), timeout=5)
+        await self.retries.close(timeout=5)

@@ -7,9 +7,27 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 log = logging.getLogger(__name__)
 
 FAILED: Any = object()  # what a guarded call returns when the store failed
+
+# Failures a later attempt may well not meet: a stall, a lost connection, a failover.
+_TRANSIENT = (
+    TimeoutError,
+    OSError,  # ConnectionError included
+    redis_errors.ConnectionError,  # BusyLoadingError, MaxConnectionsError included
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,  # a replica just promoted, or a failover in progress
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """The store may answer the same call a moment later (nothing refused it as wrong)."""
+    return isinstance(exc, _TRANSIENT)
 
 
 class StoreGuard:
@@ -18,10 +36,17 @@ class StoreGuard:
         self.errors = 0
 
     async def __call__(self, operation: Awaitable[Any]) -> Any:
+        result, error = await self.attempt(operation)
+        if error is not None:
+            log.error("history store unavailable, continuing without it: %r", error)
+        return result
+
+    async def attempt(self, operation: Awaitable[Any]) -> tuple[Any, Exception | None]:
+        """``(result, None)``, or ``(FAILED, the error)``: counted, left to the caller
+        to log (it knows what happens next)."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await operation
+                return await operation, None
         except Exception as exc:
             self.errors += 1
-            log.error("history store unavailable, continuing without it: %r", exc)
-            return FAILED
+            return FAILED, exc

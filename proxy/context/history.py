@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 OPENAI_MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id")
+# How far back from the tail a commit without a request id looks for its own first
+# message (an earlier try that landed late): far more than a few seconds of a task adds.
+PROBE_WINDOW = 64
 
 
 def new_message_id() -> str:
@@ -149,6 +152,7 @@ class HistoryStore(Protocol):
         *,
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
+        retry: bool = False,
     ) -> bool:
         """Append one turn (user message(s), tool turns, assistant reply) atomically.
 
@@ -160,6 +164,11 @@ class HistoryStore(Protocol):
           so a retry never duplicates the user turn.
         - ``answer`` set: the request is marked finished (REPLAY for later claims);
           ``answer`` None: marked interrupted (RETRY for later claims).
+        - Without a request id: a turn whose first message is already among the newest
+          messages (an earlier try of this commit landed) is not written again.
+        - ``retry``: this commit was tried before and may have landed after all (a
+          timeout): if this attempt's commit is already recorded (its request marker is
+          no longer ``streaming``), nothing changes. Returns True either way.
         """
         ...
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.context.history import (
+    PROBE_WINDOW,
     ClaimState,
     RequestClaim,
     StoredAnswer,
@@ -110,13 +111,22 @@ class MemoryHistoryStore:
         *,
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
+        retry: bool = False,
     ) -> bool:
         marker = None
+        existing = self._find(task_id)
         if request_id is not None:
-            existing = self._find(task_id)
             marker = existing.markers.get(request_id) if existing else None
             if marker is None or marker.attempt_id != attempt_id:
                 return False  # a newer attempt owns the request (or the task was reset)
+            if retry and marker.state != "streaming":
+                self._for_write(task_id)
+                return True  # this attempt's commit is recorded already
+        elif messages and existing is not None:
+            newest = existing.messages[-PROBE_WINDOW:]
+            if any(m.id == messages[0].id for m in newest):
+                self._for_write(task_id)
+                return True  # an earlier try of this commit is recorded already
         task = self._for_write(task_id)
         if marker is not None and marker.stored:
             # An earlier attempt's turn (user message + partial reply) is replaced.

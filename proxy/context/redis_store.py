@@ -29,6 +29,7 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.context.history import (
+    PROBE_WINDOW,
     ClaimState,
     RequestClaim,
     StoredAnswer,
@@ -100,14 +101,25 @@ return result
 """
 
 # ARGV: ttl, request id or '', attempt id, answer JSON or '', request id needle
-# (',"request_id":<json>,'), seed count, seed messages..., messages...
+# (',"request_id":<json>,'), seed count, probe (the id prefix of the turn's first
+# message, or ''), seed messages..., messages...
 _COMMIT_SCRIPT = r"""
-local request_id, needle, marker = ARGV[2], ARGV[5], nil
+local request_id, needle, probe, marker = ARGV[2], ARGV[5], ARGV[7], nil
 if request_id ~= '' then
   local raw = redis.call('HGET', KEYS[3], request_id)
   if not raw then return 0 end
   marker = cjson.decode(raw)
   if marker.attempt_id ~= ARGV[3] then return 0 end
+  -- A retried commit (probe given) whose earlier try landed after all: already done.
+  if probe ~= '' and marker.state ~= 'streaming' then touch() return 1 end
+elseif probe ~= '' then  -- no marker: the turn's first message says if it landed
+  local seen, found = 0, false
+  scan_from_tail(function(index, value)
+    seen = seen + 1
+    found = string.sub(value, 1, #probe) == probe
+    return found or seen >= PROBE_WINDOW
+  end)
+  if found then touch() return 1 end
 end
 
 -- The first ',"request_id":' is the top-level key: it directly follows the id string.
@@ -140,8 +152,8 @@ local function push(first, last)
   end
 end
 local seed_count = tonumber(ARGV[6])
-if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(7, 6 + seed_count) end
-push(7 + seed_count, #ARGV)
+if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(8, 7 + seed_count) end
+push(8 + seed_count, #ARGV)
 
 if marker then
   local finished = ARGV[4] ~= ''
@@ -214,7 +226,9 @@ class RedisHistoryStore:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._claim = client.register_script(_LUA_HELPERS + _CLAIM_SCRIPT)
-        self._commit = client.register_script(_LUA_HELPERS + _COMMIT_SCRIPT)
+        self._commit = client.register_script(
+            _LUA_HELPERS + f"local PROBE_WINDOW = {PROBE_WINDOW}\n" + _COMMIT_SCRIPT
+        )
         self._update = client.register_script(_LUA_HELPERS + _UPDATE_MESSAGE_SCRIPT)
         self._set_summary = client.register_script(_LUA_HELPERS + _SET_SUMMARY_SCRIPT)
 
@@ -262,8 +276,12 @@ class RedisHistoryStore:
         *,
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
+        retry: bool = False,
     ) -> bool:
         seed = seed or []
+        # Without a request marker the turn's first message id tells whether an earlier
+        # try landed; with one, the marker does, and only a retry needs to ask.
+        probe = (retry or request_id is None) and bool(messages)
         args: list[bytes | str | int] = [
             self.ttl_seconds,
             request_id or "",
@@ -271,6 +289,7 @@ class RedisHistoryStore:
             orjson.dumps(dataclasses.asdict(answer)) if answer is not None else b"",
             b',"request_id":' + orjson.dumps(request_id) + b",",
             len(seed),
+            _id_prefix(messages[0].id) if probe else b"",
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]

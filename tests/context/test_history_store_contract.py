@@ -114,6 +114,41 @@ async def test_commit_without_request_id_appends(store: HistoryStore) -> None:
     assert await contents(store, "t") == ["a", "b", "c"]
 
 
+async def test_a_retried_commit_that_landed_is_not_written_again(store: HistoryStore) -> None:
+    """A commit timed out but landed: its retry changes nothing, even after later turns."""
+    await commit(store, "t", "r0", "before")
+    claim = await store.claim_request("t", "r1")
+    turn = [user("q1", "r1"), reply("a1", "r1")]
+    assert await store.commit_turn("t", "r1", claim.attempt_id, turn, answer=ANSWER)
+    await commit(store, "t", "r2", "next")  # the next turn landed in between
+    assert await store.commit_turn("t", "r1", claim.attempt_id, turn, answer=ANSWER, retry=True)
+    assert await contents(store, "t") == ["before", "re:before", "q1", "a1", "next", "re:next"]
+    assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
+
+
+async def test_a_retried_commit_that_never_landed_is_written(store: HistoryStore) -> None:
+    claim = await store.claim_request("t", "r1")
+    turn = [user("q1", "r1"), reply("a1", "r1", interrupted=True)]
+    assert await store.commit_turn("t", "r1", claim.attempt_id, turn, answer=None, retry=True)
+    assert await contents(store, "t") == ["q1", "a1"]
+    assert (await store.claim_request("t", "r1")).state is ClaimState.RETRY
+    # A retry of an attempt that was taken over since is refused, as the commit would be.
+    stale = await store.claim_request("t", "r2")
+    await store.claim_request("t", "r2")
+    late = [user("q2", "r2"), reply("stale", "r2")]
+    assert not await store.commit_turn("t", "r2", stale.attempt_id, late, answer=ANSWER, retry=True)
+    assert await contents(store, "t") == ["q1", "a1"]
+
+
+async def test_a_commit_without_request_id_is_written_once(store: HistoryStore) -> None:
+    turn = [user("q"), reply("a")]
+    assert await store.commit_turn("t", None, None, turn, answer=None)
+    assert await store.commit_turn("t", None, None, [user("later")], answer=None)
+    for retry in (False, True):  # an earlier try landed: its first message says so
+        assert await store.commit_turn("t", None, None, turn, answer=None, retry=retry)
+    assert await contents(store, "t") == ["q", "a", "later"]
+
+
 async def test_seed_is_written_only_when_the_task_is_empty(store: HistoryStore) -> None:
     seed = [user("old q"), reply("old a")]
     assert await store.commit_turn("t", None, None, [user("q1")], answer=None, seed=seed)

@@ -6,7 +6,11 @@ The proxy keeps answering statelessly, every request stays bounded by
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import pytest
+import redis
 
 from tests.faults.helpers import (
     ADMIN_HEADERS,
@@ -15,6 +19,7 @@ from tests.faults.helpers import (
     chat_body,
     data_events,
     elapsed,
+    live_messages,
     new_task,
     post_callback,
     post_chat,
@@ -150,3 +155,73 @@ def test_a_stalled_redis_bounds_every_request(stateful_proxy, mock, throwaway_re
     messages = view.json()["messages"]
     assert_valid_history(messages)
     assert [m["content"] for m in messages] == ["one", "first", "two", "second"]
+
+
+STALLS = {
+    # Redis stops (SIGSTOP): every call times out and waits in its socket buffer; when it
+    # resumes each one runs, so the commit that timed out lands late, then its retries.
+    "sigstop-request-id": ("sigstop", "r-two"),
+    "sigstop-no-request-id": ("sigstop", None),
+    # Redis holds writes (CLIENT PAUSE WRITE): a timed-out call's client is gone by the
+    # time writes resume, so only a retry can record the turn.
+    "client-pause": ("client-pause", "r-two"),
+}
+
+
+@pytest.mark.parametrize(("stall", "request_id"), STALLS.values(), ids=STALLS.keys())
+def test_a_commit_that_times_out_in_a_stall_lands_after_it_once(
+    stateful_proxy, mock, throwaway_redis, stall, request_id
+):
+    """The reply does not wait for the store; the turn is recorded once Redis answers."""
+    proxy = stateful_proxy(redis_url=throwaway_redis.url, redis_timeout_ms=TIMEOUT_MS)
+    retries = proxy.state.chat.writer.retries
+    control = redis.Redis.from_url(throwaway_redis.url)
+    task = new_task()
+    assert say(proxy, task, "one", "first", request_id="r-one") == "first"
+    headers = {"X-Task-Id": task} | ({"X-Request-Id": request_id} if request_id else {})
+    try:
+        with httpx.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json=chat_body("two", reply="second", chunks=6, gap_ms=50),
+            headers=headers,
+            timeout=15,
+        ) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            # The history was read; the commit will meet the stall.
+            if stall == "sigstop":
+                throwaway_redis.pause()
+            else:
+                control.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+            with elapsed() as took:
+                rest = [line for line in lines if line.startswith("data: ")]
+        events = [line[6:] for line in [first, *rest]]
+        assert events[-1] == "[DONE]" and spoken(events) == "second"
+        # The rest of the stream, then the 905 fold and one commit, each time-boxed.
+        assert took[0] < 0.3 + 2 * TIMEOUT_MS / 1000 + 1.0, took
+        assert wait_for(lambda: retries.pending == 1, timeout=2)
+        time.sleep(2.5)  # several retries time out too
+    finally:
+        if stall == "sigstop":
+            throwaway_redis.resume()
+        else:
+            control.execute_command("CLIENT", "UNPAUSE")
+        control.close()
+    assert wait_for(lambda: retries.pending == 0, timeout=10)
+    messages = live_messages(proxy, task)
+    assert_valid_history(messages)
+    assert [m["content"] for m in messages] == ["one", "first", "two", "second"]
+    assert retries.recorded >= 1 and retries.lost == 0 and retries.refused == 0
+    # The next turn builds on it.
+    assert say(proxy, task, "three", "third", request_id="r-three") == "third"
+    assert prompt(mock) == [
+        SYSTEM,
+        user("one"),
+        assistant("first"),
+        user("two"),
+        assistant("second"),
+        user("three"),
+    ]
+    messages = live_messages(proxy, task)
+    assert [m["content"] for m in messages] == ["one", "first", "two", "second", "three", "third"]
