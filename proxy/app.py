@@ -161,11 +161,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.tools.start()
         state.tool_runner = ToolRunner()
         await state.tool_runner.start()
+        # One SQLite file has one write lock: the write-behind queues take turns with it.
+        write_lock = asyncio.Lock() if state.db_engine.dialect.name == "sqlite" else None
         state.transcripts = TranscriptWriter(
             state.sessions,
             queue_size=settings.transcript_queue_size,
             batch_size=settings.transcript_batch_size,
             flush_seconds=settings.transcript_flush_seconds,
+            write_lock=write_lock,
         )
         await state.transcripts.start()
         summariser = Summariser(history, table, settings.history)
@@ -205,6 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             closed_ttl_seconds=settings.history_closed_ttl_seconds,
             timeout_seconds=settings.redis_timeout_ms / 1000,
             metrics=metrics,
+            write_lock=write_lock,
         )
         await state.callbacks.start()
         _expose_error_counters(state)

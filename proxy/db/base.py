@@ -17,6 +17,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Rows per multi-row INSERT: far below the drivers' bind-parameter limits (32,767).
+MAX_ROWS_PER_STATEMENT = 500
+
 # JSONB on PostgreSQL (indexable, compact), plain JSON elsewhere.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.db.base import MAX_ROWS_PER_STATEMENT
 from proxy.db.repositories import EventRepository, TaskRepository
-from proxy.db.write_behind import MAX_ROWS_PER_STATEMENT, WriteBehindQueue
+from proxy.db.write_behind import WriteBehindQueue
 
 
 @dataclass(slots=True)
@@ -46,8 +47,7 @@ class CallbackEventWriter(WriteBehindQueue[EventRecord]):
         records = list(events.values())
         async with self.sessions() as session, session.begin():
             task_repo, event_repo = TaskRepository(session), EventRepository(session)
-            for task_id in sorted(tasks):  # a fixed lock order across writers
-                await task_repo.touch(task_id, **tasks[task_id])
+            await task_repo.touch_many(tasks)
             new: set[tuple[str, int, int]] = set()
             for start in range(0, len(records), MAX_ROWS_PER_STATEMENT):
                 chunk = records[start : start + MAX_ROWS_PER_STATEMENT]

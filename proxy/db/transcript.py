@@ -15,9 +15,9 @@ from typing import Any
 
 from proxy.context.call import CallContext
 from proxy.context.history import StoredMessage
-from proxy.db.base import without_nul
+from proxy.db.base import MAX_ROWS_PER_STATEMENT, without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
-from proxy.db.write_behind import MAX_ROWS_PER_STATEMENT, WriteBehindQueue
+from proxy.db.write_behind import WriteBehindQueue
 
 
 @dataclass(slots=True)
@@ -77,8 +77,7 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
                 tasks.setdefault(item.task_id, {}).update(item.task)
         async with self.sessions() as session, session.begin():
             task_repo, transcript = TaskRepository(session), TranscriptRepository(session)
-            for task_id in sorted(tasks):  # a fixed lock order across writers
-                await task_repo.touch(task_id, **tasks[task_id])
+            await task_repo.touch_many(tasks)
             rows: list[dict[str, Any]] = []  # consecutive new messages, in one statement
             ids: set[str] = set()
             for item in batch:

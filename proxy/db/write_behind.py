@@ -9,6 +9,11 @@ submission at a time, so that only the bad submission is discarded.
 
 Subclasses say what a batch is in the database (``_write``) and how a submission is
 queued (their own ``submit`` calling ``_put``); their module's logger is used.
+
+Queues writing to one SQLite file share a ``write_lock``: SQLite has a single write
+lock, and a transaction holds it across event-loop round trips, so on a saturated
+loop one queue's batch would otherwise keep the other waiting past the busy timeout
+("database is locked"). With the lock they take turns without failing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 DROP_LOG_INTERVAL = 10.0  # seconds between "buffer full" warnings
-MAX_ROWS_PER_STATEMENT = 500  # stays far below the drivers' bind-parameter limits
 
 Item = TypeVar("Item")
 
@@ -59,8 +63,10 @@ class WriteBehindQueue(Generic[Item]):
         batch_size: int = 200,
         flush_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
+        write_lock: asyncio.Lock | None = None,
     ) -> None:
         self.sessions = sessions
+        self.write_lock = write_lock
         self.queue_size, self.batch_size = queue_size, batch_size
         self.flush_seconds, self.retry_max_seconds = flush_seconds, retry_max_seconds
         self.written = 0  # submissions committed
@@ -161,7 +167,8 @@ class WriteBehindQueue(Generic[Item]):
         """Commit the oldest batch, or keep it for a retry after a backoff."""
         batch = list(islice(self._buffer, 1 if self._isolate else self.batch_size))
         try:
-            await self._write(batch)
+            async with self.write_lock or contextlib.nullcontext():
+                await self._write(batch)
         except Exception as exc:
             self.failed_writes += 1
             if not rejected(exc):

@@ -86,6 +86,7 @@ class CallbackService:
         batch_size: int = BATCH_SIZE,
         flush_seconds: float = FLUSH_SECONDS,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
+        write_lock: asyncio.Lock | None = None,
     ) -> None:
         self._store = store
         self._spoken = spoken
@@ -98,6 +99,7 @@ class CallbackService:
             batch_size=batch_size,
             flush_seconds=flush_seconds,
             retry_max_seconds=retry_max_seconds,
+            write_lock=write_lock,
         )
         self.received: Counter[int] = Counter()
         self.duplicates = 0

@@ -254,6 +254,33 @@ async def test_task_touch_inserts_then_updates(sessions: Sessions) -> None:
         assert await session.scalar(select(func.count()).select_from(Task)) == 1
 
 
+async def test_task_touch_many_changes_only_the_fields_given_per_task(
+    sessions: Sessions,
+) -> None:
+    async with sessions() as session, session.begin():
+        await TaskRepository(session).touch_many(
+            {"t1": {"room_id": "r1", "status": "ended", "end_reason": "hangup"}, "t2": {}}
+        )
+    batch = {  # three sets of fields: three statements, whatever the number of tasks
+        "t1": {"room_id": "r1b"},  # status and reason stay
+        "t2": {"status": "ready", "app_id": "app"},
+        "t3": {"status": "ready", "app_id": "app"},
+        **{f"n{i}": {"room_id": f"room{i}"} for i in range(600)},  # more than one statement
+    }
+    async with sessions() as session, session.begin():
+        await TaskRepository(session).touch_many(batch)
+    async with sessions() as session:
+        rows = {t.task_id: t for t in (await session.scalars(select(Task))).all()}
+    assert len(rows) == 603
+    assert (rows["t1"].room_id, rows["t1"].status, rows["t1"].end_reason) == (
+        "r1b",
+        "ended",
+        "hangup",
+    )
+    assert [(rows[t].status, rows[t].app_id) for t in ("t2", "t3")] == [("ready", "app")] * 2
+    assert rows["n599"].room_id == "room599" and rows["n599"].status == "active"
+
+
 async def seed_tasks(sessions: Sessions) -> None:
     """t0..t5, one hour apart (t5 newest); odd ones ended; two apps, rooms, users."""
     async with sessions() as session, session.begin():
