@@ -28,6 +28,7 @@ from proxy.api.schemas import (
     TaskOut,
     TranscriptMessageOut,
 )
+from proxy.context.call import task_key
 from proxy.db.repositories import (
     KeyRepository,
     ProfileRepository,
@@ -288,11 +289,12 @@ def profiles_main(argv: list[str] | None = None) -> int:
 
 
 async def _tasks_show(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    key = task_key(args.app_id, args.task_id)
     async with sessions() as session:
-        row = await TaskRepository(session).get(args.task_id)
-        messages = await TranscriptRepository(session).for_task(args.task_id)
+        row = await TaskRepository(session).get(key)
+        messages = await TranscriptRepository(session).for_task(key)
     if row is None and not messages:
-        raise CommandFailed(f"no task {args.task_id!r} in the database")
+        raise CommandFailed(f"no task {key!r} in the database")
     task = TaskOut.model_validate(row) if row is not None else None
     transcript = [TranscriptMessageOut.model_validate(m) for m in messages]
     if args.json:
@@ -307,7 +309,7 @@ async def _tasks_show(settings: Settings, sessions: Sessions, args: argparse.Nam
         for field, value in task.model_dump(mode="json").items():
             print(f"{field}: {'-' if value is None else value}")
     else:
-        print(f"task_id: {args.task_id} (no task record)")
+        print(f"task_id: {key} (no task record)")
     print(f"\ntranscript ({len(transcript)} messages):")
     for m in transcript:
         flags = " [interrupted]" if m.interrupted else ""
@@ -321,7 +323,10 @@ async def _tasks_show(settings: Settings, sessions: Sessions, args: argparse.Nam
 def tasks_main(argv: list[str] | None = None) -> int:
     parser, actions = _parser("proxy tasks", "Inspect conversation tasks.")
     show = actions.add_parser("show", help="a task's record and durable transcript")
-    show.add_argument("task_id")
+    show.add_argument(
+        "task_id", help='a task key ("<app id>:<task id>") or, with --app-id, a task id'
+    )
+    show.add_argument("--app-id", help="the tenant (SdkAppId) the task id belongs to")
     show.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     return _run("proxy tasks", {"show": _tasks_show}[args.action], args)

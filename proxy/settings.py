@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     callback_sign_key: SecretStr | None = Field(
         default=None, description="The key the engine signs callbacks with (console setting)."
     )
+    callback_sign_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Per-SdkAppId callback keys (JSON object); these apps' callbacks must use "
+        "their own key, which also authenticates the SdkAppId header.",
+    )
     spoken_grace_seconds: float = Field(
         default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
     )

@@ -1,5 +1,8 @@
 """Admin API: conversation tasks (durable record, live history, callbacks, metrics).
 
+A task is addressed by its task key, ``<app id>:<task id>`` when the engine named an
+app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same.
+
 Two views of a task: the live history in the history store (what the next request
 builds on; operators may reset it or add context to it) and the durable record in
 the database (task row, transcript, callback events, round metrics), written in the
@@ -14,7 +17,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from redis.exceptions import RedisError
 
 from proxy.api.admin_db import transaction
@@ -31,7 +34,7 @@ from proxy.api.schemas import (
     as_utc,
 )
 from proxy.chat.meta import queue_for_task
-from proxy.context.call import CallContext
+from proxy.context.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.context.history import StoredMessage
 from proxy.db.repositories import (
     EventRepository,
@@ -47,12 +50,26 @@ router = APIRouter()
 T = TypeVar("T")
 MAX_MESSAGES_SHOWN = 1000
 
-# Ids and filters as stored: at most 128 characters and no control characters (PostgreSQL
-# refuses NUL in text, which would surface as "database unavailable"; a longer id would be
-# kept live but refused by the durable transcript).
+# Ids and filters as stored: bounded and no control characters (PostgreSQL refuses NUL
+# in text, which would surface as "database unavailable"; a longer id would be kept live
+# but refused by the durable transcript).
 NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
-TaskId = Annotated[str, Path(max_length=128, pattern=NO_CONTROL)]
+TaskId = Annotated[
+    str,
+    Path(max_length=MAX_TASK_KEY, pattern=NO_CONTROL, description="A task key or task id."),
+]
 Filter = Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL)]
+AppId = Annotated[
+    str | None,
+    Query(pattern=APP_ID_PATTERN, description="The tenant (SdkAppId) the task id belongs to."),
+]
+
+
+async def _task_key(task_id: TaskId, app_id: AppId = None) -> str:
+    return task_key(app_id, task_id)
+
+
+TaskKey = Annotated[str, Depends(_task_key)]
 
 
 async def _live(operation: Awaitable[T]) -> T:
@@ -81,7 +98,7 @@ async def _flush_transcripts(request: Request, *, required: bool) -> None:
 @router.get("/tasks", summary="List tasks, newest first", response_model=Page[TaskOut])
 async def list_tasks(
     request: Request,
-    app_id: Filter = None,
+    app_id: AppId = None,
     room_id: Filter = None,
     user_id: Filter = None,
     active: Annotated[bool | None, Query(description="Not ended yet.")] = None,
@@ -110,7 +127,7 @@ async def list_tasks(
     summary="A task: its record, live history, summary and durable transcript",
     response_model=TaskDetail,
 )
-async def get_task(task_id: TaskId, request: Request) -> TaskDetail:
+async def get_task(task_id: TaskKey, request: Request) -> TaskDetail:
     history = await _live(request.app.state.history.load(task_id, MAX_MESSAGES_SHOWN))
     live = history.total_messages > 0 or bool(history.summary)
     await _flush_transcripts(request, required=False)
@@ -144,7 +161,7 @@ async def get_task(task_id: TaskId, request: Request) -> TaskDetail:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
-async def reset_task(task_id: TaskId, request: Request) -> None:
+async def reset_task(task_id: TaskKey, request: Request) -> None:
     await _live(request.app.state.history.reset(task_id))
 
 
@@ -155,7 +172,7 @@ async def reset_task(task_id: TaskId, request: Request) -> None:
     status_code=status.HTTP_201_CREATED,
 )
 async def add_context(
-    task_id: TaskId, body: ContextMessageIn, request: Request
+    task_id: TaskKey, body: ContextMessageIn, request: Request
 ) -> HistoryMessageOut:
     message = StoredMessage(role=body.role, content=body.content, source="context")
     await _live(request.app.state.history.append(task_id, [message]))
@@ -170,7 +187,7 @@ async def add_context(
     summary="Queue meta.info for the client app, sent with the task's next reply",
     status_code=status.HTTP_202_ACCEPTED,
 )
-async def queue_metainfo(task_id: TaskId, body: MetaInfoIn, request: Request) -> dict[str, bool]:
+async def queue_metainfo(task_id: TaskKey, body: MetaInfoIn, request: Request) -> dict[str, bool]:
     await _live(queue_for_task(request.app.state.history, task_id, body.metainfo))
     return {"queued": True}
 
@@ -181,7 +198,7 @@ async def queue_metainfo(task_id: TaskId, body: MetaInfoIn, request: Request) ->
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
-async def delete_task(task_id: TaskId, request: Request) -> None:
+async def delete_task(task_id: TaskKey, request: Request) -> None:
     # Flush first, or queued rows would recreate the task after the delete.
     await _flush_transcripts(request, required=True)
     await _live(request.app.state.history.reset(task_id))
@@ -194,7 +211,7 @@ async def delete_task(task_id: TaskId, request: Request) -> None:
     summary="The engine callbacks (901-909) received for a task, oldest first",
     response_model=list[EventOut],
 )
-async def task_events(task_id: TaskId, request: Request) -> list[EventOut]:
+async def task_events(task_id: TaskKey, request: Request) -> list[EventOut]:
     async with transaction(request) as session:
         events = await EventRepository(session).for_task(task_id)
         return [EventOut.model_validate(event) for event in events]
@@ -205,7 +222,7 @@ async def task_events(task_id: TaskId, request: Request) -> list[EventOut]:
     summary="The per-round metrics and errors the engine reported for a task",
     response_model=list[MetricOut],
 )
-async def task_metrics(task_id: TaskId, request: Request) -> list[MetricOut]:
+async def task_metrics(task_id: TaskKey, request: Request) -> list[MetricOut]:
     async with transaction(request) as session:
         metrics = await EventRepository(session).metrics_for_task(task_id)
         return [MetricOut.model_validate(metric) for metric in metrics]

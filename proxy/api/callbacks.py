@@ -1,15 +1,24 @@
-"""POST /callbacks/trtc: the engine's signed server callbacks (901-909)."""
+"""POST /callbacks/trtc: the engine's signed server callbacks (901-909).
+
+The ``SdkAppId`` header names the tenant: the event applies to the task key
+``<SdkAppId>:<TaskId>``, as the engine's chat requests do. The signature covers the
+body only, so an app with its own key (``callback_sign_keys``) is what makes the
+header trustworthy; the shared ``callback_sign_key`` serves every other app.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import orjson
 from fastapi import APIRouter, Request
 
 from proxy.api.chat import read_body
 from proxy.api.deps import SettingsDep
+from proxy.context.call import task_key, valid_app_id
 from proxy.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
+from proxy.settings import Settings
 from proxy.voice.events import MalformedEvent, parse_event
 from proxy.voice.signing import verify
 
@@ -19,13 +28,25 @@ router = APIRouter(tags=["callbacks"])
 MAX_CALLBACK_BYTES = 256 * 1024
 
 
+def _sign_key(settings: Settings, app_id: str | None) -> str:
+    own = settings.callback_sign_keys.get(app_id) if app_id else None
+    key = own or settings.callback_sign_key
+    if key is not None:
+        return key.get_secret_value()
+    if settings.callback_sign_keys:
+        raise AuthenticationFailed("no callback key for this SdkAppId", code="invalid_signature")
+    raise ServiceUnavailable("callbacks are disabled: set PROXY_CALLBACK_SIGN_KEY")
+
+
 @router.post("/callbacks/trtc", summary="TRTC Conversational AI server callbacks")
 async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, int]:
-    key = settings.callback_sign_key
-    if key is None:
-        raise ServiceUnavailable("callbacks are disabled: set PROXY_CALLBACK_SIGN_KEY")
+    header = request.headers.get("sdkappid")
+    app_id = valid_app_id(header)
+    if header and app_id is None:
+        raise InvalidRequest("the SdkAppId header is not a valid app id")
+    key = _sign_key(settings, app_id)
     raw = await read_body(request, MAX_CALLBACK_BYTES)
-    if not verify(key.get_secret_value(), raw, request.headers.get("sign")):
+    if not verify(key, raw, request.headers.get("sign")):
         raise AuthenticationFailed("invalid callback signature", code="invalid_signature")
     try:
         event = parse_event(orjson.loads(raw))
@@ -33,5 +54,6 @@ async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, in
         raise InvalidRequest("the callback body is not valid JSON") from None
     except MalformedEvent as exc:
         raise InvalidRequest(str(exc)) from None
-    await request.app.state.callbacks.handle(event, request.headers.get("sdkappid"))
+    event = replace(event, task_id=task_key(app_id, event.task_id))
+    await request.app.state.callbacks.handle(event, app_id)
     return {"code": 0}

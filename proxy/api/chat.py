@@ -94,11 +94,11 @@ async def handle_chat(request: Request) -> Response:
     service: ChatService = state.chat
     streaming = False
     try:
+        call = CallContext.from_headers(request.headers).for_tenant(caller.app_id)
         body = parse_body(await read_body(request, state.settings.max_body_bytes))
         body, profile = select_profile(body, caller, state.catalog)
         await state.rate_limiter.check(caller)
         count.model = str(body["model"])
-        call = CallContext.from_headers(request.headers)
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends

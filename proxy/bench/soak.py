@@ -62,6 +62,7 @@ from proxy.voice.room import RoundResult, SessionResult
 HOST = "127.0.0.1"
 ADMIN_TOKEN = "soak-admin-token-" + "0" * 16
 SIGN_KEY = "soakSignKey0123456789"
+SOAK_APP_ID = "1400000001"  # the engines' X-Sdk-App-Id: histories live under "<app>:<task>"
 ENGINE_TIMEOUT_S = 2.0
 READY_TIMEOUT_S = 30.0
 SETTLE_S = 3.0  # after the last turn: 905s and background writes land (grace is 2 s)
@@ -325,6 +326,7 @@ async def caller(
             timeout_s=ENGINE_TIMEOUT_S,
             history=plan.history,
             task_id=task_id,
+            sdk_app_id=SOAK_APP_ID,
             user_id=f"user-{number}",
             room_id=f"room-{number}",
             callback_url=proxy.url + "/callbacks/trtc",
@@ -380,6 +382,7 @@ async def read_histories(
                 try:
                     async with http.get(
                         f"{proxy.url}/admin/tasks/{task_id}",
+                        params={"app_id": SOAK_APP_ID},
                         headers=headers,
                         timeout=aiohttp.ClientTimeout(total=30),
                     ) as response:

@@ -1,13 +1,38 @@
-"""Who is calling: the engine's ``X-*`` headers for one chat request."""
+"""Who is calling: the engine's ``X-*`` headers for one chat request, and its tenant.
+
+A task belongs to a tenant (the TRTC SdkAppId). The proxy keys everything it keeps for a
+task (live history, replays, queued meta.info, the durable record) by the *task key*
+``<app id>:<task id>``, so two tenants can never reach each other's task, even with
+the same X-Task-Id. App ids hold no ``:``, which keeps the key unambiguous.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from proxy.errors import PermissionDenied
+
+MAX_TASK_ID = 128
+MAX_APP_ID = 64
+MAX_TASK_KEY = MAX_APP_ID + 1 + MAX_TASK_ID
 
 # Header values end up in Redis keys and logs: keep them printable and bounded.
 _SAFE_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")
+APP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_APP_ID = re.compile(APP_ID_PATTERN)
+
+
+def valid_app_id(value: str | None) -> str | None:
+    """The app id if it is one (letters, digits, ``_.-``; at most 64), else None."""
+    value = value.strip() if value else None
+    return value if value and _APP_ID.match(value) else None
+
+
+def task_key(app_id: str | None, task_id: str) -> str:
+    """Where a task's state lives: scoped by its tenant when one is known."""
+    return f"{app_id}:{task_id}" if app_id else task_id
 
 
 def _header(headers: Mapping[str, str], *names: str) -> str | None:
@@ -23,7 +48,7 @@ def _header(headers: Mapping[str, str], *names: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    task_id: str | None = None
+    task_id: str | None = None  # X-Task-Id; the task key once ``for_tenant`` has scoped it
     request_id: str | None = None
     app_id: str | None = None
     user_id: str | None = None
@@ -36,11 +61,26 @@ class CallContext:
         return cls(
             task_id=_header(headers, "x-task-id"),
             request_id=_header(headers, "x-request-id", "x-rquest-id"),
-            app_id=_header(headers, "x-sdk-app-id"),
+            app_id=valid_app_id(_header(headers, "x-sdk-app-id")),
             user_id=_header(headers, "x-user-id"),
             room_id=_header(headers, "x-room-id"),
             room_id_type=_header(headers, "x-room-id-type"),
         )
+
+    def for_tenant(self, bound_app_id: str | None) -> CallContext:
+        """The call as its tenant sees it: ``task_id`` becomes the task key.
+
+        A key bound to an app acts for that app only (a different X-Sdk-App-Id is
+        refused); an unbound key acts for the app the engine names, or for none.
+        """
+        if bound_app_id and self.app_id and self.app_id != bound_app_id:
+            raise PermissionDenied(
+                "this API key may not act for that X-Sdk-App-Id", code="app_id_mismatch"
+            )
+        app_id = bound_app_id or self.app_id
+        if self.task_id is None:
+            return replace(self, app_id=app_id)
+        return replace(self, app_id=app_id, task_id=task_key(app_id, self.task_id))
 
     @property
     def stateful(self) -> bool:

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from proxy.db.base import Base, JsonType, utcnow
 
+TASK_KEY_LENGTH = 200  # proxy.context.call.MAX_TASK_KEY (193), rounded up
+
 Timestamp = DateTime(timezone=True)
 
 
@@ -77,7 +79,8 @@ class Task(Base):
 
     __tablename__ = "tasks"
 
-    task_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The task key: "<app id>:<task id>" (64 + 1 + 128) when the engine names an app.
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), primary_key=True)
     app_id: Mapped[str | None] = mapped_column(String(64), index=True)
     room_id: Mapped[str | None] = mapped_column(String(128), index=True)
     user_id: Mapped[str | None] = mapped_column(String(128), index=True)
@@ -117,7 +120,7 @@ class CallbackEvent(Base):
     __table_args__ = (UniqueConstraint("task_id", "event_type", "event_ms_ts"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    task_id: Mapped[str] = mapped_column(String(128), index=True)
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), index=True)
     event_type: Mapped[int] = mapped_column(Integer)
     event_ms_ts: Mapped[int] = mapped_column(BigInteger)
     round_id: Mapped[str | None] = mapped_column(String(128))
@@ -131,7 +134,7 @@ class RoundMetric(Base):
     __tablename__ = "round_metrics"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    task_id: Mapped[str] = mapped_column(String(128), index=True)
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), index=True)
     round_id: Mapped[str | None] = mapped_column(String(128))
     metric: Mapped[str] = mapped_column(String(64))
     value: Mapped[float | None] = mapped_column(Float)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from proxy.db.models import CallbackEvent, RoundMetric, Task, TranscriptMessage
 from proxy.db.repositories import EventRepository
 from tests.api.conftest import ADMIN_TOKEN, admin_client, in_database
-from tests.context.engine_calls import SYSTEM, assistant, engine_headers, user
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
 
 VIP = {"role": "system", "content": "The caller is a VIP: be extra polite."}
 
@@ -138,16 +138,22 @@ def test_conversations_become_tasks_with_a_transcript(proxy, admin, mock):
     turn(proxy, kitchen, "Menu please.", "Here it is.", room="kitchen")
 
     found = listed(admin, room_id="lobby")
-    assert ids(found) == [lobby]
+    assert ids(found) == [task_key(lobby)]
     task = found["items"][0]
     assert task["app_id"] == "1400000001" and task["user_id"] == "user-1"
     assert task["ended_at"] is None
-    assert set(ids(listed(admin, app_id="1400000001"))) >= {lobby, kitchen}
+    assert set(ids(listed(admin, app_id="1400000001"))) >= {task_key(lobby), task_key(kitchen)}
+    assert ids(listed(admin, app_id="1400000002")) == []
 
-    detail = admin.get(f"/admin/tasks/{lobby}")
+    detail = admin.get(f"/admin/tasks/{task_key(lobby)}")
     assert detail.status_code == 200, detail.text
     body = detail.json()
-    assert body["task_id"] == lobby and body["task"]["room_id"] == "lobby"
+    assert body["task_id"] == task_key(lobby) and body["task"]["room_id"] == "lobby"
+    # The engine's task id with ?app_id= addresses the same task; another tenant's does not.
+    same = admin.get(f"/admin/tasks/{lobby}", params={"app_id": "1400000001"})
+    assert same.json() == body
+    assert admin.get(f"/admin/tasks/{lobby}", params={"app_id": "1400000002"}).status_code == 404
+    assert admin.get(f"/admin/tasks/{lobby}").status_code == 404
     spoken = ["Hi, I'm Ana.", "Hello Ana!", "Where is the pool?", "Second floor."]
     assert contents(body["messages"]) == spoken
     assert body["total_messages"] == 4 and body["summary"] is None
@@ -167,8 +173,8 @@ def test_an_unknown_task_is_a_404(admin):
 def test_reset_forgets_the_live_history_but_keeps_the_transcript(proxy, admin, mock):
     t = new_task()
     turn(proxy, t, "My code is 1234.", "Noted.")
-    assert admin.post(f"/admin/tasks/{t}/reset").status_code == 204
-    after = admin.get(f"/admin/tasks/{t}").json()
+    assert admin.post(f"/admin/tasks/{task_key(t)}/reset").status_code == 204
+    after = admin.get(f"/admin/tasks/{task_key(t)}").json()
     assert after["messages"] == [] and after["total_messages"] == 0
     assert contents(after["transcript"]) == ["My code is 1234.", "Noted."]
 
@@ -179,7 +185,7 @@ def test_reset_forgets_the_live_history_but_keeps_the_transcript(proxy, admin, m
 def test_a_context_message_reaches_the_next_turn(proxy, admin, mock):
     t = new_task()
     turn(proxy, t, "Hello.", "Hi!")
-    added = admin.post(f"/admin/tasks/{t}/messages", json={"content": VIP["content"]})
+    added = admin.post(f"/admin/tasks/{task_key(t)}/messages", json={"content": VIP["content"]})
     assert added.status_code == 201, added.text
     message = added.json()
     assert message["role"] == "system" and message["source"] == "context"
@@ -193,7 +199,7 @@ def test_a_context_message_reaches_the_next_turn(proxy, admin, mock):
         VIP,
         user("Book me a table."),
     ]
-    detail = admin.get(f"/admin/tasks/{t}").json()
+    detail = admin.get(f"/admin/tasks/{task_key(t)}").json()
     assert detail["messages"][2]["id"] == message["id"]
     assert detail["messages"][2]["source"] == "context"
     assert "context" in {m["source"] for m in detail["transcript"]}
@@ -201,7 +207,9 @@ def test_a_context_message_reaches_the_next_turn(proxy, admin, mock):
 
 def test_context_can_be_added_before_the_first_turn(proxy, admin, mock):
     t = new_task()
-    added = admin.post(f"/admin/tasks/{t}/messages", json={"role": "user", "content": "I'm Bo."})
+    added = admin.post(
+        f"/admin/tasks/{task_key(t)}/messages", json={"role": "user", "content": "I'm Bo."}
+    )
     assert added.status_code == 201
     turn(proxy, t, "Who am I?", "Bo.")
     assert upstream_messages(mock) == [SYSTEM, user("I'm Bo."), user("Who am I?")]
@@ -212,7 +220,7 @@ def test_context_can_be_added_before_the_first_turn(proxy, admin, mock):
     [{}, {"content": ""}, {"content": "x", "role": "tool"}, {"content": "x", "pinned": True}],
 )
 def test_invalid_context_messages_are_422(admin, body):
-    assert admin.post(f"/admin/tasks/{new_task()}/messages", json=body).status_code == 422
+    assert admin.post(f"/admin/tasks/{task_key(new_task())}/messages", json=body).status_code == 422
 
 
 def seed_callbacks(database: str, task_id: str) -> None:
@@ -235,15 +243,15 @@ def seed_callbacks(database: str, task_id: str) -> None:
 
 def test_events_and_metrics_are_listed(admin, database):
     t = new_task()
-    seed_callbacks(database, t)
-    events = admin.get(f"/admin/tasks/{t}/events")
+    seed_callbacks(database, task_key(t))
+    events = admin.get(f"/admin/tasks/{task_key(t)}/events")
     assert events.status_code == 200
     assert [(e["event_type"], e["round_id"]) for e in events.json()] == [
         (901, "round-1"),
         (905, "round-1"),
     ]
     assert events.json()[1]["payload"] == {"EventType": 905}
-    metrics = admin.get(f"/admin/tasks/{t}/metrics").json()
+    metrics = admin.get(f"/admin/tasks/{task_key(t)}/metrics").json()
     assert [(m["metric"], m["value"]) for m in metrics] == [("llm_first_token", 321.0)]
     assert admin.get("/admin/tasks/unknown/events").json() == []
 
@@ -264,25 +272,25 @@ def test_delete_erases_everything_about_a_task(proxy, admin, mock, database):
     t, other = new_task(), new_task()
     turn(proxy, t, "My card ends in 4242.", "Thanks.")
     turn(proxy, other, "Keep me.", "Kept.")
-    seed_callbacks(database, t)
-    admin.get(f"/admin/tasks/{t}")  # flushes the transcript writer
-    assert count_rows(database, t) == {
+    seed_callbacks(database, task_key(t))
+    admin.get(f"/admin/tasks/{task_key(t)}")  # flushes the transcript writer
+    assert count_rows(database, task_key(t)) == {
         "tasks": 1,
         "messages": 2,
         "callback_events": 2,
         "round_metrics": 1,
     }
 
-    assert admin.delete(f"/admin/tasks/{t}").status_code == 204
-    assert count_rows(database, t) == dict.fromkeys(count_rows(database, t), 0)
-    assert admin.get(f"/admin/tasks/{t}").status_code == 404
-    assert admin.get(f"/admin/tasks/{t}/events").json() == []
-    assert admin.get(f"/admin/tasks/{t}/metrics").json() == []
-    assert admin.delete(f"/admin/tasks/{t}").status_code == 204  # idempotent
+    assert admin.delete(f"/admin/tasks/{task_key(t)}").status_code == 204
+    assert count_rows(database, task_key(t)) == dict.fromkeys(count_rows(database, task_key(t)), 0)
+    assert admin.get(f"/admin/tasks/{task_key(t)}").status_code == 404
+    assert admin.get(f"/admin/tasks/{task_key(t)}/events").json() == []
+    assert admin.get(f"/admin/tasks/{task_key(t)}/metrics").json() == []
+    assert admin.delete(f"/admin/tasks/{task_key(t)}").status_code == 204  # idempotent
 
     turn(proxy, t, "Hello again.", "Hello.")
     assert upstream_messages(mock) == [SYSTEM, user("Hello again.")]
-    assert contents(admin.get(f"/admin/tasks/{other}").json()["transcript"]) == [
+    assert contents(admin.get(f"/admin/tasks/{task_key(other)}").json()["transcript"]) == [
         "Keep me.",
         "Kept.",
     ]

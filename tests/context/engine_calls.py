@@ -8,13 +8,19 @@ from typing import Any
 import openai
 
 SYSTEM = {"role": "system", "content": "You are a helpful voice assistant."}
+APP_ID = "1400000001"  # the engine's X-Sdk-App-Id (and callbacks' SdkAppId)
+
+
+def task_key(task_id: str) -> str:
+    """Where the proxy keeps an engine task: scoped by the engine's app id."""
+    return f"{APP_ID}:{task_id}"
 
 
 def engine_headers(task_id: str, request_id: str | None = None) -> dict[str, str]:
     return {
         "X-Task-Id": task_id,
         "X-Request-Id": request_id or uuid.uuid4().hex,
-        "X-Sdk-App-Id": "1400000001",
+        "X-Sdk-App-Id": APP_ID,
         "X-User-Id": "user-1",
         "X-Room-Id": "room-1",
         "X-Room-Id-Type": "1",

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, task_key, user
 
 ADMIN = "admin-token-for-tests-0123456789"
 
@@ -27,7 +27,7 @@ def upstream_messages(mock, index: int = -1) -> list[dict]:
 
 def stored(proxy, task_id: str) -> list[dict]:
     response = httpx.get(
-        f"{proxy.url}/admin/tasks/{task_id}", headers={"Authorization": f"Bearer {ADMIN}"}
+        f"{proxy.url}/admin/tasks/{task_key(task_id)}", headers={"Authorization": f"Bearer {ADMIN}"}
     )
     assert response.status_code == 200, response.text
     return response.json()["messages"]
@@ -194,7 +194,7 @@ def test_trimming_keeps_tool_pairs_and_whole_turns(make_proxy, mock):
 def test_admin_task_view_needs_the_token(proxy, mock):
     t = task()
     say(proxy, t, [SYSTEM, user("hi")], reply="hey")
-    url = f"{proxy.url}/admin/tasks/{t}"
+    url = f"{proxy.url}/admin/tasks/{task_key(t)}"
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
     messages = stored(proxy, t)

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, task_key, user
 from tests.context.test_conversation import ADMIN, stored, upstream_messages
 
 REPLY = "one two three four five six seven eight"
@@ -91,7 +91,8 @@ def test_barge_in_before_the_first_token_keeps_the_user_turn(proxy, mock):
         lambda: (
             stored(proxy, t)
             if httpx.get(
-                f"{proxy.url}/admin/tasks/{t}", headers={"Authorization": f"Bearer {ADMIN}"}
+                f"{proxy.url}/admin/tasks/{task_key(t)}",
+                headers={"Authorization": f"Bearer {ADMIN}"},
             ).status_code
             == 200
             else None

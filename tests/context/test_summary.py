@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from proxy.settings import ModelRoute, UpstreamTarget
-from tests.context.engine_calls import SYSTEM, assistant, say, user
+from tests.context.engine_calls import SYSTEM, assistant, say, task_key, user
 from tests.context.test_conversation import ADMIN, upstream_messages
 
 SUMMARY = "Ana is planning a trip to Kyoto."
@@ -30,7 +30,7 @@ def summarising_proxy(make_proxy, summary_url: str):
 
 def task_view(proxy, task_id: str) -> dict:
     response = httpx.get(
-        f"{proxy.url}/admin/tasks/{task_id}", headers={"Authorization": f"Bearer {ADMIN}"}
+        f"{proxy.url}/admin/tasks/{task_key(task_id)}", headers={"Authorization": f"Bearer {ADMIN}"}
     )
     return response.json()
 

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.db.migrate import upgrade
 from tests.context.engine_calls import SYSTEM, say, user
-from tests.faults.helpers import post_callback
+from tests.faults.helpers import post_callback, task_key
 from tests.pg_cluster import ThrowawayPostgres
 
 SIGN_KEY = "outagesignkey0123"
@@ -42,12 +42,12 @@ def query(url: str, sql: str, *args: object) -> list[tuple]:
 
 def transcript(url: str, task_id: str) -> list[tuple[str, str]]:
     sql = "SELECT role, content::text FROM messages WHERE task_id=$1 ORDER BY created_at"
-    return [(role, content) for role, content in query(url, sql, task_id)]
+    return [(role, content) for role, content in query(url, sql, task_key(task_id))]
 
 
 def events(url: str, task_id: str) -> list[int]:
     sql = "SELECT event_type FROM callback_events WHERE task_id=$1 ORDER BY event_ms_ts"
-    return [event_type for (event_type,) in query(url, sql, task_id)]
+    return [event_type for (event_type,) in query(url, sql, task_key(task_id))]
 
 
 def wait_until(predicate, timeout: float) -> None:
@@ -85,5 +85,7 @@ def test_chat_survives_a_database_outage_and_the_transcript_catches_up(make_prox
     assert '"during 2"' in rows[6][1] and '"reply 2"' in rows[7][1]
     wait_until(lambda: len(events(postgres.url, task)) >= 7, 20)
     assert events(postgres.url, task) == [901, 906, 905, 906, 905, 906, 905]
-    metrics = query(postgres.url, "SELECT value FROM round_metrics WHERE task_id=$1", task)
+    metrics = query(
+        postgres.url, "SELECT value FROM round_metrics WHERE task_id=$1", task_key(task)
+    )
     assert sorted(value for (value,) in metrics) == [50.0, 51.0, 52.0]

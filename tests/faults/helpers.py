@@ -20,7 +20,7 @@ import orjson
 
 from proxy.voice import room
 from proxy.voice.signing import sign
-from tests.context.engine_calls import engine_headers
+from tests.context.engine_calls import APP_ID, engine_headers, task_key
 from tests.servers import free_port
 
 ADMIN = "admin-token-for-fault-tests-0123456789"
@@ -89,7 +89,9 @@ def post_chat(
 
 
 def task_view(proxy: Any, task_id: str, timeout: float = 20.0) -> httpx.Response:
-    return httpx.get(f"{proxy.url}/admin/tasks/{task_id}", headers=ADMIN_HEADERS, timeout=timeout)
+    return httpx.get(
+        f"{proxy.url}/admin/tasks/{task_key(task_id)}", headers=ADMIN_HEADERS, timeout=timeout
+    )
 
 
 def stored_messages(proxy: Any, task_id: str) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ def post_callback(
     """One signed engine callback (CONTRACT §5), as the engine sends it."""
     body = room.callback_body(event_type, room.now_ms(), task_id, "room-1", "1", payload)
     raw = orjson.dumps(body)
-    headers = {"Content-Type": "application/json", "Sign": sign(sign_key, raw), "SdkAppId": "1"}
+    headers = {"Content-Type": "application/json", "Sign": sign(sign_key, raw), "SdkAppId": APP_ID}
     return httpx.post(proxy.url + "/callbacks/trtc", content=raw, headers=headers, timeout=15)
 
 

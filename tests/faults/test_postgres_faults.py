@@ -25,6 +25,7 @@ from tests.faults.helpers import (
     post_callback,
     post_chat,
     spoken,
+    task_key,
     user,
     wait_for,
 )
@@ -36,7 +37,7 @@ def transcript(url: str, task_id: str) -> list[tuple[str, str]]:
         try:
             rows = await connection.fetch(
                 "SELECT role, content::text FROM messages WHERE task_id=$1 ORDER BY created_at",
-                task_id,
+                task_key(task_id),
             )
         finally:
             await connection.close()
@@ -70,7 +71,9 @@ def test_postgres_outage(stateful_proxy, mock, postgres):
     ]
     # The task view: the live history, the transcript marked missing (None).
     with elapsed() as took:
-        view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=30)
+        view = httpx.get(
+            f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=30
+        )
     assert took[0] < 10.0
     assert view.status_code == 200, view.text
     detail = view.json()
@@ -82,14 +85,16 @@ def test_postgres_outage(stateful_proxy, mock, postgres):
     ]
     assert_valid_history(detail["messages"])
     # Views only the database can answer are a 503 envelope, not a 500 or a hang.
-    for path in ("/admin/tasks", f"/admin/tasks/{task}/events"):
+    for path in ("/admin/tasks", f"/admin/tasks/{task_key(task)}/events"):
         with elapsed() as took:
             response = httpx.get(f"{proxy.url}{path}", headers=ADMIN_HEADERS, timeout=30)
         assert took[0] < 10.0, path
         assert response.status_code == 503, (path, response.status_code, response.text)
         assert set(response.json()["error"]) == {"message", "type", "code", "param"}
     # A task the live store does not know is not invented while the database is down.
-    missing = httpx.get(f"{proxy.url}/admin/tasks/{new_task()}", headers=ADMIN_HEADERS, timeout=30)
+    missing = httpx.get(
+        f"{proxy.url}/admin/tasks/{task_key(new_task())}", headers=ADMIN_HEADERS, timeout=30
+    )
     assert missing.status_code == 503, missing.text
 
     postgres.start()
@@ -97,7 +102,7 @@ def test_postgres_outage(stateful_proxy, mock, postgres):
     rows = transcript(postgres.url, task)
     assert [role for role, _ in rows] == ["user", "assistant"] * 4
     assert '"during 2"' in rows[6][1] and '"reply 2"' in rows[7][1]
-    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=30)
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=30)
     assert view.status_code == 200
     assert len(view.json()["transcript"]) == 8
     assert say(proxy, task, "after", "two") == "two"
@@ -131,10 +136,10 @@ def test_callback_events_received_during_an_outage_are_kept(stateful_proxy, mock
     assert wait_for(lambda: _events(proxy, task) == 22, timeout=15), _events(proxy, task)
     assert writer.pending == 0 and writer.rejected == 0
     metrics = httpx.get(
-        f"{proxy.url}/admin/tasks/{task}/metrics", headers=ADMIN_HEADERS, timeout=30
+        f"{proxy.url}/admin/tasks/{task_key(task)}/metrics", headers=ADMIN_HEADERS, timeout=30
     ).json()
     assert sorted(m["value"] for m in metrics) == [100.0 + n for n in range(20)]  # each once
-    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=30)
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=30)
     assert view.json()["task"]["status"] == "ended"
 
 
@@ -159,6 +164,6 @@ def test_callback_events_beyond_the_buffer_are_dropped_and_counted(stateful_prox
 
 def _events(proxy, task: str) -> int:
     response = httpx.get(
-        f"{proxy.url}/admin/tasks/{task}/events", headers=ADMIN_HEADERS, timeout=30
+        f"{proxy.url}/admin/tasks/{task_key(task)}/events", headers=ADMIN_HEADERS, timeout=30
     )
     return len(response.json()) if response.status_code == 200 else -1

@@ -24,6 +24,7 @@ from tests.faults.helpers import (
     post_callback,
     post_chat,
     spoken,
+    task_key,
     user,
     wait_for,
 )
@@ -67,7 +68,7 @@ def test_redis_restarts_between_turns(stateful_proxy, mock, throwaway_redis):
         assert took[0] < 2.0
         assert prompt(mock) == [SYSTEM, user(f"down {n}")]
     assert readiness(proxy) == "degraded"
-    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=10)
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     assert view.status_code == 503, view.text
     assert view.json()["error"]["code"] is not None or view.json()["error"]["message"]
 
@@ -77,7 +78,7 @@ def test_redis_restarts_between_turns(stateful_proxy, mock, throwaway_redis):
     assert prompt(mock) == [SYSTEM, user("three")]
     assert say(proxy, task, "four", "fourth") == "fourth"
     assert prompt(mock) == [SYSTEM, user("three"), assistant("third"), user("four")]
-    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=10)
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     assert view.status_code == 200
     messages = view.json()["messages"]
     assert_valid_history(messages)
@@ -131,7 +132,9 @@ def test_a_stalled_redis_bounds_every_request(stateful_proxy, mock, throwaway_re
             assert took[0] < 6 * TIMEOUT_MS / 1000 + 1.0, took
             assert prompt(mock) == [SYSTEM, user(f"stalled {n}")]
         with elapsed() as took:
-            view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=15)
+            view = httpx.get(
+                f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=15
+            )
         assert view.status_code == 503
         assert took[0] < 5.0
         with elapsed() as took:
@@ -151,7 +154,7 @@ def test_a_stalled_redis_bounds_every_request(stateful_proxy, mock, throwaway_re
     # Back: the history resumes where it stopped; nothing stalled got written twice.
     assert say(proxy, task, "two", "second") == "second"
     assert prompt(mock) == [SYSTEM, user("one"), assistant("first"), user("two")]
-    view = httpx.get(f"{proxy.url}/admin/tasks/{task}", headers=ADMIN_HEADERS, timeout=10)
+    view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     messages = view.json()["messages"]
     assert_valid_history(messages)
     assert [m["content"] for m in messages] == ["one", "first", "two", "second"]

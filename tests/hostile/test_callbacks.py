@@ -20,6 +20,7 @@ import pytest
 
 from proxy.db.base import without_nul
 from proxy.voice.signing import sign
+from tests.context.engine_calls import APP_ID, task_key
 from tests.hostile.conftest import ADMIN, admin_client, assert_envelope, module_proxy, raw_request
 from tests.servers import ProxyServer
 
@@ -59,7 +60,7 @@ def event(event_type: int, task_id: str, payload: dict[str, Any], **info: Any) -
 
 
 def post(proxy: ProxyServer, raw: bytes, signature: str | None) -> httpx.Response:
-    headers = {"Content-Type": "application/json", "SdkAppId": "1400000001"}
+    headers = {"Content-Type": "application/json", "SdkAppId": APP_ID}
     if signature is not None:
         headers["Sign"] = signature
     return httpx.post(proxy.url + "/callbacks/trtc", content=raw, headers=headers, timeout=10)
@@ -74,7 +75,7 @@ def settled_view(admin: httpx.Client, task_id: str) -> dict[str, Any]:
     time.sleep(0.3)
     view = {}
     for part, suffix in [("task", ""), ("events", "/events"), ("metrics", "/metrics")]:
-        response = admin.get(f"/admin/tasks/{task_id}{suffix}")
+        response = admin.get(f"/admin/tasks/{task_key(task_id)}{suffix}")
         assert response.status_code == 200, (part, response.text)
         view[part] = response.json()
     return view
@@ -105,8 +106,8 @@ def test_forged_signatures_are_401_and_change_nothing(proxy, admin, case):
     signature = forged_signatures(raw)[case]
     error = assert_envelope(post(proxy, raw, signature), 401)
     assert error["code"] == "invalid_signature"
-    assert admin.get(f"/admin/tasks/{task_id}/events").json() == []
-    assert_envelope(admin.get(f"/admin/tasks/{task_id}"), 404)
+    assert admin.get(f"/admin/tasks/{task_key(task_id)}/events").json() == []
+    assert_envelope(admin.get(f"/admin/tasks/{task_key(task_id)}"), 404)
 
 
 def test_a_non_ascii_signature_header_is_401(proxy, admin):
@@ -119,7 +120,7 @@ def test_a_non_ascii_signature_header_is_401(proxy, admin):
     )
     response = raw_request(proxy.port, head, raw)
     assert response.startswith(b"HTTP/1.1 401"), response[:200]
-    assert admin.get(f"/admin/tasks/{task_id}/events").json() == []
+    assert admin.get(f"/admin/tasks/{task_key(task_id)}/events").json() == []
 
 
 def test_a_replayed_callback_is_acknowledged_once_and_changes_nothing(proxy, admin, mock):
@@ -129,7 +130,7 @@ def test_a_replayed_callback_is_acknowledged_once_and_changes_nothing(proxy, adm
     turn = httpx.post(
         proxy.base_url + "/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "Kyoto?"}]},
-        headers={"X-Task-Id": task_id, "X-Request-Id": "r1"},
+        headers={"X-Task-Id": task_id, "X-Request-Id": "r1", "X-Sdk-App-Id": APP_ID},
     )
     assert turn.status_code == 200, turn.text
     spoken = event(905, task_id, {"UserId": "bot", "RoundId": "r1", "Text": "Kyoto has many"})
@@ -157,7 +158,7 @@ def test_a_burst_of_callbacks_and_their_replays_is_stored_once_each(proxy, admin
         replies = list(pool.map(lambda raw: post(proxy, raw, sign(KEY, raw)), bodies * 3))
     assert [r.json() for r in replies] == [{"code": 0}] * 90
     deadline = time.monotonic() + 10
-    while len(admin.get(f"/admin/tasks/{task_id}/events").json()) < 30:
+    while len(admin.get(f"/admin/tasks/{task_key(task_id)}/events").json()) < 30:
         assert time.monotonic() < deadline, "the events were not written"
         time.sleep(0.05)
     view = settled_view(admin, task_id)

@@ -23,7 +23,7 @@ from proxy.voice.callbacks import CallbackService
 from proxy.voice.events import EngineEvent, parse_event
 from proxy.voice.signing import sign
 from proxy.voice.spoken import SpokenTextReconciler
-from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, task_key, user
 from tests.context.test_conversation import ADMIN, stored, upstream_messages
 
 KEY = "callbackKey123"
@@ -113,21 +113,31 @@ def test_every_document_example_is_accepted_and_stored_once(proxy):
         assert post(proxy, body).json() == {"code": 0}  # the engine's retry
     rows = wait_for(
         lambda: (
-            len(db_rows(proxy, "SELECT event_type FROM callback_events WHERE task_id=?", t)) == 9
+            len(
+                db_rows(
+                    proxy, "SELECT event_type FROM callback_events WHERE task_id=?", task_key(t)
+                )
+            )
+            == 9
         )
     )
     assert rows
     round_ids = {
-        r[0] for r in db_rows(proxy, "SELECT round_id FROM callback_events WHERE task_id=?", t)
+        r[0]
+        for r in db_rows(proxy, "SELECT round_id FROM callback_events WHERE task_id=?", task_key(t))
     }
     assert {"r1", "r2", "r3", "r4", "070c4908-105", "070c4908"} <= round_ids
-    metrics = db_rows(proxy, "SELECT metric, value, round_id FROM round_metrics WHERE task_id=?", t)
+    metrics = db_rows(
+        proxy, "SELECT metric, value, round_id FROM round_metrics WHERE task_id=?", task_key(t)
+    )
     assert sorted(metrics) == [
         ("llm_error", None, "070c4908"),
         ("llm_first_token", 218.0, "070c4908-105"),
     ]
     status = wait_for(
-        lambda: db_rows(proxy, "SELECT status, end_reason, app_id FROM tasks WHERE task_id=?", t)
+        lambda: db_rows(
+            proxy, "SELECT status, end_reason, app_id FROM tasks WHERE task_id=?", task_key(t)
+        )
     )
     assert status == [("ended", "leave_code:0", "1400000001")]
 
@@ -211,7 +221,10 @@ def test_a_905_matching_nothing_is_added_as_what_the_user_heard(proxy, mock):
     post(proxy, event(905, t, {"UserId": "bot", "RoundId": "r0", "Text": welcome}))
     messages = wait_for(
         lambda: (
-            httpx.get(f"{proxy.url}/admin/tasks/{t}", headers={"Authorization": f"Bearer {ADMIN}"})
+            httpx.get(
+                f"{proxy.url}/admin/tasks/{task_key(t)}",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
             .json()
             .get("messages")
         )
@@ -233,14 +246,14 @@ def test_902_closes_the_task_and_shortens_its_history(make_proxy, mock, redis_pr
     say(proxy, t, [SYSTEM, user("bye")], reply="Goodbye!")
     post(proxy, event(902, t, {"LeaveCode": 0}))
     client = redis.Redis.from_url(proxy.settings.redis_url)
-    ttl = client.ttl(f"{redis_prefix}{{{t}}}:msgs")
+    ttl = client.ttl(f"{redis_prefix}{{{task_key(t)}}}:msgs")
     client.close()
     assert 0 < ttl <= 30
-    assert wait_for(lambda: db_rows(proxy, "SELECT status FROM tasks WHERE task_id=?", t)) == [
-        ("ended",)
-    ]
+    assert wait_for(
+        lambda: db_rows(proxy, "SELECT status FROM tasks WHERE task_id=?", task_key(t))
+    ) == [("ended",)]
     transcript = wait_for(
-        lambda: db_rows(proxy, "SELECT role, content FROM messages WHERE task_id=?", t)
+        lambda: db_rows(proxy, "SELECT role, content FROM messages WHERE task_id=?", task_key(t))
     )
     assert [(role, orjson.loads(content)) for role, content in transcript] == [
         ("user", "bye"),
