@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.db.models import ApiKey, Profile, Route
@@ -341,6 +342,17 @@ class MetaInfoIn(BaseModel):
         examples=[{"card": "vip", "discount": "10%"}],
         description="Delivered to the client app with the task's next reply (meta.info).",
     )
+
+    @field_validator("metainfo")
+    @classmethod
+    def _encodable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # It travels as JSON to the engine: integers beyond 64 bits and lone surrogates
+        # would fail only later, at the queue.
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"metainfo cannot be sent as JSON: {exc}") from None
+        return value
 
 
 class EventOut(_Out):

@@ -51,6 +51,7 @@ ACCEPTED_IDS = {
     "percent": ("100%25", "100%"),
     "quotes": ("%22%27%3B--", "\"';--"),
     "128-chars": ("t" * 128, "t" * 128),
+    "193-chars": ("t" * 193, "t" * 193),  # the longest task key
     "latin1-looking": ("%C3%BF", "ÿ"),
 }
 REFUSED_IDS = {
@@ -59,7 +60,7 @@ REFUSED_IDS = {
     "newline-at-end": "abc%0A",
     "escape": "%1B%5B31m",
     "delete": "a%7F",
-    "129-chars": "t" * 129,
+    "194-chars": "t" * 194,  # longer than any task key ("<64-char app>:<128-char task>")
     "10-kb": "t" * 10_240,
 }
 OPERATIONS = [
@@ -134,6 +135,9 @@ ADMIN_BODIES = {
     "invalid-utf8": b'{"name": "\xff\xfe"}',
     "not-json": b"{not json",
     "infinity": b'{"content": "x", "name": 1e999}',
+    # Valid JSON that cannot travel on as JSON (64-bit integers, UTF-8): found by schemathesis.
+    "int-beyond-64-bits": b'{"metainfo": {"a": 18446744073709551616}}',
+    "lone-surrogate": b'{"metainfo": {"a": "\\ud800"}}',
     "array": b"[]",
     "null": b"null",
     "string": b'"text"',

@@ -185,7 +185,7 @@ event_like = st.fixed_dictionaries(
             {},
             optional={
                 "TaskId": st.text(max_size=140) | json_values,
-                "EventMsTs": st.integers() | json_values,
+                "EventMsTs": st.integers(min_value=-(2**63), max_value=2**64 - 1) | json_values,
                 "RoomId": json_values,
                 "RoomIdType": json_values,
                 "Payload": json_values,
