@@ -17,6 +17,10 @@ very addresses it connects to (and caches them, so the hot path resolves a name
 once per cache period, not twice per call). Literal IP hosts never reach a
 resolver (aiohttp connects to them directly) and cannot rebind: ``precheck_url``
 judges those. A redirect would dodge both, so callers must not follow redirects.
+
+``allow_private`` (a tool on the operator's own network) opens private and loopback
+addresses, never link-local ones (169.254/16, fe80::/10) or the other clouds' metadata
+addresses: those hand out instance credentials and are never a tool.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ IPAddress = IPv4Address | IPv6Address
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Metadata services outside link-local: Alibaba Cloud, and AWS over IPv6.
+_METADATA = {IPv4Address("100.100.100.200"), IPv6Address("fd00:ec2::254")}
 
 
 class BlockedURL(ValueError):
@@ -85,6 +91,15 @@ def is_public(ip: IPAddress) -> bool:
     )
 
 
+def is_metadata(ip: IPAddress) -> bool:
+    """Link-local or a cloud metadata address: refused even where private ones are allowed."""
+    if isinstance(ip, IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return is_metadata(inner)
+    return ip.is_link_local or ip in _METADATA
+
+
 def _literal_ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -92,12 +107,17 @@ def _literal_ip(host: str) -> IPAddress | None:
         return None
 
 
-def _judge(host: str, addresses: tuple[IPAddress, ...]) -> None:
+def _judge(host: str, addresses: tuple[IPAddress, ...], *, allow_private: bool = False) -> None:
     for ip in addresses:
-        if not is_public(ip):
-            if _literal_ip(host) is not None:
-                raise BlockedURL(f"{host} is not a public address")
-            raise BlockedURL(f"{host} resolves to a non-public address ({ip})")
+        if allow_private and is_metadata(ip):
+            what = "a link-local or cloud metadata address"
+        elif not allow_private and not is_public(ip):
+            what = "a non-public address"
+        else:
+            continue
+        if _literal_ip(host) is not None:
+            raise BlockedURL(f"{host} is {what}")
+        raise BlockedURL(f"{host} resolves to {what} ({ip})")
 
 
 def precheck_url(url: str, *, allow_private: bool) -> CheckedURL:
@@ -116,12 +136,10 @@ def precheck_url(url: str, *, allow_private: bool) -> CheckedURL:
     if not host:
         raise BlockedURL("the URL has no host")
     port = port or _DEFAULT_PORTS[scheme]
-    if allow_private:
-        return CheckedURL(parsed, host, port, ())
     literal = _literal_ip(host)
     addresses = (literal,) if literal is not None else ()
-    _judge(host, addresses)
-    return CheckedURL(parsed, host, port, addresses)
+    _judge(host, addresses, allow_private=allow_private)
+    return CheckedURL(parsed, host, port, () if allow_private else addresses)
 
 
 async def resolve_host(host: str, port: int) -> tuple[IPAddress, ...]:
@@ -146,9 +164,10 @@ async def resolve_host(host: str, port: int) -> tuple[IPAddress, ...]:
 async def check_url(url: str, *, allow_private: bool) -> CheckedURL:
     """Raise ``BlockedURL`` unless ``url`` may be called; returns the addresses judged.
 
-    With ``allow_private`` only the scheme and credentials are checked (no lookup).
-    The answer holds for this lookup only (see DNS rebinding in the module notes):
-    to connect, use a ``GuardedResolver`` or connect to ``addresses`` yourself.
+    With ``allow_private`` a name is not looked up (only a literal IP is judged; the
+    connector's ``GuardedResolver(allow_private=True)`` judges names). The answer holds
+    for this lookup only (see DNS rebinding in the module notes): to connect, use a
+    ``GuardedResolver`` or connect to ``addresses`` yourself.
     """
     checked = precheck_url(url, allow_private=allow_private)
     if allow_private or checked.addresses:
@@ -162,11 +181,13 @@ class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that refuses names resolving to any non-public address.
 
     ``TCPConnector(resolver=GuardedResolver())``: the addresses judged are the ones
-    connected to, which defeats DNS rebinding for that connector.
+    connected to, which defeats DNS rebinding for that connector. With ``allow_private``
+    only link-local and metadata addresses are refused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, allow_private: bool = False) -> None:
         self._inner: ThreadedResolver | None = None
+        self._allow_private = allow_private
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -177,7 +198,8 @@ class GuardedResolver(AbstractResolver):
             results = await self._inner.resolve(host, port, family)
         except OSError:
             raise UnresolvedHost(f"host {host} does not resolve") from None
-        _judge(host, tuple(ipaddress.ip_address(r["host"]) for r in results))
+        addresses = tuple(ipaddress.ip_address(r["host"]) for r in results)
+        _judge(host, addresses, allow_private=self._allow_private)
         return results
 
     async def close(self) -> None:

@@ -109,7 +109,10 @@ class ToolRunner:
             trust_env=False,
         )
         self._private = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit), trust_env=False
+            connector=aiohttp.TCPConnector(
+                resolver=GuardedResolver(allow_private=True), limit=limit
+            ),
+            trust_env=False,
         )
 
     async def close(self) -> None:

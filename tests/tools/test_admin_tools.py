@@ -106,7 +106,11 @@ def test_replacing_a_missing_tool_is_not_found(admin):
         ({"url": "ftp://tools.example/weather"}, "http"),
         ({"url": "tools.example/weather"}, "http"),
         ({"url": "https://user:pw@tools.example/"}, "credentials"),
-        ({"url": "http://169.254.169.254/latest/meta-data/"}, "allow_private_network"),
+        ({"url": "http://169.254.169.254/latest/meta-data/"}, "metadata"),
+        (
+            {"url": "http://169.254.169.254/latest/meta-data/", "allow_private_network": True},
+            "metadata",
+        ),
         ({"url": "http://127.0.0.1:8080/tool"}, "allow_private_network"),
         ({"secret_env": None}, "secret_header and secret_env"),
         ({"secret_env": "NOT-A-VARIABLE"}, "pattern"),

@@ -93,10 +93,42 @@ async def test_non_public_addresses_are_blocked(url):
         await check_url(url, allow_private=False)
 
 
-@pytest.mark.parametrize("url", NON_PUBLIC)
+# Link-local and metadata addresses: refused even for a tool on the operator's network.
+METADATA = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.0.23/",  # Tencent Cloud's metadata service
+    "http://[fe80::1]/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://100.100.100.200/latest/meta-data/",  # Alibaba Cloud
+    "http://[fd00:ec2::254]/",  # AWS over IPv6
+]
+
+
+@pytest.mark.parametrize("url", [url for url in NON_PUBLIC if url not in METADATA])
 async def test_private_addresses_pass_when_allowed_without_any_lookup(url, no_dns):
     checked = await check_url(url, allow_private=True)
     assert checked.addresses == ()
+
+
+@pytest.mark.parametrize("url", METADATA)
+async def test_metadata_addresses_are_blocked_even_when_private_is_allowed(url, no_dns):
+    for allow_private in (False, True):
+        with pytest.raises(BlockedURL):
+            await check_url(url, allow_private=allow_private)
+
+
+async def test_the_private_resolver_refuses_only_metadata_addresses(fake_dns):
+    fake_dns["internal.example"] = ["10.1.2.3"]
+    fake_dns["metadata.example"] = ["10.1.2.3", "169.254.169.254"]
+    resolver = GuardedResolver(allow_private=True)
+    try:
+        results = await resolver.resolve("internal.example", 80)
+        assert [r["host"] for r in results] == ["10.1.2.3"]
+        with pytest.raises(BlockedURL):
+            await resolver.resolve("metadata.example", 80)
+    finally:
+        await resolver.close()
 
 
 @pytest.mark.parametrize(
