@@ -47,6 +47,7 @@ class TurnCommit:
     messages: list[StoredMessage]
     answer: StoredAnswer | None
     seed: list[StoredMessage] | None = None
+    adopt: bool = False  # the attempt's claim timed out (see ``commit_turn``)
     log_fields: dict[str, Any] = field(default_factory=dict)
     on_committed: Callable[[], None] | None = None  # what follows a recorded turn
     deadline: float = 0.0
@@ -61,6 +62,7 @@ class TurnCommit:
             answer=self.answer,
             seed=self.seed,
             retry=retry,
+            adopt=self.adopt,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,10 +23,10 @@ from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
 from proxy.chat.reply import ReplyAccumulator
 from proxy.chat.turns import PendingTurn, TurnWriter
-from proxy.context.assembly import assemble, split_request
+from proxy.context.assembly import assemble, split_request, to_stored
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.guard import FAILED, StoreGuard, slow
 from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHistory
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
@@ -227,23 +228,27 @@ class ChatService:
         # The claim, the history and the queued meta.info are independent reads: one
         # round trip to the store instead of two (the history is unused on a replay).
         policy = profile.policy if profile is not None else self.settings.history
+        # Chosen here, so that it is known even if the claim times out (and runs later).
+        attempt_id = uuid.uuid4().hex if call.request_id is not None else None
         claiming = (
-            self.guard(self.history.claim_request(task_id, call.request_id))
+            self.guard.attempt(self.history.claim_request(task_id, call.request_id, attempt_id))
             if call.request_id is not None
-            else _nothing()
+            else _no_claim()
         )
-        claim, history, queued = await asyncio.gather(
+        (claim, claim_error), (history, load_error), queued = await asyncio.gather(
             claiming,
-            self.guard(self.history.load(task_id, policy.load_limit)),
+            self.guard.attempt(self.history.load(task_id, policy.load_limit)),
             self.guard(take_queued(self.history, task_id)),
         )
         if queued is not FAILED:
             plan.meta.extend(queued)
-        attempt_id: str | None = None
+        for error in (claim_error, load_error):
+            if error is not None:
+                log.error("history store unavailable, continuing without it: %r", error)
+        if not all(error is None or slow(error) for error in (claim_error, load_error)):
+            return plan  # the store is down: stateless, not recorded (nothing registered)
         owner = asyncio.current_task()
-        if claim is FAILED or history is FAILED:
-            return plan  # stateless for this request (nothing registered to clean up)
-        if claim is not None:
+        if claim is not None and claim is not FAILED:
             assert call.request_id is not None
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
                 log.info("replaying a finished request", extra=call.log_fields())
@@ -255,8 +260,25 @@ class ChatService:
             if claim.state is ClaimState.TAKEOVER:
                 self._cancel_stream(task_id, call.request_id)
             attempt_id = claim.attempt_id
-            if owner is not None:
-                self._streams[(task_id, call.request_id)] = owner
+        if call.request_id is not None and owner is not None:
+            self._streams[(task_id, call.request_id)] = owner
+        profile_name = profile.name if profile is not None else None
+        if history is FAILED:
+            # The store is slow, not gone: the reply is made without the history (as the
+            # request carries it), and recorded all the same, since the user hears it.
+            parts = split_request(body["messages"])
+            plan.turn = PendingTurn(
+                call,
+                task_id,
+                attempt_id,
+                [to_stored(m, request_id=call.request_id, source="turn") for m in parts.new_turn],
+                [to_stored(m, request_id=None, source="seed") for m in parts.earlier] or None,
+                owner,
+                policy=policy,
+                profile=profile_name,
+                unconfirmed=claim_error is not None,
+            )
+            return plan
         assert isinstance(history, TaskHistory)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
@@ -279,7 +301,8 @@ class ChatService:
             owner,
             history.total_messages,
             policy,
-            profile.name if profile is not None else None,
+            profile_name,
+            unconfirmed=claim_error is not None,
         )
         return plan
 
@@ -334,5 +357,5 @@ class ChatService:
         await self.writer.drain()
 
 
-async def _nothing() -> None:
-    return None
+async def _no_claim() -> tuple[None, None]:
+    return None, None

@@ -34,6 +34,8 @@ class PendingTurn:
     stored_messages: int = 0  # in the store before this turn
     policy: HistoryPolicy | None = None
     profile: str | None = None
+    # The claim of ``attempt_id`` timed out: it may have run or not (the commit adopts).
+    unconfirmed: bool = False
 
 
 class TurnWriter:
@@ -109,6 +111,7 @@ class TurnWriter:
             messages,
             answer,
             turn.seed,
+            adopt=turn.unconfirmed,
             log_fields=turn.call.log_fields(),
             on_committed=lambda: self._after_commit(turn, messages, answer),
         )

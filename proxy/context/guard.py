@@ -30,6 +30,11 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT)
 
 
+def slow(exc: BaseException) -> bool:
+    """The store did not answer in time: it is there, and may even have run the call."""
+    return isinstance(exc, TimeoutError | redis_errors.TimeoutError)
+
+
 class StoreGuard:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout = timeout_seconds

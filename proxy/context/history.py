@@ -135,10 +135,13 @@ class HistoryStore(Protocol):
         """The newest ``limit`` messages (oldest first) and the summary, if any."""
         ...
 
-    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
+    async def claim_request(
+        self, task_id: str, request_id: str, attempt_id: str | None = None
+    ) -> RequestClaim:
         """Atomically register an attempt for ``request_id`` (see ``ClaimState``).
 
-        The returned ``attempt_id`` is new for every call; only the latest attempt of a
+        The returned ``attempt_id`` is new for every call (``attempt_id``, when given:
+        the caller knows it even if the call times out); only the latest attempt of a
         request id may commit.
         """
         ...
@@ -153,6 +156,7 @@ class HistoryStore(Protocol):
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
+        adopt: bool = False,
     ) -> bool:
         """Append one turn (user message(s), tool turns, assistant reply) atomically.
 
@@ -169,6 +173,11 @@ class HistoryStore(Protocol):
         - ``retry``: this commit was tried before and may have landed after all (a
           timeout): if this attempt's commit is already recorded (its request marker is
           no longer ``streaming``), nothing changes. Returns True either way.
+        - ``adopt``: the attempt's claim timed out (it may have run, or not). The commit
+          then makes the claim itself where the claim would have made this attempt the
+          owner: no marker yet, or one left ``interrupted`` by an earlier attempt (whose
+          messages are replaced). It is refused where the claim would not have been
+          NEW or RETRY: the request finished already, or another attempt streams it.
         """
         ...
 

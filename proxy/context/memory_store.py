@@ -85,9 +85,11 @@ class MemoryHistoryStore:
 
     # Writes.
 
-    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
+    async def claim_request(
+        self, task_id: str, request_id: str, attempt_id: str | None = None
+    ) -> RequestClaim:
         task = self._for_write(task_id)
-        attempt_id = uuid.uuid4().hex
+        attempt_id = attempt_id or uuid.uuid4().hex
         marker = task.markers.get(request_id)
         if marker is None:
             task.markers[request_id] = _RequestMarker("streaming", attempt_id)
@@ -112,16 +114,25 @@ class MemoryHistoryStore:
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
+        adopt: bool = False,
     ) -> bool:
         marker = None
         existing = self._find(task_id)
         if request_id is not None:
             marker = existing.markers.get(request_id) if existing else None
-            if marker is None or marker.attempt_id != attempt_id:
+            if marker is not None and marker.attempt_id == attempt_id:
+                if retry and marker.state != "streaming":
+                    self._for_write(task_id)
+                    return True  # this attempt's commit is recorded already
+            elif not adopt or attempt_id is None:
                 return False  # a newer attempt owns the request (or the task was reset)
-            if retry and marker.state != "streaming":
-                self._for_write(task_id)
-                return True  # this attempt's commit is recorded already
+            elif marker is None:  # the claim never ran: this commit makes it
+                marker = _RequestMarker("streaming", attempt_id)
+                self._for_write(task_id).markers[request_id] = marker
+            elif marker.state == "interrupted":  # as a claim would have (RETRY)
+                marker.attempt_id = attempt_id
+            else:
+                return False  # finished already, or another attempt streams it
         elif messages and existing is not None:
             newest = existing.messages[-PROBE_WINDOW:]
             if any(m.id == messages[0].id for m in newest):

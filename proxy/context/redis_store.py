@@ -102,16 +102,25 @@ return result
 
 # ARGV: ttl, request id or '', attempt id, answer JSON or '', request id needle
 # (',"request_id":<json>,'), seed count, probe (the id prefix of the turn's first
-# message, or ''), seed messages..., messages...
+# message, or ''), adopt ('1' or ''), seed messages..., messages...
 _COMMIT_SCRIPT = r"""
-local request_id, needle, probe, marker = ARGV[2], ARGV[5], ARGV[7], nil
+local request_id, needle, probe, adopt = ARGV[2], ARGV[5], ARGV[7], ARGV[8] ~= ''
+local marker = nil
 if request_id ~= '' then
   local raw = redis.call('HGET', KEYS[3], request_id)
-  if not raw then return 0 end
-  marker = cjson.decode(raw)
-  if marker.attempt_id ~= ARGV[3] then return 0 end
-  -- A retried commit (probe given) whose earlier try landed after all: already done.
-  if probe ~= '' and marker.state ~= 'streaming' then touch() return 1 end
+  if raw then marker = cjson.decode(raw) end
+  if marker and marker.attempt_id == ARGV[3] then
+    -- A retried commit (probe given) whose earlier try landed after all: already done.
+    if probe ~= '' and marker.state ~= 'streaming' then touch() return 1 end
+  elseif not adopt then
+    return 0
+  elseif not marker then  -- the attempt's claim never ran: this commit makes it
+    marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
+  elseif marker.state == 'interrupted' then  -- as the claim would have (RETRY)
+    marker.attempt_id = ARGV[3]
+  else  -- finished already, or another attempt streams it
+    return 0
+  end
 elseif probe ~= '' then  -- no marker: the turn's first message says if it landed
   local seen, found = 0, false
   scan_from_tail(function(index, value)
@@ -152,8 +161,8 @@ local function push(first, last)
   end
 end
 local seed_count = tonumber(ARGV[6])
-if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(8, 7 + seed_count) end
-push(8 + seed_count, #ARGV)
+if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(9, 8 + seed_count) end
+push(9 + seed_count, #ARGV)
 
 if marker then
   local finished = ARGV[4] ~= ''
@@ -254,8 +263,10 @@ class RedisHistoryStore:
             total_messages=int(total),
         )
 
-    async def claim_request(self, task_id: str, request_id: str) -> RequestClaim:
-        attempt_id = uuid.uuid4().hex
+    async def claim_request(
+        self, task_id: str, request_id: str, attempt_id: str | None = None
+    ) -> RequestClaim:
+        attempt_id = attempt_id or uuid.uuid4().hex
         state, previous, marker = await self._claim(
             keys=self.task_keys(task_id), args=[self.ttl_seconds, request_id, attempt_id]
         )
@@ -277,6 +288,7 @@ class RedisHistoryStore:
         answer: StoredAnswer | None,
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
+        adopt: bool = False,
     ) -> bool:
         seed = seed or []
         # Without a request marker the turn's first message id tells whether an earlier
@@ -290,6 +302,7 @@ class RedisHistoryStore:
             b',"request_id":' + orjson.dumps(request_id) + b",",
             len(seed),
             _id_prefix(messages[0].id) if probe else b"",
+            b"1" if adopt and attempt_id else b"",
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]

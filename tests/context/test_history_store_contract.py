@@ -149,6 +149,42 @@ async def test_a_commit_without_request_id_is_written_once(store: HistoryStore) 
     assert await contents(store, "t") == ["q", "a", "later"]
 
 
+async def test_a_claim_takes_the_attempt_id_it_is_given(store: HistoryStore) -> None:
+    claim = await store.claim_request("t", "r1", "chosen-attempt")
+    assert (claim.state, claim.attempt_id) == (ClaimState.NEW, "chosen-attempt")
+    turn = [user("q", "r1"), reply("a", "r1")]
+    assert await store.commit_turn("t", "r1", "chosen-attempt", turn, answer=ANSWER)
+
+
+async def test_an_unconfirmed_claim_is_adopted_where_the_claim_would_have_won(
+    store: HistoryStore,
+) -> None:
+    """The claim timed out: the commit makes it, as NEW or RETRY would have."""
+    turn = [user("q1", "r1"), reply("a1", "r1")]
+    assert not await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER)  # not adopting
+    assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True)
+    assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
+    # The claim that timed out runs late: the request is finished, nothing changes.
+    assert (await store.claim_request("t", "r1", "x1")).state is ClaimState.REPLAY
+    # An interrupted earlier attempt: its partial turn is replaced, not repeated.
+    first = await store.claim_request("t", "r2")
+    partial = [user("q2", "r2"), reply("half", "r2", interrupted=True)]
+    assert await store.commit_turn("t", "r2", first.attempt_id, partial, answer=None)
+    full = [user("q2", "r2"), reply("whole", "r2")]
+    assert await store.commit_turn("t", "r2", "x2", full, answer=ANSWER, adopt=True)
+    assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
+    # Refused where the claim would not have won: finished, or another attempt streams.
+    late = [user("q2", "r2"), reply("late", "r2")]
+    assert not await store.commit_turn("t", "r2", "x3", late, answer=ANSWER, adopt=True)
+    await store.claim_request("t", "r3")
+    streaming = [user("q3", "r3"), reply("other", "r3")]
+    assert not await store.commit_turn("t", "r3", "x4", streaming, answer=ANSWER, adopt=True)
+    assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
+    # Retried after landing: recorded once.
+    assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True, retry=True)
+    assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
+
+
 async def test_seed_is_written_only_when_the_task_is_empty(store: HistoryStore) -> None:
     seed = [user("old q"), reply("old a")]
     assert await store.commit_turn("t", None, None, [user("q1")], answer=None, seed=seed)

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.context.engine_calls import SYSTEM, assistant, say, user
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
 from tests.context.test_conversation import upstream_messages
 from tests.servers import free_port
 
@@ -75,13 +75,26 @@ def test_a_stalled_redis_never_hangs_a_request_and_recovers(make_proxy, mock, th
         client = httpx.post(
             proxy.base_url + "/chat/completions",
             json={"model": "m", "messages": [SYSTEM, user("second")], "mock": {"reply": "two"}},
-            headers={"X-Task-Id": t, "X-Request-Id": "r2"},
+            headers=engine_headers(t, "r2"),  # the same tenant as ``say``
             timeout=5,
         )
         assert client.json()["choices"][0]["message"]["content"] == "two"
         assert upstream_messages(mock) == [SYSTEM, user("second")]
     finally:
         os.kill(process.pid, signal.SIGCONT)
-    # Redis is back: history resumes without restarting the proxy.
+    # Redis is back: the turn answered during the stall is recorded (its commit was
+    # retried in the background), and the history resumes without restarting the proxy.
+    retries = proxy.state.chat.writer.retries
+    deadline = time.monotonic() + 15
+    while retries.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (retries.pending, retries.lost) == (0, 0)
     say(proxy, t, [SYSTEM, user("third")], reply="three")
-    assert upstream_messages(mock) == [SYSTEM, user("first"), assistant("one"), user("third")]
+    assert upstream_messages(mock) == [
+        SYSTEM,
+        user("first"),
+        assistant("one"),
+        user("second"),
+        assistant("two"),
+        user("third"),
+    ]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from tests.context.engine_calls import engine_headers
 from tests.faults.helpers import (
     ADMIN_HEADERS,
     SYSTEM,
@@ -151,13 +152,24 @@ def test_a_stalled_redis_bounds_every_request(stateful_proxy, mock, throwaway_re
         assert took[0] < 3.0
     finally:
         throwaway_redis.resume()
-    # Back: the history resumes where it stopped; nothing stalled got written twice.
+    # Back: the turns answered during the stall are recorded, in order and once each
+    # (their commits were retried in the background), and the history resumes.
+    retries = proxy.state.chat.writer.retries
+    assert wait_for(lambda: retries.pending == 0, timeout=15)
+    assert retries.lost == 0
     assert say(proxy, task, "two", "second") == "second"
-    assert prompt(mock) == [SYSTEM, user("one"), assistant("first"), user("two")]
+    stalled = [m for n in range(3) for m in (user(f"stalled {n}"), assistant(f"reply {n}"))]
+    assert prompt(mock) == [SYSTEM, user("one"), assistant("first"), *stalled, user("two")]
     view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     messages = view.json()["messages"]
     assert_valid_history(messages)
-    assert [m["content"] for m in messages] == ["one", "first", "two", "second"]
+    assert [m["content"] for m in messages] == [
+        "one",
+        "first",
+        *[text for n in range(3) for text in (f"stalled {n}", f"reply {n}")],
+        "two",
+        "second",
+    ]
 
 
 STALLS = {
@@ -181,7 +193,9 @@ def test_a_commit_that_times_out_in_a_stall_lands_after_it_once(
     control = redis.Redis.from_url(throwaway_redis.url)
     task = new_task()
     assert say(proxy, task, "one", "first", request_id="r-one") == "first"
-    headers = {"X-Task-Id": task} | ({"X-Request-Id": request_id} if request_id else {})
+    headers = engine_headers(task, request_id)
+    if request_id is None:
+        del headers["X-Request-Id"]
     try:
         with httpx.stream(
             "POST",
