@@ -50,6 +50,8 @@ def build_history_store(settings: Settings) -> HistoryStore:
         "socket_connect_timeout": timeout,
         "retry_on_timeout": False,
         "health_check_interval": 30,
+        # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
+        "max_connections": settings.redis_max_connections,
     }
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()

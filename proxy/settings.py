@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = "proxy:"
     redis_timeout_ms: int = Field(default=250, ge=10)
+    redis_max_connections: int = Field(
+        default=1000,
+        ge=10,
+        description="Connections to Redis per process, at most. The client refuses a call "
+        "beyond them at once (it does not wait): size it for the calls in flight at peak "
+        "(a turn makes up to three at once).",
+    )
     history_ttl_seconds: int = Field(default=86_400, ge=60)
     history_closed_ttl_seconds: int = Field(default=600, ge=1)
     history: HistoryPolicy = Field(default_factory=HistoryPolicy)

@@ -31,8 +31,11 @@ def transient(exc: BaseException) -> bool:
 
 
 def slow(exc: BaseException) -> bool:
-    """The store did not answer in time: it is there, and may even have run the call."""
-    return isinstance(exc, TimeoutError | redis_errors.TimeoutError)
+    """The store is there but busy: it did not answer in time (and may even have run the
+    call), or this process has every connection to it in use. Not an outage."""
+    return isinstance(
+        exc, TimeoutError | redis_errors.TimeoutError | redis_errors.MaxConnectionsError
+    )
 
 
 class StoreGuard:

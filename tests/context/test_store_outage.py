@@ -8,12 +8,13 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
-from tests.context.test_conversation import upstream_messages
+from tests.context.test_conversation import ADMIN, stored, upstream_messages
 from tests.servers import free_port
 
 
@@ -30,6 +31,35 @@ def test_redis_unreachable_still_answers_and_readyz_reports_it(make_proxy, mock)
     assert httpx.get(strict.url + "/readyz").status_code == 503
     assert proxy.state.chat.store_errors > 0
     assert httpx.get(proxy.url + "/healthz").status_code == 200
+
+
+def test_turns_beyond_the_redis_connections_are_still_recorded(make_proxy, mock):
+    """With every connection in use the client refuses a call at once: the turn may be
+    answered without history, but it is recorded, once."""
+    proxy = make_proxy(redis=True, redis_max_connections=10, admin_token=ADMIN)
+    assert proxy.state.history._client.connection_pool.max_connections == 10
+    tasks = [f"task-{uuid.uuid4().hex[:8]}" for _ in range(24)]
+
+    def turn(task: str) -> None:
+        body = {"model": "m", "stream": True, "messages": [SYSTEM, user(f"hi {task}")]}
+        body["mock"] = {"reply": f"hello {task}", "chunks": 4, "gap_ms": 20}
+        response = httpx.post(
+            proxy.base_url + "/chat/completions",
+            json=body,
+            headers=engine_headers(task),
+            timeout=10,
+        )
+        assert response.status_code == 200 and "[DONE]" in response.text
+
+    with ThreadPoolExecutor(len(tasks)) as pool:
+        list(pool.map(turn, tasks))
+    retries = proxy.state.chat.writer.retries
+    deadline = time.monotonic() + 15
+    while retries.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for task in tasks:
+        messages = [m["content"] for m in stored(proxy, task)]
+        assert messages == [f"hi {task}", f"hello {task}"], (task, messages)
 
 
 @pytest.fixture
