@@ -79,8 +79,7 @@ class ChatService:
         try:
             response = await self.router.complete(plan.body)
         except asyncio.CancelledError:
-            if plan.turn is not None:  # the caller left before the reply: keep its turn
-                self.writer.interrupted(plan.turn, [])
+            self._left_before_the_reply(plan.turn)
             raise
         finally:
             self._forget_stream(plan.turn)
@@ -110,18 +109,16 @@ class ChatService:
             return replay_frames(plan)
         opening = asyncio.ensure_future(self.router.open_stream(plan.body))
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
-        if filler_after and profile is not None and profile.spec.filler_phrases:
-            done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
-            if not done:  # the model is slow: say something while it thinks
-                plan.opening_filler = profile.spec.filler_phrases[0]
-                return self._relay(plan, opening)
         try:
+            if filler_after and profile is not None and profile.spec.filler_phrases:
+                done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
+                if not done:  # the model is slow: say something while it thinks
+                    plan.opening_filler = profile.spec.filler_phrases[0]
+                    return self._relay(plan, opening)
             await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.cancel()
-            if plan.turn is not None:  # the caller left before the first token: keep its turn
-                self._forget_stream(plan.turn)
-                self.writer.interrupted(plan.turn, [])
+            self._left_before_the_reply(plan.turn)
             raise
         except BaseException:
             self._forget_stream(plan.turn)
@@ -172,6 +169,10 @@ class ChatService:
             return prepared
         try:
             grounding = await retrieval
+        except asyncio.CancelledError:
+            retrieval.cancel()
+            self._left_before_the_reply(prepared.turn)
+            raise
         except Exception as exc:  # retrieval is an addition: never fail the turn for it
             log.error("retrieval failed, answering without it: %r", exc)
             return prepared
@@ -346,6 +347,17 @@ class ChatService:
         if earlier is not None and not earlier.done():
             log.info("a retry takes over a request still streaming", extra={"task_id": task_id})
             earlier.cancel()
+
+    def _left_before_the_reply(self, turn: PendingTurn | None) -> None:
+        """The caller left before any reply: its turn is kept (the user did speak)."""
+        if turn is not None:
+            self._forget_stream(turn)
+            self.writer.interrupted(turn, [])
+
+    @property
+    def streams_in_flight(self) -> int:
+        """Requests registered for retry takeover (each is forgotten when it ends)."""
+        return len(self._streams)
 
     def _forget_stream(self, turn: PendingTurn | None) -> None:
         if turn is not None and turn.call.request_id is not None:

@@ -262,3 +262,64 @@ def test_while_the_turn_is_being_committed(stateful_proxy, mock, throwaway_redis
         ("user", "count"),
         ("assistant", full),
     ]
+
+
+QUICK_KEY, RAG_KEY = "fault-quick-key-0123456789", "fault-rag-key-0123456789"
+
+
+def test_while_waiting_for_fast_first_words(stateful_proxy, mock, monkeypatch):
+    """Left before the profile's filler is due: no filler, the upstream closed, turn kept."""
+    monkeypatch.setenv("FAULT_QUICK_KEY", QUICK_KEY)
+    proxy = stateful_proxy(
+        keys=[KeySpec(name="quick", key_env="FAULT_QUICK_KEY", profile="quick")],
+        profiles={"quick": ProfileSpec(fast_first_words_ms=3000, filler_phrases=["One moment."])},
+    )
+    task = new_task()
+    headers = {**engine_headers(task), "Authorization": f"Bearer {QUICK_KEY}"}
+    raw = RawStream(proxy.url, PATH, chat_body("hello?", first_token_ms=5000), headers)
+    raw.send()
+    mock.wait_for_requests(1, timeout=3)
+    raw.close()
+    left = time.monotonic()
+    record = mock.wait_for_outcome(0, timeout=3)
+    assert record.outcome == "client_closed" and record.ended_at - left < 1.0
+    assert wait_for(lambda: settled(proxy), timeout=3)
+    messages = wait_for_history(proxy, task, 1)
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "hello?")]
+    assert proxy.state.chat.streams_in_flight == 0
+
+
+def test_during_retrieval(stateful_proxy, mock, monkeypatch):
+    """Left while the knowledge base is searched: the model is never asked, turn kept."""
+    from tests.knowledge.embeddings_server import EmbeddingsServer
+
+    monkeypatch.setenv("FAULT_RAG_KEY", RAG_KEY)
+    embeddings = EmbeddingsServer().start()
+    try:
+        proxy = stateful_proxy(
+            keys=[KeySpec(name="rag", key_env="FAULT_RAG_KEY", profile="rag")],
+            profiles={"rag": ProfileSpec(knowledge_bases=["store"])},
+            embeddings_base_url=embeddings.base_url,
+        )
+        bases = f"{proxy.url}/admin/knowledge-bases"
+        assert httpx.post(bases, json={"name": "store"}, headers=ADMIN_HEADERS).status_code == 201
+        document = {"source_id": "hours", "content": "The shop opens at nine."}
+        added = httpx.post(f"{bases}/store/documents", json=document, headers=ADMIN_HEADERS)
+        assert added.status_code in (200, 201), added.text
+        embeddings.delay_seconds = 5.0  # the query embedding now takes its whole budget
+        embedded = len(embeddings.requests)
+
+        task = new_task()
+        headers = {**engine_headers(task, "req-1"), "Authorization": f"Bearer {RAG_KEY}"}
+        raw = RawStream(proxy.url, PATH, chat_body("when do you open?"), headers)
+        raw.send()
+        assert wait_for(lambda: len(embeddings.requests) > embedded, timeout=3)
+        raw.close()
+        assert wait_for(lambda: settled(proxy), timeout=3)
+        time.sleep(1.0)  # past the query embedding's timeout: nothing went on without the caller
+        assert mock.requests == []
+        messages = wait_for_history(proxy, task, 1)
+        assert [(m["role"], m["content"]) for m in messages] == [("user", "when do you open?")]
+        assert proxy.state.chat.streams_in_flight == 0
+    finally:
+        embeddings.stop()
