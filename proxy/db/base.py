@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
@@ -17,8 +18,22 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Rows per multi-row INSERT: far below the drivers' bind-parameter limits (32,767).
-MAX_ROWS_PER_STATEMENT = 500
+# A multi-row statement is cut into chunks of these sizes (a batch of n < 512 rows takes
+# at most one of each): few distinct statement shapes, so the drivers' caches of
+# prepared statements (one entry per shape; hundreds of KB for the larger ones in
+# SQLite) stay small, and every chunk is far below the bind-parameter limits (32,767).
+ROW_CHUNKS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+
+Row = TypeVar("Row")
+
+
+def row_chunks(rows: Sequence[Row]) -> Iterator[Sequence[Row]]:
+    start = 0
+    for size in ROW_CHUNKS:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
+
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON elsewhere.
 JsonType = JSON().with_variant(JSONB(), "postgresql")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.db.base import MAX_ROWS_PER_STATEMENT
 from proxy.db.repositories import EventRepository, TaskRepository
 from proxy.db.write_behind import WriteBehindQueue
 
@@ -48,10 +47,7 @@ class CallbackEventWriter(WriteBehindQueue[EventRecord]):
         async with self.sessions() as session, session.begin():
             task_repo, event_repo = TaskRepository(session), EventRepository(session)
             await task_repo.touch_many(tasks)
-            new: set[tuple[str, int, int]] = set()
-            for start in range(0, len(records), MAX_ROWS_PER_STATEMENT):
-                chunk = records[start : start + MAX_ROWS_PER_STATEMENT]
-                new |= await event_repo.record_many([r.event for r in chunk])
+            new = await event_repo.record_many([r.event for r in records])
             await event_repo.add_metrics(
                 [r.metric for r in records if r.metric is not None and r.key in new]
             )

@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import insert as core_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.db.base import MAX_ROWS_PER_STATEMENT, utcnow
+from proxy.db.base import row_chunks, utcnow
 from proxy.db.models import (
     ApiKey,
     CallbackEvent,
@@ -193,10 +194,8 @@ class TaskRepository:
             values = {"task_id": task_id, "last_activity_at": now, **tasks[task_id]}
             groups.setdefault(tuple(sorted(values)), []).append(values)
         for columns, rows in groups.items():
-            for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-                insert = _insert(self.session, Task).values(
-                    rows[start : start + MAX_ROWS_PER_STATEMENT]
-                )
+            for chunk in row_chunks(rows):
+                insert = _insert(self.session, Task).values(list(chunk))
                 updates = {k: insert.excluded[k] for k in columns if k != "task_id"}
                 await self.session.execute(
                     insert.on_conflict_do_update(index_elements=["task_id"], set_=updates)
@@ -238,15 +237,14 @@ class TranscriptRepository:
 
     async def upsert(self, rows: list[dict[str, Any]]) -> None:
         """Insert messages, or update them in place (a 905 correction keeps the id)."""
-        if not rows:
-            return
-        insert = _insert(self.session, TranscriptMessage).values(rows)
         mutable = ("content", "interrupted", "tool_calls", "round_id")
-        await self.session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["id"], set_={k: insert.excluded[k] for k in mutable}
+        for chunk in row_chunks(rows):
+            insert = _insert(self.session, TranscriptMessage).values(list(chunk))
+            await self.session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["id"], set_={k: insert.excluded[k] for k in mutable}
+                )
             )
-        )
 
     async def update(self, task_id: str, message_id: str, **fields: Any) -> bool:
         """Change fields of one stored message in place; False when it is not stored."""
@@ -279,22 +277,27 @@ class EventRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def record_many(self, rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
-        """Store callback events in one statement; the keys (task id, event type, event
-        time) of those that were new. One stored before (a retry) is skipped, not an error.
+        """Store callback events, a few statements for all; the keys (task id, event type,
+        event time) of those that were new. One stored before (a retry) is skipped.
         """
-        if not rows:
-            return set()
-        statement = (
-            _insert(self.session, CallbackEvent)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["task_id", "event_type", "event_ms_ts"])
-            .returning(CallbackEvent.task_id, CallbackEvent.event_type, CallbackEvent.event_ms_ts)
-        )
-        result = await self.session.execute(statement)
-        return {(row[0], row[1], row[2]) for row in result}
+        new: set[tuple[str, int, int]] = set()
+        for chunk in row_chunks(rows):
+            statement = (
+                _insert(self.session, CallbackEvent)
+                .values(list(chunk))
+                .on_conflict_do_nothing(index_elements=["task_id", "event_type", "event_ms_ts"])
+                .returning(
+                    CallbackEvent.task_id, CallbackEvent.event_type, CallbackEvent.event_ms_ts
+                )
+            )
+            result = await self.session.execute(statement)
+            new.update((row[0], row[1], row[2]) for row in result)
+        return new
 
     async def add_metrics(self, rows: list[dict[str, Any]]) -> None:
-        self.session.add_all([RoundMetric(**fields) for fields in rows])
+        """Many metric rows: one statement, executed for each (no ids read back)."""
+        if rows:
+            await self.session.execute(core_insert(RoundMetric), rows)
 
     async def for_task(self, task_id: str) -> Sequence[CallbackEvent]:
         query = (

@@ -15,7 +15,7 @@ from typing import Any
 
 from proxy.context.call import CallContext
 from proxy.context.history import StoredMessage
-from proxy.db.base import MAX_ROWS_PER_STATEMENT, without_nul
+from proxy.db.base import without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.write_behind import WriteBehindQueue
 
@@ -78,12 +78,12 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
         async with self.sessions() as session, session.begin():
             task_repo, transcript = TaskRepository(session), TranscriptRepository(session)
             await task_repo.touch_many(tasks)
-            rows: list[dict[str, Any]] = []  # consecutive new messages, in one statement
+            rows: list[dict[str, Any]] = []  # consecutive new messages, upserted together
             ids: set[str] = set()
             for item in batch:
                 for row in item.rows or ():
                     # Keep the order: an id seen again (a regenerated reply) waits its turn.
-                    if row["id"] in ids or len(rows) >= MAX_ROWS_PER_STATEMENT:
+                    if row["id"] in ids:
                         await transcript.upsert(rows)
                         rows, ids = [], set()
                     rows.append(row)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proxy.db.base import row_chunks
 from proxy.db.models import ApiKey, CallbackEvent, RoundMetric, Task, TranscriptMessage
 from proxy.db.repositories import (
     KEY_PREFIX,
@@ -252,6 +253,16 @@ async def test_task_touch_inserts_then_updates(sessions: Sessions) -> None:
         assert utc(task.started_at) == started  # only the given fields change
         assert utc(task.last_activity_at) > first_activity  # type: ignore[operator]
         assert await session.scalar(select(func.count()).select_from(Task)) == 1
+
+
+def test_rows_are_cut_into_chunks_of_few_sizes() -> None:
+    """Each chunk size is one prepared statement the drivers cache: few sizes, few entries."""
+    sizes = {len(chunk) for n in range(1, 600) for chunk in row_chunks(list(range(n)))}
+    assert sizes == {256, 128, 64, 32, 16, 8, 4, 2, 1}
+    chunks = list(row_chunks(list(range(600))))
+    assert [len(c) for c in chunks] == [256, 256, 64, 16, 8]
+    assert [x for c in chunks for x in c] == list(range(600))
+    assert list(row_chunks([])) == []
 
 
 async def test_task_touch_many_changes_only_the_fields_given_per_task(
