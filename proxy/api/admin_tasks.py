@@ -82,17 +82,20 @@ async def _live(operation: Awaitable[T]) -> T:
 
 
 async def _flush_transcripts(request: Request, *, required: bool) -> None:
-    """Write queued transcript rows now. ``required``: refuse to go on without it."""
-    writer = getattr(request.app.state, "transcripts", None)
-    if writer is None:
-        return
+    """Write queued transcript rows and callback events now. ``required``: refuse to go
+    on without it (an erasure: a row still queued would recreate the task)."""
+    state = request.app.state
+    callbacks = getattr(state, "callbacks", None)
+    writers = [getattr(state, "transcripts", None), getattr(callbacks, "writer", None)]
     try:
-        # A view waits briefly (the database may be down); an erasure waits longer.
-        await writer.flush(timeout=10.0 if required else 2.0)
+        for writer in writers:
+            if writer is not None:
+                # A view waits briefly (the database may be down); an erasure waits longer.
+                await writer.flush(timeout=10.0 if required else 2.0)
     except Exception as exc:
         if required:
-            raise ServiceUnavailable("could not write the queued transcript; retry") from exc
-        log.warning("admin API: transcript flush failed, the view may lag: %r", exc)
+            raise ServiceUnavailable("could not write the queued records; retry") from exc
+        log.warning("admin API: flushing queued records failed, the view may lag: %r", exc)
 
 
 @router.get("/tasks", summary="List tasks, newest first", response_model=Page[TaskOut])

@@ -7,17 +7,30 @@ before it reads.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 
 from proxy.db.models import CallbackEvent, RoundMetric, Task, TranscriptMessage
 from proxy.db.repositories import EventRepository
+from proxy.voice import room
+from proxy.voice.signing import sign
 from tests.api.conftest import ADMIN_TOKEN, admin_client, in_database
-from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
+from tests.context.engine_calls import (
+    APP_ID,
+    SYSTEM,
+    assistant,
+    engine_headers,
+    task_key,
+    user,
+)
+
+SIGN_KEY = "admin-tasks-sign-key"
 
 VIP = {"role": "system", "content": "The caller is a VIP: be extra polite."}
 
@@ -294,3 +307,25 @@ def test_delete_erases_everything_about_a_task(proxy, admin, mock, database):
         "Keep me.",
         "Kept.",
     ]
+
+
+def test_delete_also_erases_callback_events_still_queued(make_proxy, database):
+    """A queued event written after the erasure would bring the task record back."""
+    proxy = make_proxy(
+        redis=True, admin_token=ADMIN_TOKEN, database_url=database, callback_sign_key=SIGN_KEY
+    )
+    proxy.state.callbacks.writer.flush_seconds = 60.0
+    time.sleep(1.0)  # the writer's current wait ends; the next one lasts a minute
+    t = new_task()
+    event = room.callback_body(901, room.now_ms(), t, "room-1", "1", {"Status": 0})
+    raw = orjson.dumps(event)
+    headers = {"Sign": sign(SIGN_KEY, raw), "SdkAppId": APP_ID}
+    assert (
+        httpx.post(proxy.url + "/callbacks/trtc", content=raw, headers=headers).status_code == 200
+    )
+    assert proxy.state.callbacks.writer.pending == 1
+
+    with admin_client(proxy) as admin:
+        assert admin.delete(f"/admin/tasks/{task_key(t)}").status_code == 204
+    proxy.stop()  # shutdown writes whatever is still queued
+    assert count_rows(database, task_key(t)) == dict.fromkeys(count_rows(database, task_key(t)), 0)
