@@ -76,6 +76,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=False,  # client addresses are not used; skip the per-request rewrite
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 

@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=2000, ge=1, description="Chat requests in flight per process; more get 503."
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="How long an idle client connection stays open. Longer than the "
+        "engine's (and any load balancer's) idle timeout, so that the proxy never closes a "
+        "connection just as the engine reuses it (a reset request).",
+    )
 
     # Upstreams.
     upstream_base_url: str | None = None
