@@ -197,11 +197,8 @@ def test_path_traversal_finds_no_route(proxy, path):
 PRIVATE_URLS = [
     "http://127.0.0.1/hook",
     "http://127.0.0.1:6379/",
-    "http://169.254.169.254/latest/meta-data/",
     "http://[::1]/",
     "http://[::ffff:127.0.0.1]/",
-    "http://[::ffff:169.254.169.254]/",
-    "http://[fe80::1]/",
     "http://2130706433/",
     "http://0x7f.1/",
     "http://0177.0.0.1/",
@@ -215,6 +212,11 @@ PRIVATE_URLS = [
     "http://[64:ff9b::7f00:1]/",
 ]
 NEVER_URLS = [
+    # Link-local and cloud metadata: instance credentials, never a tool.
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[fe80::1]/",
+    "http://100.100.100.200/latest/meta-data/",
     "file:///etc/passwd",
     "gopher://127.0.0.1:6379/_INFO",
     "ftp://example.com/x",
