@@ -42,7 +42,9 @@ def database(migrated_database_url):
 
 @pytest.fixture
 def proxy(make_proxy, database):
-    return make_proxy(redis=True, admin_token=ADMIN_TOKEN, database_url=database)
+    server = make_proxy(redis=True, admin_token=ADMIN_TOKEN, database_url=database)
+    yield server
+    server.stop()  # before the database is dropped: the last writes land instead of retrying
 
 
 @pytest.fixture
