@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from proxy.context.call import APP_ID_PATTERN
+
 ECHO_MODEL = "echo"
 
 
@@ -98,7 +100,7 @@ class KeySpec(BaseModel):
     key_sha256: str | None = None
     profile: str | None = None
     allow_profile_override: bool = False
-    app_id: str | None = None
+    app_id: str | None = Field(default=None, pattern=APP_ID_PATTERN)  # no ":" (task keys)
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")

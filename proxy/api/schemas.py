@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.context.call import APP_ID_PATTERN
 from proxy.db.models import ApiKey, Profile, Route
 from proxy.settings import HistoryPolicy, KeySpec, ModelRoute, ProfileSpec
 
@@ -90,7 +91,9 @@ class KeyCreate(StoredIn):
         default=False, description="May the caller pick another profile per request."
     )
     app_id: str | None = Field(
-        default=None, max_length=64, description="The TRTC SdkAppId (tenant) it may act for."
+        default=None,
+        pattern=APP_ID_PATTERN,  # no ":" (it separates the app from the task in a task key)
+        description="The TRTC SdkAppId (tenant) it may act for.",
     )
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")

@@ -111,6 +111,7 @@ def test_config_keys_are_listed_and_read_only(admin):
         ({"name": "k", "expires_at": "next tuesday"}, "expires_at"),
         ({"name": "k", "key_hash": "0" * 64}, "key_hash"),
         ({"name": "k", "profile": "no-such-profile"}, "profile"),
+        ({"name": "k", "app_id": "1400:evil"}, "app_id"),  # would forge other apps' task keys
     ],
 )
 def test_invalid_keys_are_422(admin, body, param):
