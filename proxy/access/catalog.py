@@ -41,6 +41,7 @@ class Caller:
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
     expires_at: datetime | None = None
+    meta_info_events: str | None = None  # overrides PROXY_META_INFO_EVENTS
 
 
 ANONYMOUS = Caller(name="anonymous", origin="anonymous")
@@ -98,6 +99,7 @@ class Catalog:
                 allow_profile_override=spec.allow_profile_override,
                 app_id=spec.app_id,
                 rate_limit_per_minute=spec.rate_limit_per_minute,
+                meta_info_events=spec.meta_info_events,
             )
         return keys
 

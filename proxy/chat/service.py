@@ -17,7 +17,7 @@ from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
 from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
-from proxy.chat.meta import merge, queue_for_task, take_queued
+from proxy.chat.meta import merge, queue_for_task, take_queued, wants_meta_info
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
@@ -31,6 +31,8 @@ from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHi
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
+from proxy.tools.belt import tool_belt, with_belt
+from proxy.tools.steps import complete_with_tools
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,16 @@ class ChatService:
     async def complete(
         self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None = None
     ) -> dict[str, Any]:
-        """A non-streaming reply (server-side tools apply to streams only)."""
+        """A non-streaming reply (after its server-side tool steps, if any)."""
         plan = await self._prepare(body, call, profile, time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_completion(plan)
         try:
-            response = await self.router.complete(plan.body)
+            done = await complete_with_tools(
+                self.router.complete, plan.body, plan.tools, call.request_id, self.metrics
+            )
+            response = done.response
+            plan.meta.extend(done.visible)
         except asyncio.CancelledError:
             self._left_before_the_reply(plan.turn)
             raise
@@ -87,7 +93,9 @@ class ChatService:
             reply = ReplyAccumulator.from_completion(response)
             final = reply.assistant_message(call.request_id)
             # Shielded: a caller leaving now must not cut the write short (all or nothing).
-            await asyncio.shield(self.writer.finished(plan.turn, [final], reply.answer()))
+            await asyncio.shield(
+                self.writer.finished(plan.turn, [*done.produced, final], reply.answer())
+            )
         if plan.meta:
             response = {**response, "metainfo": merge([*plan.meta, response.get("metainfo") or {}])}
         return response
@@ -212,14 +220,15 @@ class ChatService:
             body=body,
             model=str(body.get("model")),
             received_at=received_at,
-            emit_meta=self._emits_meta(call),
+            emit_meta=wants_meta_info(
+                self.settings.meta_info_events,
+                call,
+                profile.spec.meta_info_events if profile is not None else None,
+            ),
             tools=self._tool_belt(body, profile),
         )
         if plan.tools is not None:
-            plan.body = body = {
-                **body,
-                "tools": [s.openai_schema() for s in plan.tools.specs.values()],
-            }
+            plan.body = body = with_belt(body, plan.tools)
         if call.task_id is None:
             return plan
         task_id = call.task_id
@@ -239,7 +248,8 @@ class ChatService:
         (claim, claim_error), (history, load_error), queued = await asyncio.gather(
             claiming,
             self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-            self.guard(take_queued(self.history, task_id)),
+            # Queued meta.info waits for a caller that receives it.
+            self.guard(take_queued(self.history, task_id) if plan.emit_meta else _nothing()),
         )
         if queued is not FAILED:
             plan.meta.extend(queued)
@@ -307,24 +317,18 @@ class ChatService:
         )
         return plan
 
-    def _emits_meta(self, call: CallContext) -> bool:
-        mode = self.settings.meta_info_events
-        return mode == "always" or (mode == "engine" and call.task_id is not None)
-
     def _tool_belt(self, body: dict[str, Any], profile: ResolvedProfile | None) -> ToolBelt | None:
-        """Server-side tools: the profile's, unless the caller brings its own (pass-through)."""
-        if profile is None or not profile.spec.tools or body.get("tools"):
+        """Server-side tools: the profile's, next to the caller's own (proxy.tools.belt)."""
+        if profile is None:
             return None
-        if self.tools is None or self.tool_runner is None or not body.get("stream"):
-            return None
-        specs = {spec.name: spec for spec in self.tools.for_profile(profile.spec.tools)}
-        if not specs:
-            return None
-        return ToolBelt(
-            specs=specs,
-            runner=self.tool_runner,
-            fillers=list(profile.spec.filler_phrases),
-            max_steps=self.settings.tool_max_steps,
+        spec = profile.spec
+        return tool_belt(
+            body,
+            spec.tools,
+            spec.filler_phrases,
+            self.tools,
+            self.tool_runner,
+            self.settings.tool_max_steps,
         )
 
     async def _abandon_earlier_streams(self, task_id: str, request_id: str | None) -> None:
@@ -371,3 +375,7 @@ class ChatService:
 
 async def _no_claim() -> tuple[None, None]:
     return None, None
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []
