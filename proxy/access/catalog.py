@@ -129,6 +129,7 @@ class Catalog:
                 app_id=key.app_id,
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expires_at=key.expires_at,
+                meta_info_events=key.meta_info_events,
             )
             for key in keys
         }

@@ -69,6 +69,7 @@ async def create_key(body: KeyCreate, request: Request) -> KeyCreated:
             allow_profile_override=body.allow_profile_override,
             app_id=body.app_id,
             rate_limit_per_minute=body.rate_limit_per_minute,
+            meta_info_events=body.meta_info_events,
             expires_at=body.expires_at,
         )
         created = KeyCreated(**KeyOut.from_row(key).model_dump(), key=plain)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.context.call import APP_ID_PATTERN
 from proxy.db.models import ApiKey, Profile, Route
-from proxy.settings import HistoryPolicy, KeySpec, ModelRoute, ProfileSpec
+from proxy.settings import HistoryPolicy, KeySpec, MetaInfoEvents, ModelRoute, ProfileSpec
 
 Origin = Literal["database", "config"]
 CONFIG_KEY_PREFIX = "config:"  # config-declared keys have no database id
@@ -96,6 +96,9 @@ class KeyCreate(StoredIn):
         description="The TRTC SdkAppId (tenant) it may act for.",
     )
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    meta_info_events: MetaInfoEvents | None = Field(
+        default=None, description="Overrides PROXY_META_INFO_EVENTS for this key's calls."
+    )
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
 
     @field_validator("expires_at")
@@ -117,6 +120,7 @@ class KeyOut(_Out):
     allow_profile_override: bool = False
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
+    meta_info_events: str | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     created_at: datetime | None = None
@@ -134,6 +138,7 @@ class KeyOut(_Out):
             allow_profile_override=key.allow_profile_override,
             app_id=key.app_id,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            meta_info_events=key.meta_info_events,
             expires_at=expires_at,
             revoked_at=key.revoked_at,
             created_at=key.created_at,
@@ -151,6 +156,7 @@ class KeyOut(_Out):
             allow_profile_override=spec.allow_profile_override,
             app_id=spec.app_id,
             rate_limit_per_minute=spec.rate_limit_per_minute,
+            meta_info_events=spec.meta_info_events,
             active=True,
             origin="config",
         )
@@ -218,6 +224,16 @@ class RouteTargetOut(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)
     first_token_timeout: float = Field(default=10.0, gt=0)
     total_timeout: float = Field(default=300.0, gt=0)
+    path: str = Field(default="/chat/completions", description="Appended to base_url.")
+    auth_header: str = Field(
+        default="Authorization", description="'Authorization' (Bearer) or a bare-key header."
+    )
+    query: dict[str, str] = Field(default_factory=dict, description="Added to the URL.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers; '${VAR}' comes from the environment."
+    )
+    drop_params: list[str] = Field(default_factory=list, description="Never sent upstream.")
+    forward_metainfo: bool = Field(default=False, description="Send the engine's MetaInfo.")
 
 
 class RouteTargetIn(RouteTargetOut):

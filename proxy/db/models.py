@@ -40,6 +40,7 @@ class Profile(Base):
     tools: Mapped[list[str]] = mapped_column(JsonType, default=list)
     filler_phrases: Mapped[list[str]] = mapped_column(JsonType, default=list)
     fast_first_words_ms: Mapped[int | None] = mapped_column(Integer)
+    meta_info_events: Mapped[str | None] = mapped_column(String(16))  # engine|always|never
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
@@ -58,6 +59,7 @@ class ApiKey(Base):
     allow_profile_override: Mapped[bool] = mapped_column(Boolean, default=False)
     app_id: Mapped[str | None] = mapped_column(String(64))  # the tenant it may act for
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    meta_info_events: Mapped[str | None] = mapped_column(String(16))  # engine|always|never
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -12,13 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import orjson
-
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
 from proxy.settings import ECHO_MODEL, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.echo import EchoStream, echo_completion
+from proxy.upstream.shape import target_body
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,7 @@ class RouteTable:
 
 
 def _body_for(target: UpstreamTarget, body: dict[str, Any]) -> bytes:
-    if target.model and body.get("model") != target.model:
-        body = {**body, "model": target.model}
-    return orjson.dumps(body)
+    return target_body(target, body)
 
 
 class UpstreamRouter:
