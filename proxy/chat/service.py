@@ -22,6 +22,7 @@ from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
 from proxy.chat.reply import ReplyAccumulator
+from proxy.chat.retried_turn import retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, split_request, to_stored
 from proxy.context.budget import TokenCounter
@@ -293,13 +294,15 @@ class ChatService:
         assert isinstance(history, TaskHistory)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
+        parts = split_request(body["messages"])
+        retried = retried_turn(history, parts.new_turn)
+        if retried is not None:  # the same turn again: its stored user turn stands for it
+            history.messages = history.messages[:retried]
         prompt = assemble(
-            split_request(body["messages"]),
-            history,
-            policy=policy,
-            counter=self.counter,
-            request_id=call.request_id,
+            parts, history, policy=policy, counter=self.counter, request_id=call.request_id
         )
+        if retried is not None:
+            prompt.new_turn = prompt.new_turn[1:]  # stored already: never added twice
         self.metrics.history_turns.observe(len(prompt.history_used))
         self.metrics.history_tokens.observe(sum(m.tokens or 0 for m in prompt.history_used))
         plan.body = {**body, "messages": prompt.messages}

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -75,6 +75,7 @@ class RecordedRequest:
     # in_progress | completed | client_closed | error_status | failed_mid_stream | server_stopped
     outcome: str = "in_progress"
     ended_at: float | None = None
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query parameters
 
 
 def _json_response(
@@ -213,6 +214,9 @@ class MockUpstream:
         routes.add_delete("/_mock/script", self._delete_script)
         routes.add_get("/_mock/requests", self._get_requests)
         routes.add_delete("/_mock/requests", self._delete_requests)
+        # Upstreams shaped otherwise (Azure's deployments, MiniMax's chatcompletion_v2):
+        # any other POST is a chat request too, recorded with its path and query.
+        routes.add_post("/{path:.+}", self._chat)
         return app
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -268,6 +272,7 @@ class MockUpstream:
         record = RecordedRequest(
             index, request.path, scenario, headers, body, behaviour, started_at, outcome, ended_at
         )
+        record.query = dict(request.query)
         self._requests.append(record)
         self._notify_change()
         return record
