@@ -4,10 +4,13 @@ real Redis, for the real client libraries. meta.info goes to every task's caller
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from proxy.mock.upstream import MockUpstreamThread
@@ -32,10 +35,28 @@ def client_proxy(
             "PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
             "PROXY_META_INFO_EVENTS": "always",
         }
-    ).start()
+    )
+    _start(proxy, within_s=90)  # a loaded 2-core CI machine can take 20 s to import it all
     yield proxy
     proxy.stop()
     _delete_keys(prefix)
+
+
+def _start(proxy: ProxyProcess, within_s: float) -> None:
+    proxy.process = subprocess.Popen(
+        proxy.args, env=proxy.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert proxy.process.poll() is None, "the proxy exited at start-up"
+        try:
+            if httpx.get(proxy.url + "/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"the proxy did not start within {within_s} s")
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
 from tests.clients import scenario as s
+
+pytestmark = pytest.mark.slow  # a real proxy process and a client library: 10-40 s
 
 
 def test_langchain_streams_uses_tools_retries_and_keeps_history(client_proxy, mock, task_id):

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 from livekit.agents import APIConnectOptions, llm
 from livekit.plugins import openai as livekit_openai
 
 from tests.clients import scenario as s
+
+pytestmark = pytest.mark.slow  # a real proxy process and a client library: 10-40 s
 
 # One retry after a 1 s timeout, quickly.
 RETRY_ONCE = APIConnectOptions(max_retry=1, retry_interval=0.1, timeout=s.CLIENT_TIMEOUT_S)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 from llama_index.core.llms import ChatMessage, ChatResponse
 from llama_index.llms.openai import OpenAI
 
 from tests.clients import scenario as s
+
+pytestmark = pytest.mark.slow  # a real proxy process and a client library: 10-40 s
 
 
 def _last(stream: Iterator[ChatResponse]) -> ChatResponse:

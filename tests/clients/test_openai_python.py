@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import openai
+import pytest
 
 from tests.clients import scenario as s
+
+pytestmark = pytest.mark.slow  # a real proxy process and a client library: 10-40 s
 
 
 def test_openai_sdk_streams_uses_tools_retries_and_keeps_history(client_proxy, mock, task_id):
