@@ -120,17 +120,18 @@ def _expose_error_counters(state: Any) -> None:
     )
 
 
-def _announce(settings: Settings, table: RouteTable) -> None:
+def _announce(settings: Settings, table: RouteTable, catalog: Catalog) -> None:
     if not table.has_upstream:
         log.warning(
             "no upstream configured: every model is answered by the built-in 'echo' model. "
             "Set PROXY_UPSTREAM_BASE_URL and PROXY_UPSTREAM_API_KEY (any OpenAI-compatible "
             "API), or routes in a YAML file named by PROXY_CONFIG, to use a real model."
         )
-    if not settings.auth_required:
+    if not catalog.auth_required:  # keys from the environment, the config or the database
         log.warning(
-            "no caller keys configured (PROXY_API_KEYS): anyone who can reach this port can "
-            "use it. Listening on loopback only unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
+            "no caller keys: anyone who can reach this port can use it. Create one with "
+            "`proxy keys create NAME` (or set PROXY_API_KEYS); listening on loopback only "
+            "unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
         )
     if not settings.redis_url and not settings.redis_sentinels:
         log.warning(
@@ -215,7 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.callbacks.start()
         _expose_error_counters(state)
         state.shutting_down = False
-        _announce(settings, table)
+        _announce(settings, table, state.catalog)
         try:
             yield
         finally:

@@ -27,7 +27,9 @@ from proxy.api.schemas import (
     TaskOut,
     TranscriptMessageOut,
 )
+from proxy.config_file import describe
 from proxy.context.call import task_key
+from proxy.db.migrate import migrate_embedded
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.session import make_engine, make_sessionmaker
 from proxy.errors import ProxyError
@@ -44,8 +46,8 @@ class CommandFailed(Exception):
 def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
     try:
         settings = Settings()
-    except (ValidationError, ValueError) as exc:
-        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        print(f"{prog}: invalid configuration: {describe(exc)}", file=sys.stderr)
         return 1
 
     async def with_database() -> None:
@@ -56,6 +58,7 @@ def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
             await engine.dispose()
 
     try:
+        migrate_embedded(settings.database_url)  # as `proxy serve` would
         asyncio.run(with_database())
     except CommandFailed as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

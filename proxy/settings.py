@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from proxy.config_file import read_config_file
 from proxy.context.call import APP_ID_PATTERN
 
 ECHO_MODEL = "echo"
@@ -245,8 +246,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.env == "production" and self.admin_token is None:
-            raise ValueError("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+        if self.env == "production":
+            unsafe = production_refusals(self)
+            if unsafe:
+                raise ValueError("; ".join(unsafe))
         if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("PROXY_ADMIN_TOKEN must be at least 16 characters")
         return self
@@ -263,9 +266,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_path = os.environ.get("PROXY_CONFIG")
         if config_path:
-            if not os.path.isfile(config_path):
-                raise ValueError(f"PROXY_CONFIG names a missing file: {config_path}")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+            data = read_config_file(config_path, settings_cls)  # unknown keys refused
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
 
     # Derived views.
@@ -284,3 +286,27 @@ class Settings(BaseSettings):
             first_token_timeout=self.upstream_first_token_timeout,
             total_timeout=self.upstream_total_timeout,
         )
+
+
+def production_refusals(settings: Settings) -> list[str]:
+    """The defaults that are fine on a laptop and wrong in production, each naming its
+    setting. ``PROXY_ENV=production`` refuses to start with any of them."""
+    refusals = []
+    if not settings.upstream_base_url and not settings.routes:
+        refusals.append(
+            "PROXY_UPSTREAM_BASE_URL (or routes in PROXY_CONFIG) is required when "
+            "PROXY_ENV=production: without it the built-in echo model answers every request"
+        )
+    if settings.admin_token is None:
+        refusals.append("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+    if not settings.database_url:
+        refusals.append(
+            "PROXY_DATABASE_URL is required when PROXY_ENV=production (unset = a SQLite "
+            "file in the working directory)"
+        )
+    if not settings.redis_url and not settings.redis_sentinels:
+        refusals.append(
+            "PROXY_REDIS_URL (or PROXY_REDIS_SENTINELS) is required when PROXY_ENV=production "
+            "(unset = history in this process only, lost on restart)"
+        )
+    return refusals

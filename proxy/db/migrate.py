@@ -64,6 +64,16 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(make_config(url), revision)
 
 
+def migrate_embedded(url: str | None) -> None:
+    """Migrate the embedded SQLite file, as ``proxy serve`` does at start-up, so that every
+    command works in a fresh directory. Other databases are migrated by ``proxy migrate``."""
+    from proxy.db.session import async_url
+
+    resolved = async_url(url)
+    if resolved.startswith("sqlite"):
+        upgrade(resolved)
+
+
 def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(make_config(url), revision)
 
@@ -114,6 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.downgrade and not args.revision:
         parser.error('--downgrade needs an explicit --revision (e.g. "base" or "-1")')
 
+    if args.url is None:
+        from proxy.config_file import describe
+        from proxy.settings import Settings
+
+        try:
+            Settings()  # refused here as one line, not as a traceback from env.py
+        except ValueError as exc:
+            print(f"proxy migrate: invalid configuration: {describe(exc)}", file=sys.stderr)
+            return 2
     try:
         target = describe_url(args.url)
         before = current(args.url)
