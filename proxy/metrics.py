@@ -28,15 +28,23 @@ class _AttributeCounters(Collector):
         self.sources: list[tuple[str, str, dict[str, str], Callable[[], float]]] = []
 
     def collect(self) -> Iterable[Metric]:
-        families: dict[str, CounterMetricFamily] = {}
+        # Sources with the same name and labels are one series: their counts add up
+        # (a scrape never repeats a series).
+        totals: dict[str, dict[tuple[str, ...], float]] = {}
+        shapes: dict[str, tuple[str, list[str]]] = {}
         for name, documentation, labels, read in self.sources:
-            family = families.get(name)
-            if family is None:
-                family = families[name] = CounterMetricFamily(
-                    name, documentation, labels=list(labels)
-                )
-            family.add_metric(list(labels.values()), float(read()))
-        return list(families.values())
+            shapes.setdefault(name, (documentation, list(labels)))
+            series = totals.setdefault(name, {})
+            values = tuple(labels.values())
+            series[values] = series.get(values, 0.0) + float(read())
+        families = []
+        for name, series in totals.items():
+            documentation, label_names = shapes[name]
+            family = CounterMetricFamily(name, documentation, labels=label_names)
+            for values, total in series.items():
+                family.add_metric(list(values), total)
+            families.append(family)
+        return families
 
 
 class ProxyMetrics:

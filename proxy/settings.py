@@ -162,6 +162,15 @@ class Settings(BaseSettings):
     transcript_queue_size: int = Field(default=10_000, ge=10)
     transcript_batch_size: int = Field(default=200, ge=1)
     transcript_flush_seconds: float = Field(default=0.5, gt=0)
+    spool_dir: str | None = Field(
+        default=None,
+        description="Directory of the durable write-behind spool (transcripts and callback "
+        "events the database has not taken yet); 'off' keeps them in memory only. Unset: "
+        "next to the SQLite file, or ./proxy-spool.",
+    )
+    spool_fsync: bool = Field(
+        default=False, description="fsync the spool on every submission (survives power loss)."
+    )
     key_cache_seconds: float = Field(default=10.0, gt=0)
 
     # Knowledge (retrieval) and tools.
