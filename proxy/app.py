@@ -29,7 +29,7 @@ from proxy.db.spool import Spool, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
-from proxy.settings import Settings
+from proxy.settings import ECHO_MODEL, Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
@@ -89,6 +89,18 @@ async def _prepare_database(settings: Settings) -> None:
         await asyncio.to_thread(upgrade, url)
     except Exception as exc:  # the proxy still serves chat without its database
         log.error("could not migrate the SQLite database %s: %r", url, exc)
+
+
+def _configured_models(settings: Settings) -> set[str]:
+    """Model names that are metric labels of their own: routes, their targets' models,
+    the default upstream's model, ``PROXY_METRICS_MODELS`` and echo (the rest: other)."""
+    names = {ECHO_MODEL, *settings.metrics_models, *settings.routes}
+    for route in settings.routes.values():
+        names.update(t.model for t in route.targets if t.model)
+    default = settings.default_target()
+    if default is not None and default.model:
+        names.add(default.model)
+    return names
 
 
 def _open_spool(settings: Settings) -> Spool | None:
@@ -177,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = UpstreamClient(max_connections=settings.upstream_max_connections)
         await client.start()
         table = RouteTable(settings)
+        metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
         state.history = history = build_history_store(settings)
         await _prepare_database(settings)
