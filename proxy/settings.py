@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=2000, ge=1, description="Chat requests in flight per process; more get 503."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a connection has to send complete request headers (from "
+        "opening, and from the first byte of each request); then it is closed. 0 = no limit.",
+    )
     keep_alive_seconds: int = Field(
         default=75,
         ge=1,
@@ -163,6 +169,20 @@ class Settings(BaseSettings):
     transcript_queue_size: int = Field(default=10_000, ge=10)
     transcript_batch_size: int = Field(default=200, ge=1)
     transcript_flush_seconds: float = Field(default=0.5, gt=0)
+    spool_dir: str | None = Field(
+        default=None,
+        description="Directory of the durable write-behind spool (transcripts and callback "
+        "events the database has not taken yet); 'off' keeps them in memory only. Unset: "
+        "next to the SQLite file, or ./proxy-spool.",
+    )
+    metrics_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model names (besides routes and their targets) that get their own "
+        "metric label; every other requested name is counted as 'other'.",
+    )
+    spool_fsync: bool = Field(
+        default=False, description="fsync the spool on every submission (survives power loss)."
+    )
     key_cache_seconds: float = Field(default=10.0, gt=0)
 
     # Knowledge (retrieval) and tools.
@@ -223,7 +243,7 @@ class Settings(BaseSettings):
     history_closed_ttl_seconds: int = Field(default=600, ge=1)
     history: HistoryPolicy = Field(default_factory=HistoryPolicy)
 
-    @field_validator("api_keys", "redis_sentinels", mode="before")
+    @field_validator("api_keys", "redis_sentinels", "metrics_models", mode="before")
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
