@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
 from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
+from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
@@ -27,7 +28,7 @@ from proxy.context.assembly import assemble, split_request, to_stored
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard, slow
-from proxy.chat.inflight import LeaseKeeper, replica_id
+from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
     ClaimState,
@@ -40,6 +41,7 @@ from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
+from proxy.voice.spoken import SpokenFix
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +315,12 @@ class ChatService:
         assert isinstance(history, TaskHistory)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
+        parts = split_request(body["messages"])
+        fixes = heard_cuts(parts.earlier, history.messages)
+        if fixes:  # the engine's history says the user heard less than was stored
+            await self._record_heard(task_id, fixes, call)
         prompt = assemble(
-            split_request(body["messages"]),
+            parts,
             history,
             policy=policy,
             counter=self.counter,
@@ -388,6 +394,24 @@ class ChatService:
         if spoken is None or await self.guard(spoken.settle(task_id)) is FAILED:
             return history
         return await self.guard(self.history.load(task_id, limit))
+
+    async def _record_heard(self, task_id: str, fixes: list[SpokenFix], call: CallContext) -> None:
+        log.info("engine history cuts %d stored message(s)", len(fixes), extra=call.log_fields())
+        spoken = self.writer.spoken
+        if spoken is not None:
+            await self.guard(spoken.record_heard(task_id, fixes))
+        else:
+            for fix in fixes:
+                await self.guard(
+                    self.history.update_message(
+                        task_id,
+                        fix.message.id,
+                        content=fix.content,
+                        interrupted=fix.interrupted,
+                        heard_at=fix.message.heard_at,
+                    )
+                )
+        apply_in_place(fixes)
 
     def _not_committed(self, turn: PendingTurn | None) -> None:
         """The turn ends without a commit (an error before the reply): its lease too."""

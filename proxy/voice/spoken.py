@@ -161,6 +161,22 @@ class SpokenTextReconciler:
                 return await self._apply(task_id, fixes, at)
         return None
 
+    async def record_heard(self, task_id: str, fixes: list[SpokenFix]) -> None:
+        """Store cuts that other evidence of what was heard made (the engine's history)."""
+        for fix in fixes:
+            await self._store.update_message(
+                task_id,
+                fix.message.id,
+                content=fix.content,
+                interrupted=fix.interrupted,
+                heard_at=fix.message.heard_at,
+            )
+            if self._transcripts is not None:
+                self._transcripts.submit_update(
+                    task_id, fix.message.id, fix.content, fix.interrupted
+                )
+        self.corrected += 1
+
     async def _apply(self, task_id: str, fixes: list[SpokenFix], at: float) -> str:
         changed = False
         for fix in fixes:
