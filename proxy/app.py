@@ -40,6 +40,17 @@ from proxy.voice.spoken import SpokenTextReconciler
 log = logging.getLogger("proxy")
 
 
+def stale_connection_retry() -> dict[str, Any]:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return {
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
 def build_history_store(settings: Settings) -> HistoryStore:
     if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
@@ -54,6 +65,10 @@ def build_history_store(settings: Settings) -> HistoryStore:
         "health_check_interval": 30,
         # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
         "max_connections": settings.redis_max_connections,
+        # After a Redis restart every pooled connection is stale: one that fails is
+        # retried once, at once, on a fresh connection, instead of counting as "down"
+        # (claims and commits are idempotent per attempt; a timeout is never retried).
+        **stale_connection_retry(),
     }
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()

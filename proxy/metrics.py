@@ -222,6 +222,12 @@ class ProxyMetrics:
         self.replays = Counter(
             "proxy_replays", "Retried request ids answered from the store.", registry=r
         )
+        self.turns_not_recorded = Counter(
+            "proxy_turns_not_recorded",
+            "Answered turns the history does not hold, by reason (a closed set).",
+            ["reason"],
+            registry=r,
+        )
         self.retrieval_time = Histogram(
             "proxy_retrieval_seconds",
             "Knowledge retrieval time per turn.",
