@@ -58,7 +58,7 @@ class ProxyMetrics:
         )
         self.time_to_first_token = Histogram(
             "gen_ai_server_time_to_first_token_seconds",
-            "Upstream time to its first event.",
+            "Upstream time to its first speakable event (text or a tool call).",
             ["gen_ai_request_model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -128,6 +128,38 @@ class ProxyMetrics:
         )
         self.engine_errors = Counter(
             "proxy_engine_errors", "Errors the engine reported (908).", ["metric"], registry=r
+        )
+        # Issue 17: first speakable token, hedging, cooldown, prompt caching.
+        self.hedges = Counter(
+            "proxy_upstream_hedges",
+            "A target had no speakable token by hedge_after_ms: this one was started too.",
+            ["route", "target"],
+            registry=r,
+        )
+        self.hedge_wins = Counter(
+            "proxy_upstream_hedge_wins",
+            "Hedged requests, by the target whose speakable token came first.",
+            ["route", "target"],
+            registry=r,
+        )
+        self.cooldown_skips = Counter(
+            "proxy_upstream_cooldown_skips",
+            "Requests that skipped a target cooling down after a failure.",
+            ["route", "target"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "proxy_upstream_prompt_tokens",
+            "Prompt tokens the upstreams reported.",
+            ["gen_ai_request_model"],
+            registry=r,
+        )
+        self.cached_prompt_tokens = Counter(
+            "proxy_upstream_prompt_cache_hit_tokens",
+            "Prompt tokens the upstreams served from their prompt cache "
+            "(prompt_tokens_details.cached_tokens); divide by proxy_upstream_prompt_tokens.",
+            ["gen_ai_request_model"],
+            registry=r,
         )
         self._attributes = _AttributeCounters()
         r.register(self._attributes)
