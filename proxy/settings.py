@@ -46,8 +46,10 @@ class UpstreamTarget(BaseModel):
     connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT, gt=0)
     first_token_timeout: float = Field(default=DEFAULT_FIRST_TOKEN_TIMEOUT, gt=0)
     total_timeout: float = Field(default=300.0, gt=0)
-    completion_timeout: float = Field(
-        default=10.0, gt=0, description="Non-streaming: the whole answer, within this."
+    completion_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Non-streaming: the whole answer within this; unset: first_token_timeout.",
     )
 
     @field_validator("base_url")

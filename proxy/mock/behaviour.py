@@ -225,14 +225,18 @@ def content_pieces(b: MockBehaviour, body: dict[str, Any]) -> tuple[str, ...]:
     return split_pieces(text, b.chunks)
 
 
-def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+def _usage(body: dict[str, Any], completion_tokens: int, cached: int) -> dict[str, Any]:
     prompt = prompt_tokens(body.get("messages"))
-    total = prompt + completion_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
+    }
 
 
 def render_stream(
-    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int
+    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int, cached: int = 0
 ) -> StreamPlan:
     head = {
         "id": completion_id,
@@ -274,7 +278,7 @@ def render_stream(
             add(chunk(deltas[sent]), True)
     add(chunk({}, "tool_calls" if b.tool_calls else "stop"), True)
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = _usage(body, len(deltas))
+        usage = _usage(body, len(deltas), cached)
         add(
             b"data: " + orjson.dumps({**head, "choices": [], "usage": usage, **extra}) + b"\n\n",
             False,
@@ -288,7 +292,7 @@ def _at_most(limit: int | None, deltas: list[Any]) -> int | None:
 
 
 def render_json(
-    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int
+    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int, cached: int = 0
 ) -> tuple[float, bytes]:
     """The non-streaming body and how long to "generate" it (as long as the stream takes)."""
     deltas = _deltas(b, body, completion_id)
@@ -323,7 +327,7 @@ def render_json(
                 "logprobs": None,
             }
         ],
-        "usage": _usage(body, len(deltas)),
+        "usage": _usage(body, len(deltas), cached),
         **(b.extra_fields or {}),
     }
     return delay_s, orjson.dumps(completion)

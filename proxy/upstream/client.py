@@ -153,12 +153,12 @@ class UpstreamClient:
     async def complete(self, target: UpstreamTarget, body: bytes) -> dict[str, Any]:
         """A non-streaming completion, decoded.
 
-        ``completion_timeout`` applies to the response headers (which come with the whole
-        answer): an upstream that says nothing in that time is given up on (and the next
-        target tried). Reasoning is removed from the message.
+        ``completion_timeout`` (default: the first-token timeout) applies to the response
+        headers, which come with the whole answer: an upstream that says nothing in that
+        time is given up on (and the next target tried). Reasoning is removed.
         """
         try:
-            async with asyncio.timeout(target.completion_timeout):
+            async with asyncio.timeout(target.completion_timeout or target.first_token_timeout):
                 response = await self._post(target, body)
             async with response:
                 if response.status >= 400:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.errors import UpstreamError
+from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.metrics import ProxyMetrics
 from proxy.settings import ECHO_MODEL, ModelRoute, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient, UpstreamStream
@@ -149,13 +149,14 @@ class UpstreamRouter:
         started = time.perf_counter()
         deadline = started + plan.first_token_budget_ms / 1000
         upcoming = list(enumerate(plan.targets))
+        skipped: list[tuple[int, UpstreamTarget]] = []
         running: dict[asyncio.Task[UpstreamStream], _Attempt] = {}
         last_error: UpstreamError | None = None
         hedged = False
         try:
             while True:
                 if not running and not await self._start_next(
-                    plan, body, upcoming, running, deadline
+                    plan, body, upcoming, running, deadline, skipped, last_error is None
                 ):
                     break
                 hedge_in = self._hedge_in(plan, upcoming, running)
@@ -163,7 +164,7 @@ class UpstreamRouter:
                     running, timeout=hedge_in, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:  # no speakable token by hedge_after_ms: start the next one too
-                    if await self._start_next(plan, body, upcoming, running, deadline):
+                    if await self._start_next(plan, body, upcoming, running, deadline, skipped):
                         hedged = True
                         if self.metrics is not None:
                             newest = list(running.values())[-1]
@@ -183,7 +184,7 @@ class UpstreamRouter:
             for task in running:
                 task.cancel()  # the loser: its connection is closed as the task ends
         if last_error is None:
-            raise _cooling_down(plan, self.cooldowns)
+            raise UpstreamTimeout(f"no target of route {plan.name!r} answered in time")
         raise last_error
 
     def _hedge_in(
@@ -204,26 +205,44 @@ class UpstreamRouter:
         upcoming: list[tuple[int, UpstreamTarget]],
         running: dict[asyncio.Task[UpstreamStream], _Attempt],
         deadline: float,
+        skipped: list[tuple[int, UpstreamTarget]],
+        last_resort: bool = False,
     ) -> bool:
-        """Start the next target not cooling down; False when none is left (or no time)."""
+        """Start the next target not cooling down; False when none is left (or no time).
+
+        ``last_resort``: when every target is cooling down, the first of them is tried
+        all the same: a blip on a one-target route must not refuse its requests."""
         while upcoming:
             position, target = upcoming.pop(0)
             key = target_key(target.base_url, target.model)
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return False
-            admission = await self.cooldowns.admit(key, target.first_token_timeout)
-            if admission is Admission.SKIP:
+            if await self.cooldowns.admit(key, target.first_token_timeout) is Admission.SKIP:
+                skipped.append((position, target))
                 if self.metrics is not None:
                     self.metrics.cooldown_skips.labels(plan.name, _label(target)).inc()
                 continue
-            wait = min(target.first_token_timeout, remaining)
-            task = asyncio.ensure_future(
-                self.client.open_stream(target, _body_for(target, body), wait)
-            )
-            running[task] = _Attempt(position, target, key, time.perf_counter())
-            return True
+            return self._launch(body, position, target, key, running, deadline)
+        if last_resort and skipped:
+            position, target = skipped.pop(0)
+            key = target_key(target.base_url, target.model)
+            return self._launch(body, position, target, key, running, deadline)
         return False
+
+    def _launch(
+        self,
+        body: dict[str, Any],
+        position: int,
+        target: UpstreamTarget,
+        key: str,
+        running: dict[asyncio.Task[UpstreamStream], _Attempt],
+        deadline: float,
+    ) -> bool:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return False
+        wait = min(target.first_token_timeout, remaining)
+        task = asyncio.ensure_future(self.client.open_stream(target, _body_for(target, body), wait))
+        running[task] = _Attempt(position, target, key, time.perf_counter())
+        return True
 
     def _won(
         self,
@@ -253,23 +272,30 @@ class UpstreamRouter:
         if plan is None:
             return echo_completion(body)
         last_error: UpstreamError | None = None
+        usable: list[tuple[int, UpstreamTarget, str]] = []
         for position, target in enumerate(plan.targets):
             key = target_key(target.base_url, target.model)
-            if await self.cooldowns.admit(key, target.completion_timeout) is Admission.SKIP:
+            probe_s = target.completion_timeout or target.first_token_timeout
+            if await self.cooldowns.admit(key, probe_s) is Admission.SKIP:
                 if self.metrics is not None:
                     self.metrics.cooldown_skips.labels(plan.name, _label(target)).inc()
                 continue
+            usable.append((position, target, key))
+        if not usable:  # all cooling down: the first is tried all the same
+            usable = [
+                (0, plan.targets[0], target_key(plan.targets[0].base_url, plan.targets[0].model))
+            ]
+        for position, target, key in usable:
             attempt = _Attempt(position, target, key, time.perf_counter())
             try:
                 response = await self.client.complete(target, _body_for(target, body))
             except UpstreamError as exc:
-                has_next = position + 1 < len(plan.targets)
+                has_next = (position, target, key) != usable[-1]
                 last_error = self._note_failure(exc, attempt, model, plan, has_next)
                 continue
             self.cooldowns.succeeded(key)
             return response
-        if last_error is None:
-            raise _cooling_down(plan, self.cooldowns)
+        assert last_error is not None
         raise last_error
 
     def _note_failure(
@@ -292,14 +318,3 @@ class UpstreamRouter:
 def _label(target: UpstreamTarget) -> str:
     """A target's metric label: its URL and model (configuration, so bounded)."""
     return f"{target.base_url} {target.model}" if target.model else target.base_url
-
-
-def _cooling_down(plan: RoutePlan, cooldowns: CooldownBook) -> UpstreamError:
-    """Every target is known to be down: say so now rather than wait on one."""
-    retry_after = max(1, round(plan.cooldown_seconds))
-    return UpstreamError(
-        f"every target of route {plan.name!r} failed recently and is cooling down",
-        status=503,
-        code="upstream_cooling_down",
-        headers={"Retry-After": str(retry_after)},
-    )
