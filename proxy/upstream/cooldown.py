@@ -100,11 +100,22 @@ class CooldownBook:
             elif local is not None and local.until > now and now - local.since > SYNC_SECONDS:
                 self._down.pop(key, None)  # another replica's probe brought it back
 
+    async def _learn(self, key: str) -> None:
+        if self._redis is None:
+            return
+        try:
+            until = _as_float(await self._redis.get(f"{self._prefix}down:{key}"))
+        except Exception:
+            return
+        if until is not None and until > time.time():
+            self._down[key] = _Down(until, since=time.time())
+
     # The request path.
 
     async def admit(self, key: str, probe_seconds: float) -> Admission:
         if key not in self._known and len(self._known) < MAX_TARGETS:
             self._known.add(key)
+            await self._learn(key)  # once per target and process: what the others know
         down = self._down.get(key)
         if down is None:
             return Admission.USE
