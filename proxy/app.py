@@ -208,6 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
         state.history = history = build_history_store(settings)
+        if isinstance(history, RedisHistoryStore):  # replicas share which targets are down
+            state.router.cooldowns.share_through(history._client, settings.redis_prefix)
         await _prepare_database(settings)
         state.db_engine = make_engine(settings.database_url)
         state.sessions = make_sessionmaker(state.db_engine)
@@ -289,6 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.tools.close()
             await state.retriever.close()
             await state.tool_runner.close()
+            await state.router.cooldowns.close()
             await client.close()
             await history.close()
             await state.db_engine.dispose()
