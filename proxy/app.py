@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
-from proxy.api import admin, callbacks, chat, health
+from proxy.api import admin, callbacks, chat, health, responses
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
@@ -247,4 +247,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
+    app.include_router(responses.router)
     return app
