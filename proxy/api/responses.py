@@ -19,7 +19,8 @@ from proxy.context.call import CallContext
 from proxy.errors import ProxyError
 from proxy.responses.conversation import resolve_turn
 from proxy.responses.events import ResponseEventStream, ResponseShell, from_completion
-from proxy.responses.request import parse_request
+from proxy.responses.references import resolve_references
+from proxy.responses.request import load_body, to_chat_request
 
 router = APIRouter()
 PATH = "/v1/responses"
@@ -40,13 +41,14 @@ async def create_response(request: Request) -> Response:
     streaming = False
     try:
         headers = CallContext.from_headers(request.headers)
-        parsed = parse_request(await read_body(request, state.settings.max_body_bytes))
+        raw = load_body(await read_body(request, state.settings.max_body_bytes))
+        store_wait = state.settings.redis_timeout_ms / 1000
+        await resolve_references(raw, caller, state.history, store_wait)
+        parsed = to_chat_request(raw)
         body, profile = select_profile(parsed.chat_body, caller, state.catalog)
         await state.rate_limiter.check(caller)
         count.model = str(body["model"])
-        turn = await resolve_turn(
-            parsed, headers, caller, state.history, state.settings.redis_timeout_ms / 1000
-        )
+        turn = await resolve_turn(parsed, headers, caller, state.history, store_wait)
         shell = ResponseShell(turn.response_id, str(body["model"]), parsed.echo)
         if parsed.stream:
 

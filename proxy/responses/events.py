@@ -21,6 +21,7 @@ import orjson
 
 from proxy.chat.chunks import ChunkEvent, ToolCallDelta
 from proxy.errors import ProxyError
+from proxy.responses.ids import PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,14 @@ class ResponseShell:
     model: str
     echo: dict[str, Any]
     created_at: int = field(default_factory=lambda: int(time.time()))
+    _messages: int = 0
+
+    def message_id(self) -> str:
+        """A message item's id names the turn too (``references``), when it has a task."""
+        self._messages += 1
+        if self.response_id.startswith(PREFIX) and "." not in self.response_id:
+            return f"msg_{self.response_id[len(PREFIX) :]}.{self._messages}"
+        return _item_id("msg")
 
     def snapshot(
         self,
@@ -113,7 +122,7 @@ def from_completion(shell: ResponseShell, completion: dict[str, Any]) -> dict[st
     text = message.get("content")
     calls = message.get("tool_calls") or []
     if (isinstance(text, str) and text) or not calls:
-        output.append(message_item(_item_id("msg"), text if isinstance(text, str) else ""))
+        output.append(message_item(shell.message_id(), text if isinstance(text, str) else ""))
     for call in calls:
         function = call.get("function") or {}
         output.append(
@@ -219,7 +228,7 @@ class ResponseEventStream:
         return out
 
     def _open_text(self) -> list[bytes]:
-        self._text_index, self._text_id, self._text = len(self._output), _item_id("msg"), []
+        self._text_index, self._text_id, self._text = len(self._output), self.shell.message_id(), []
         self._output.append(None)
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return [

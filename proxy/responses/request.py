@@ -62,7 +62,7 @@ class ResponsesRequest:
     echo: dict[str, Any] = field(default_factory=dict)  # request fields the response repeats
 
 
-def parse_request(raw: bytes) -> ResponsesRequest:
+def load_body(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
@@ -71,7 +71,7 @@ def parse_request(raw: bytes) -> ResponsesRequest:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    return to_chat_request(body)
+    return body
 
 
 def to_chat_request(body: dict[str, Any]) -> ResponsesRequest:
