@@ -233,3 +233,26 @@ async def test_a_key_is_required_when_keys_are_configured(make_proxy, mock):
     except Exception as exc:  # the handshake is refused (HTTP 403)
         refused = "403" in str(exc)
     assert refused
+
+
+async def test_call_hangup_mid_reply_closes_the_upstream(make_proxy, mock, redis_prefix):
+    proxy = make_proxy(redis=True, retell_model="gpt-test")
+    mock.script([{"reply": "one two three four five six seven eight", "chunks": 8, "gap_ms": 200}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, {"interaction_type": "not_a_thing"})  # unknown: ignored
+        await ws.send("{not json")  # skipped, the call goes on
+        await send(ws, required(1, user("Count for me.")))
+        first = [await recv(ws) for _ in range(2)]
+    assert [e["response_id"] for e in first] == [1, 1]
+    cut = await asyncio.to_thread(mock.wait_for_outcome, 0)
+    assert cut.outcome == "client_closed"
+    assert cut.ended_at - cut.started_at < 1.5
+    for _ in range(50):
+        history = await stored(redis_prefix)
+        if len(history) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert history[0] == ("user", "Count for me.", False)
+    assert history[1][0] == "assistant" and history[1][2] is True
+    assert str(history[1][1]).split() in (["one", "two"], ["one", "two", "three"])
