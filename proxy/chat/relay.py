@@ -35,6 +35,7 @@ from proxy.tools.belt import ToolBelt
 from proxy.tools.steps import handed_back, next_body, run_step
 from proxy.upstream.routes import CompletionStream
 from proxy.upstream.sse import DONE
+from proxy.upstream.usage import UpstreamUsage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class StreamRelay:
         self._tail = ""  # the last text that reached the caller (for joins)
         self._join_next = False  # the next text starts a new segment
         self._handed_back: list[dict[str, Any]] = []  # the caller's tool calls, passed on
+        self._usages: list[UpstreamUsage] = []  # one per model call of this turn
+        # Usage is always asked of the upstream (prompt cache figures); the caller gets
+        # the usage chunk only if it asked for it too.
+        self._forward_usage = bool((plan.body.get("stream_options") or {}).get("include_usage"))
 
     async def frames(self) -> AsyncIterator[bytes]:
         plan, metrics = self.plan, self._metrics
@@ -142,7 +147,7 @@ class StreamRelay:
             if stream is not None:
                 stream.close()
             metrics.active_streams.dec()
-            self._observe(reply)
+            self._observe()
             if plan.turn is not None and not finished:
                 self._writer.interrupted(plan.turn, self._heard())
 
@@ -175,6 +180,8 @@ class StreamRelay:
                 text = reply.feed(payload)
                 if reply.done or reply.error is not None:
                     break
+                if reply.usage_only and not self._forward_usage:
+                    continue
                 if belt is not None and (reply.tool_calls or reply.finish_reason == "tool_calls"):
                     if len(reply.tool_calls) > calls_before and not (self._said_anything or texts):
                         name = reply.tool_calls[min(reply.tool_calls)]["function"]["name"]
@@ -202,6 +209,8 @@ class StreamRelay:
             if reply.error is not None:
                 raise reply.error
             if reply.done:
+                if reply.usage is not None:
+                    self._usages.append(reply.usage)
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")
@@ -299,14 +308,15 @@ class StreamRelay:
             )
         return heard  # finished tool steps stay: those calls happened
 
-    def _observe(self, reply: ReplyAccumulator) -> None:
+    def _observe(self) -> None:
         metrics, model = self._metrics, self.plan.model
         elapsed = time.perf_counter() - self.plan.received_at
         metrics.operation_duration.labels("chat", model).observe(elapsed)
-        usage = reply.usage or {}
-        for kind, name in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-            if isinstance(usage.get(name), int):
-                metrics.token_usage.labels(kind, model).observe(usage[name])
+        for usage in self._usages:
+            metrics.token_usage.labels("input", model).observe(usage.prompt_tokens)
+            metrics.token_usage.labels("output", model).observe(usage.completion_tokens)
+            metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+            metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
 
 
 def _with_content(payload: bytes, text: str) -> bytes:

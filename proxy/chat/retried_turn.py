@@ -42,3 +42,16 @@ def retried_turn(history: TaskHistory, new_turn: list[dict[str, Any]]) -> int | 
     if not repeated or normalise(content_text(stored.content)) != repeated:
         return None
     return index
+
+
+def take_retried_turn(history: TaskHistory, new_turn: list[dict[str, Any]]) -> bool:
+    """If the request retries the stored unanswered turn, take that turn (and its empty
+    replies) out of ``history``, so that the prompt carries the user turn once, as the
+    request's new turn; the caller then stores only the reply. True if it did."""
+    index = retried_turn(history, new_turn)
+    if index is None:
+        return False
+    taken = len(history.messages) - index
+    history.messages = history.messages[:index]
+    history.total_messages = max(0, history.total_messages - taken)
+    return True

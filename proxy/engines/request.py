@@ -3,11 +3,10 @@ the engine said about the call (its task, its user, its prompt variables)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.context.call import CallContext, task_key
+from proxy.context.call import CallContext, task_key, valid_task_id
 from proxy.errors import InvalidRequest
 
 # The chat-completions request fields (OpenAI's, and the proxy's own); anything else an
@@ -54,8 +53,6 @@ OPENAI_FIELDS = frozenset(
     }
 )
 
-_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # as the X-Task-Id header (proxy.context.call)
-
 
 @dataclass(slots=True)
 class EngineRequest:
@@ -74,12 +71,12 @@ class EngineRequest:
             return call
         changes: dict[str, Any] = {"engine": self.engine}
         if self.task_id is not None:
-            if not _ID.match(self.task_id):
+            if not valid_task_id(self.task_id):
                 raise InvalidRequest(
-                    f"the {self.engine} call id must be 1-128 printable characters",
+                    f"the {self.engine} call id must be 1-256 printable characters",
                     code="invalid_task_id",
                 )
             changes["task_id"] = task_key(call.app_id, self.task_id)
-        if self.user_id is not None and call.user_id is None and _ID.match(self.user_id):
+        if self.user_id is not None and call.user_id is None and valid_task_id(self.user_id):
             changes["user_id"] = self.user_id
         return replace(call, **changes)

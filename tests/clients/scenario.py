@@ -128,7 +128,7 @@ def check_upstream(mock: Any, call_id: str = CALL_ID, *, tools_sent: bool = True
     assert bodies[1] == whole[:3]
     assert bodies[2] == whole[:5]
     assert bodies[3] == whole
-    assert bodies[4] == whole  # the retry: "Thanks!" once
+    assert bodies[4] == whole, bodies[4]  # the retry: "Thanks!" once
     if tools_sent:
         assert [t["function"]["name"] for t in requests[1].body["tools"]] == ["get_weather"]
 

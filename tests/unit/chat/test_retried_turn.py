@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.chat.retried_turn import retried_turn
+from proxy.chat.retried_turn import retried_turn, take_retried_turn
 from proxy.context.history import StoredMessage, TaskHistory
 
 
@@ -61,3 +61,12 @@ def test_a_new_turn_without_a_user_message_is_never_a_retry() -> None:
     stored = history(user("What is the weather?"))
     assert retried_turn(stored, [{"role": "tool", "content": "x", "tool_call_id": "c"}]) is None
     assert retried_turn(history(), NEW) is None
+
+
+def test_taking_the_retried_turn_keeps_the_counts_straight() -> None:
+    stored = history(user("hi"), reply("Hello!"), user("What is the weather?"), reply(""))
+    stored.total_messages = 10  # older messages not loaded
+    assert take_retried_turn(stored, NEW) is True
+    assert [m.content for m in stored.messages] == ["hi", "Hello!"]
+    assert stored.total_messages == 8
+    assert take_retried_turn(stored, NEW) is False
