@@ -126,7 +126,7 @@ def check_upstream(mock: Any, call_id: str = CALL_ID, *, tools_sent: bool = True
     whole = conversation(call_id)
     assert bodies[0] == whole[:1]
     assert bodies[1] == whole[:3]
-    assert bodies[2] == whole[:5]
+    assert bodies[2] == whole[:5], bodies[2]
     assert bodies[3] == whole
     assert bodies[4] == whole, bodies[4]  # the retry: "Thanks!" once
     if tools_sent:
