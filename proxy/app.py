@@ -21,7 +21,9 @@ from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_client import connect_redis
 from proxy.context.redis_store import RedisHistoryStore
+from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.transcript import TranscriptWriter
@@ -38,42 +40,18 @@ from proxy.voice.spoken import SpokenTextReconciler
 log = logging.getLogger("proxy")
 
 
-def build_history_store(settings: Settings) -> HistoryStore:
+async def build_history_store(settings: Settings) -> HistoryStore:
     if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
-    import redis.asyncio as redis
-    from redis.asyncio.sentinel import Sentinel
-
-    timeout = settings.redis_timeout_ms / 1000
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
-        "health_check_interval": 30,
-        # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
-        "max_connections": settings.redis_max_connections,
-    }
-    if settings.redis_password is not None:
-        options["password"] = settings.redis_password.get_secret_value()
-    client: redis.Redis
-    if settings.redis_sentinels:
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
-        sentinel_password = settings.redis_sentinel_password
-        sentinel = Sentinel(
-            hosts,
-            sentinel_kwargs={
-                "password": sentinel_password.get_secret_value() if sentinel_password else None,
-                "socket_timeout": timeout,
-            },
-            **options,
-        )
-        client = sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
-    else:
-        assert settings.redis_url is not None
-        client = redis.Redis.from_url(settings.redis_url, **options)
-    return RedisHistoryStore(
+    client = await connect_redis(settings)
+    store = RedisHistoryStore(
         client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
     )
+    try:
+        await asyncio.wait_for(store.load_scripts(), timeout=2.0)
+    except Exception as exc:  # Redis down on start: the turns load them on first use
+        log.warning("could not load the Redis scripts on start: %r", exc)
+    return store
 
 
 async def _prepare_database(settings: Settings) -> None:
@@ -118,6 +96,14 @@ def _expose_error_counters(state: Any) -> None:
         "Background summaries that failed.",
         lambda: state.summariser.failures,
     )
+    faults = state.store_guard.faults
+    for fault in FAULTS:  # a closed set: every label is there from the start
+        expose(
+            "proxy_store_config_faults",
+            "Redis errors that are configuration faults (MOVED, NOPERM, ...), by error.",
+            lambda fault=fault: faults.counts[fault],
+            error=fault,
+        )
 
 
 def _announce(settings: Settings, table: RouteTable) -> None:
@@ -150,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await client.start()
         table = RouteTable(settings)
         state.router = UpstreamRouter(client, table, metrics)
-        state.history = history = build_history_store(settings)
+        state.history = history = await build_history_store(settings)
         await _prepare_database(settings)
         state.db_engine = make_engine(settings.database_url)
         state.sessions = make_sessionmaker(state.db_engine)
@@ -177,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
-        guard = StoreGuard(settings.redis_timeout_ms / 1000)
+        state.store_guard = guard = StoreGuard(settings.redis_timeout_ms / 1000)
         counter = TokenCounter()
         writer = TurnWriter(
             history,

@@ -9,6 +9,8 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from proxy.context.store_faults import FaultRecord
+
 log = logging.getLogger(__name__)
 
 FAILED: Any = object()  # what a guarded call returns when the store failed
@@ -27,7 +29,8 @@ _TRANSIENT = (
 
 def transient(exc: BaseException) -> bool:
     """The store may answer the same call a moment later (nothing refused it as wrong)."""
-    return isinstance(exc, _TRANSIENT)
+    # A refused password is a ConnectionError to redis-py, but no retry will fix it.
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis_errors.AuthenticationError)
 
 
 def slow(exc: BaseException) -> bool:
@@ -42,6 +45,7 @@ class StoreGuard:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout = timeout_seconds
         self.errors = 0
+        self.faults = FaultRecord()  # errors that are configuration faults, by name
 
     async def __call__(self, operation: Awaitable[Any]) -> Any:
         result, error = await self.attempt(operation)
@@ -57,4 +61,5 @@ class StoreGuard:
                 return await operation, None
         except Exception as exc:
             self.errors += 1
+            self.faults.note(exc)
             return FAILED, exc

@@ -24,6 +24,7 @@ from proxy.context.history import (
     StoredMessage,
     TaskHistory,
 )
+from proxy.context.task_lookup import MAX_MATCHES, names_task
 
 # A full scan for expired tasks runs at most this often (bounded by the TTL itself).
 MAX_SWEEP_INTERVAL_SECONDS = 60.0
@@ -84,6 +85,17 @@ class MemoryHistoryStore:
         )
 
     # Writes.
+
+    async def find_task_keys(self, task_id: str) -> list[str]:
+        now = self.clock()
+        found = [
+            key
+            for key, task in self._tasks.items()
+            if names_task(key, task_id)
+            and task.expires_at > now
+            and (task.messages or task.summary is not None or task.markers)
+        ]
+        return sorted(found)[:MAX_MATCHES]
 
     async def claim_request(
         self, task_id: str, request_id: str, attempt_id: str | None = None

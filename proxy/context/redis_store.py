@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from proxy.context.history import (
     PROBE_WINDOW,
@@ -36,6 +38,9 @@ from proxy.context.history import (
     StoredMessage,
     TaskHistory,
 )
+from proxy.context.task_lookup import MAX_MATCHES, names_task
+
+RedisClient = redis.Redis | RedisCluster
 
 # update_message rewrites these; they must stay the last keys of an encoded message.
 MUTABLE_FIELDS = ("content", "interrupted", "tokens", "heard_at")
@@ -210,6 +215,12 @@ touch()
 return 1
 """
 
+# Readiness: a write and a read under the prefix, by a script (the turns use scripts).
+_PROBE_SCRIPT = r"""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', 60000)
+return redis.call('GET', KEYS[1])
+"""
+
 # ARGV: ttl, id prefix, summary.
 _SET_SUMMARY_SCRIPT = r"""
 local index = find_by_id(ARGV[2])
@@ -229,7 +240,7 @@ class RedisHistoryStore:
     """``HistoryStore`` on Redis (standalone or cluster), redis-py asyncio."""
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "proxy:", ttl_seconds: int = 86400
+        self, client: RedisClient, *, prefix: str = "proxy:", ttl_seconds: int = 86400
     ) -> None:
         self._client = client
         self.prefix = prefix
@@ -240,6 +251,16 @@ class RedisHistoryStore:
         )
         self._update = client.register_script(_LUA_HELPERS + _UPDATE_MESSAGE_SCRIPT)
         self._set_summary = client.register_script(_LUA_HELPERS + _SET_SUMMARY_SCRIPT)
+        self._probe = client.register_script(_PROBE_SCRIPT)
+
+    async def load_scripts(self) -> None:
+        """Load the scripts on every primary ahead of the turns (start, readiness).
+
+        A script the server lacks makes redis-py retry it after a NOSCRIPT error; on
+        a cluster, many such retries at once on new connections sometimes fail inside
+        redis-py (8.1), so the turns should find the scripts already there."""
+        for script in (self._claim, self._commit, self._update, self._set_summary, self._probe):
+            await self._client.script_load(script.script)
 
     def task_keys(self, task_id: str) -> list[str]:
         """The task's keys: messages, meta, request markers (the scripts' KEYS order)."""
@@ -375,9 +396,36 @@ class RedisHistoryStore:
             self._queue_expire(pipe, self.task_keys(task_id), ttl_seconds)
             await pipe.execute()
 
+    async def find_task_keys(self, task_id: str) -> list[str]:
+        # Every task has a request or messages key; SCAN visits every primary of a cluster.
+        pattern = f"{_glob(self.prefix)}{{*{_glob(task_id)}}}:*"
+        found: set[str] = set()
+        async for raw in self._client.scan_iter(match=pattern, count=1000):
+            key = _text(raw)
+            tag, _, suffix = key[len(self.prefix) + 1 :].rpartition("}:")
+            if suffix in ("msgs", "meta", "req") and names_task(tag, task_id):
+                found.add(tag)
+                if len(found) >= MAX_MATCHES:
+                    break
+        return sorted(found)
+
     async def ping(self) -> None:
-        if not await self._client.ping():
-            raise ConnectionError("redis did not answer PING")
+        """Readiness: a real write and read under the prefix (a script, as the turns use),
+        and a standalone client must not be talking to a cluster node."""
+        token = uuid.uuid4().hex
+        key = f"{self.prefix}{{ready}}:probe"
+        await self.load_scripts()  # a restarted or promoted node starts without them
+        if _text(await self._probe(keys=[key], args=[token]) or b"") != token:
+            raise ConnectionError("redis did not read back what the readiness probe wrote")
+        if not isinstance(self._client, RedisCluster):
+            try:
+                info = await self._client.info("cluster")
+            except ResponseError:
+                return  # INFO not granted: the proxy does not need it
+            if info.get("cluster_enabled"):
+                raise ResponseError(
+                    "MOVED: this Redis is a cluster node and the client is standalone"
+                )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -409,6 +457,11 @@ def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
         finish_reason=data.get("finish_reason"),
         completion_id=data.get("completion_id"),
     )
+
+
+def _glob(value: str) -> str:
+    """``value`` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in value)
 
 
 def _text(value: bytes | str) -> str:
