@@ -72,6 +72,8 @@ def config_fault(exc: BaseException) -> str | None:
         return "CROSSSLOT"
     if isinstance(exc, redis_errors.NoPermissionError):
         return "NOPERM"
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return "OOM"
     if isinstance(exc, redis_errors.ResponseError):
         # redis-py drops the code of some errors ("ERR") and keeps others ("WRONGTYPE").
         match = _CODES.search(str(exc))
