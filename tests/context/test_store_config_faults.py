@@ -76,7 +76,7 @@ def test_a_redis_user_without_permission_is_a_named_fault(
     assert ready.json()["checks"]["history"].startswith("NOPERM: the Redis user lacks")
     logged = [r.getMessage() for r in caplog.records if "configuration fault" in r.getMessage()]
     assert len(logged) == 1  # once, not once per call
-    assert "NOPERM" in logged[0] and f"~<PROXY_REDIS_PREFIX>*" in logged[0]
+    assert "NOPERM" in logged[0] and "~<PROXY_REDIS_PREFIX>*" in logged[0]
 
 
 def test_a_key_of_another_kind_under_the_prefix_is_a_named_fault(make_proxy, mock, redis_prefix):
