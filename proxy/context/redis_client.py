@@ -15,7 +15,10 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.settings import Settings
 
@@ -36,6 +39,17 @@ def _options(settings: Settings) -> dict[str, Any]:
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
     return options
+
+
+def stale_connection_retry() -> dict[str, Any]:
+    """After a Redis restart every pooled connection is stale: one that fails is retried
+    once, at once, on a fresh connection, instead of counting as "down" (claims and
+    commits are idempotent per attempt; a timeout is never retried). The cluster client
+    has its own: it retries a lost connection after refreshing the slot map."""
+    return {
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
 
 
 async def server_is_cluster(url: str, options: dict[str, Any]) -> bool | None:
@@ -74,7 +88,7 @@ async def connect_redis(settings: Settings) -> RedisClient:
         # The cluster client finds the other nodes, follows MOVED/ASK and keeps a pool
         # per node; a script or a transaction goes to the node that owns its keys' slot.
         return RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, retry_on_timeout=False, **options)
+    return redis.Redis.from_url(url, retry_on_timeout=False, **stale_connection_retry(), **options)
 
 
 def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
@@ -87,6 +101,7 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
             "socket_timeout": options["socket_timeout"],
         },
         retry_on_timeout=False,
+        **stale_connection_retry(),
         **options,
     )
     return sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
