@@ -319,6 +319,32 @@ touch()
 return 1
 """
 
+# The per-turn reads and queues are scripts too, not MULTI/EXEC pipelines: atomic alike,
+# and on a cluster redis-py's transactions cost several times a script (store bench:
+# tests/bench/store_cluster.py).
+
+# KEYS: messages, meta; ARGV: how many of the newest messages. {messages, summary, total}.
+_LOAD_SCRIPT = r"""
+local limit = tonumber(ARGV[1])
+local messages = {}
+if limit > 0 then messages = redis.call('LRANGE', KEYS[1], -limit, -1) end
+return {messages, redis.call('HGET', KEYS[2], 'summary'), redis.call('LLEN', KEYS[1])}
+"""
+
+# KEYS: a queue. Returns its items and deletes it.
+_TAKE_SCRIPT = r"""
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return items
+"""
+
+# KEYS: a counter; ARGV: its window in seconds (set by the first hit only).
+_HIT_SCRIPT = r"""
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return count
+"""
+
 # Readiness: a write and a read under the prefix, by a script (the turns use scripts).
 _PROBE_SCRIPT = r"""
 redis.call('SET', KEYS[1], ARGV[1], 'PX', 60000)
@@ -358,6 +384,9 @@ class RedisHistoryStore:
         self._update = client.register_script(_LUA_HELPERS + _UPDATE_MESSAGE_SCRIPT)
         self._set_summary = client.register_script(_LUA_HELPERS + _SET_SUMMARY_SCRIPT)
         self._probe = client.register_script(_PROBE_SCRIPT)
+        self._load = client.register_script(_LOAD_SCRIPT)
+        self._take = client.register_script(_TAKE_SCRIPT)
+        self._hit = client.register_script(_HIT_SCRIPT)
 
     async def load_scripts(self) -> None:
         """Load the scripts on every primary ahead of the turns (start, readiness).
@@ -376,14 +405,9 @@ class RedisHistoryStore:
     async def load(self, task_id: str, limit: int) -> TaskHistory:
         messages_key, meta_key, _ = self.task_keys(task_id)
         # One round trip; only the tail is read, whatever the length of the list.
-        async with self._client.pipeline(transaction=True) as pipe:
-            if limit > 0:
-                pipe.lrange(messages_key, -limit, -1)
-            pipe.hget(meta_key, "summary")
-            pipe.llen(messages_key)
-            results = await pipe.execute()
-        encoded = results[0] if limit > 0 else []
-        summary, total = results[-2], results[-1]
+        encoded, summary, total = await self._load(
+            keys=[messages_key, meta_key], args=[max(limit, 0)]
+        )
         return TaskHistory(
             messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
             summary=_text(summary) if summary is not None else None,
@@ -525,20 +549,12 @@ class RedisHistoryStore:
             await pipe.execute()
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
-        key = self.pending_key(task_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.delete(key)
-            items, _ = await pipe.execute()
+        items = await self._take(keys=[self.pending_key(task_id)])
         return [orjson.loads(item) for item in items]
 
     async def hit(self, key: str, window_seconds: int) -> int:
         counter = f"{self.prefix}count:{key}"
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.incr(counter)
-            pipe.expire(counter, window_seconds, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+        return int(await self._hit(keys=[counter], args=[window_seconds]))
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         return bool(

@@ -47,9 +47,9 @@ def nonzero(counts: dict[str, float]) -> dict[str, float]:
         # An ACL written for another prefix: every call is refused (claim, history,
         # meta.info queue).
         (["~elsewhere:*"], ["+@all"], 3),
-        # Reads and writes allowed, scripts not: PING and GET work, every turn's claim
-        # is refused.
-        (None, ["+@all", "-@scripting"], 1),
+        # Reads and writes allowed, scripts not: PING, GET and SET work, and every call
+        # of a turn (all scripts) is refused.
+        (None, ["+@all", "-@scripting"], 3),
     ],
     ids=["keys-of-another-prefix", "no-scripting"],
 )
