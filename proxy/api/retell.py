@@ -56,7 +56,8 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         async with lock:
             await websocket.send_text(orjson.dumps(event).decode())
 
-    session = RetellSession(setup, state.chat, getattr(state, "spoken", None), send, count.done)
+    spoken = getattr(state, "spoken", None)
+    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done)
     log.info("Retell call connected", extra={"task_id": setup.call.task_id})
     try:
         await session.start()

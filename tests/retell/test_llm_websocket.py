@@ -256,3 +256,29 @@ async def test_call_hangup_mid_reply_closes_the_upstream(make_proxy, mock, redis
     assert history[0] == ("user", "Count for me.", False)
     assert history[1][0] == "assistant" and history[1][2] is True
     assert str(history[1][1]).split() in (["one", "two"], ["one", "two", "three"])
+
+
+async def test_a_whole_reply_the_agent_never_said_is_kept_as_unheard(
+    make_proxy, mock, redis_prefix
+):
+    proxy = make_proxy(redis=True, retell_model="gpt-test")
+    mock.script([{"reply": "Nice to meet you, Mike."}, {"reply": "Hello, Mike Trump."}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, user("My name is Mike")))
+        await reply_to(ws, 1)  # sent whole, but the caller went on talking
+        await send(ws, update_only(user("My name is Mike Trump")))
+        await send(ws, required(2, user("My name is Mike Trump")))
+        pieces, _ = await reply_to(ws, 2)
+    assert "".join(pieces) == "Hello, Mike Trump."
+    assert mock.requests[1].body["messages"] == [
+        {"role": "user", "content": "My name is Mike"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "My name is Mike Trump"},
+    ]
+    assert await stored(redis_prefix) == [
+        ("user", "My name is Mike", False),
+        ("assistant", "", True),
+        ("user", "My name is Mike Trump", False),
+        ("assistant", "Hello, Mike Trump.", False),
+    ]
