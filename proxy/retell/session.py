@@ -180,11 +180,17 @@ class RetellSession:
         except asyncio.CancelledError:
             status = 499  # a newer response_id, or the call ended
             raise
+        except Exception:  # the socket went away mid-send, or a bug: end this turn only
+            status = 500
+            log.exception("Retell turn ended by an error", extra=call.log_fields())
         finally:
             if self._on_turn is not None:
                 self._on_turn(status)
         # Ended (answered or failed): Retell may speak and move on.
-        await self._send(rp.response_event(response_id, "", True))
+        try:
+            await self._send(rp.response_event(response_id, "", True))
+        except Exception as exc:  # the call is gone: nobody to tell
+            log.info("Retell call gone before content_complete: %r", exc)
 
     async def _stop_current(self) -> None:
         current, self._current = self._current, None
