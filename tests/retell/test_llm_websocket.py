@@ -282,3 +282,26 @@ async def test_a_whole_reply_the_agent_never_said_is_kept_as_unheard(
         ("user", "My name is Mike Trump", False),
         ("assistant", "Hello, Mike Trump.", False),
     ]
+
+
+async def test_a_reconnect_does_not_greet_again(make_proxy, mock):
+    begin = "Hello, this is Ava."
+    proxy = make_proxy(redis=True, retell_model="gpt-test", retell_begin_message=begin)
+    mock.script([{"reply": "Sure."}, {"reply": "Done."}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws, begin)
+        await send(ws, required(1, agent(begin), user("Book Monday.")))
+        await reply_to(ws, 1)
+    # Retell's auto_reconnect: the same call id, the conversation goes on.
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws, "")
+        transcript = (agent(begin), user("Book Monday."), agent("Sure."), user("At nine."))
+        await send(ws, required(3, *transcript))
+        pieces, _ = await reply_to(ws, 3)
+    assert "".join(pieces) == "Done."
+    assert mock.requests[1].body["messages"] == [
+        {"role": "assistant", "content": begin},
+        {"role": "user", "content": "Book Monday."},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "At nine."},
+    ]
