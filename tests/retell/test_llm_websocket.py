@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.retell.session import NUDGE
 from tests.conftest import REDIS_URL
+from tests.gateway.test_metrics import scrape, value
 
 CALL_ID = "Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6"  # the docs' example call id
 
@@ -123,6 +124,17 @@ async def test_begin_message_then_a_streamed_response(make_proxy, mock, redis_pr
         ("user", "I'd like to book an appointment.", False),
         ("assistant", "Sure, what day would you like?", False),
     ]
+    series = scrape(proxy)
+    assert (
+        value(
+            series,
+            "proxy_requests_total",
+            route="/retell/llm-websocket",
+            model="other",
+            status="200",
+        )
+        == 1
+    )
 
 
 async def test_shortened_agent_utterance_is_what_the_model_sees_next(
