@@ -8,6 +8,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -316,4 +317,74 @@ async def test_a_reconnect_does_not_greet_again(make_proxy, mock):
         {"role": "user", "content": "Book Monday."},
         {"role": "assistant", "content": "Sure."},
         {"role": "user", "content": "At nine."},
+    ]
+
+
+async def test_the_profile_tools_run_for_retell_and_their_card_is_metadata(
+    make_proxy, mock, redis_prefix
+):
+    from proxy.settings import ProfileSpec
+    from tests.gateway.test_tool_loop import ToolServer
+
+    tools = ToolServer()
+    try:
+        admin = "admin-token-for-tests-0123456789"
+        proxy = make_proxy(
+            redis=True,
+            admin_token=admin,
+            retell_model="gpt-test",
+            retell_profile="concierge",
+            meta_info_events="always",
+            profiles={"concierge": ProfileSpec(tools=["weather"], system_prompt="Be kind.")},
+        )
+        created = await asyncio.to_thread(
+            httpx.post,
+            f"{proxy.url}/admin/tools",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={
+                "name": "weather",
+                "description": "The weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                "url": f"{tools.url}/weather",
+                "allow_private_network": True,
+                "filler": "Let me check the weather.",
+                "show_result": True,
+            },
+        )
+        assert created.status_code == 201, created.text
+        mock.script(
+            [
+                {"tool_calls": [{"name": "weather", "arguments": {"city": "Paris"}}]},
+                {"reply": "It is sunny in Paris."},
+            ]
+        )
+        async with connect(ws_url(proxy)) as ws:
+            await opened(ws)
+            await send(ws, required(1, user("Weather in Paris?")))
+            pieces, others = await reply_to(ws, 1)
+    finally:
+        tools.httpd.shutdown()
+    assert pieces[0].strip() == "Let me check the weather."
+    assert "".join(pieces[1:]).strip() == "It is sunny in Paris."
+    card = {"tool": "weather", "result": {"city": "Paris", "sky": "sunny", "celsius": 24}}
+    assert others == [{"response_type": "metadata", "metadata": card}]
+    assert [call[0] for call in tools.calls] == ["/weather"]
+    assert len(mock.requests) == 2
+    first = mock.requests[0].body
+    assert first["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    assert [t["function"]["name"] for t in first["tools"]] == ["weather"]
+    assert [m["role"] for m in mock.requests[1].body["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
+    assert [role for role, _, _ in await stored(redis_prefix)] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
     ]
