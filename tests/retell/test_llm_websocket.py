@@ -388,3 +388,33 @@ async def test_the_profile_tools_run_for_retell_and_their_card_is_metadata(
         "tool",
         "assistant",
     ]
+
+
+async def test_a_cut_reply_still_streaming_is_settled_once(make_proxy, mock, redis_prefix):
+    """The caller cuts in while the model still streams, and talks for longer than the
+    reconciler's grace: the shortened utterance still replaces the reply, once."""
+    proxy = make_proxy(redis=True, retell_model="gpt-test", spoken_grace_seconds=0.3)
+    long_reply = "one two three four five six seven eight nine ten eleven twelve"
+    mock.script([{"reply": long_reply, "chunks": 12, "gap_ms": 150}, {"reply": "Sure."}])
+    question = user("Count to twelve.")
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, question))
+        [await recv(ws) for _ in range(4)]
+        said, more = agent("one two"), user("Stop, please count in French instead.")
+        await send(ws, update_only(question, said, more))
+        await asyncio.sleep(0.8)  # the caller is still talking; the grace runs out
+        await send(ws, required(2, question, said, more))
+        await reply_to(ws, 2)
+    assert mock.requests[1].body["messages"] == [
+        {"role": "user", "content": "Count to twelve."},
+        {"role": "assistant", "content": "one two"},
+        {"role": "user", "content": "Stop, please count in French instead."},
+    ]
+    await asyncio.sleep(0.5)  # nothing settles late either
+    assert await stored(redis_prefix) == [
+        ("user", "Count to twelve.", False),
+        ("assistant", "one two", True),
+        ("user", "Stop, please count in French instead.", False),
+        ("assistant", "Sure.", False),
+    ]
