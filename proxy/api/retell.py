@@ -12,12 +12,13 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from proxy.api.chat import RequestCount
 from proxy.api.deps import bearer_token
 from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
+from proxy.errors import ProxyError
 from proxy.retell.protocol import ProtocolError, parse_event
 from proxy.retell.session import RetellCall, RetellSession
 
@@ -25,16 +26,23 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 PATH = "/retell/llm-websocket/{call_id}"
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 @router.websocket(PATH)
 async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
     state = websocket.app.state
     settings = state.settings
-    token = bearer_token(websocket) or websocket.query_params.get("api_key")  # type: ignore[arg-type]
+    token = bearer_token(websocket) or websocket.query_params.get("api_key")
     caller = state.catalog.authenticate(token)
     if caller is None:
         await websocket.close(POLICY_VIOLATION, "missing or invalid API key")
+        return
+    try:
+        await state.rate_limiter.check(caller)  # a call counts as one request of its key
+    except ProxyError as exc:  # accepted first, so that Retell sees why (a 1013 close)
+        await websocket.accept()
+        await websocket.close(TRY_AGAIN_LATER, exc.message[:120])
         return
     call = CallContext.from_headers({"x-task-id": call_id})  # the header's rules for a task id
     if call.task_id is None:
@@ -75,7 +83,7 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
                 log.warning("Retell message skipped: %s", exc)
                 continue
             await session.handle(event)
-    except OSError:
+    except (OSError, WebSocketDisconnect):
         pass  # the connection dropped while sending: Retell reconnects if configured
     finally:
         await session.close()
