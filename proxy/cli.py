@@ -28,10 +28,12 @@ def create_app_from_env() -> Any:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
     from proxy.logs import configure_logging
+    from proxy.serving import HeaderTimeoutProtocol
     from proxy.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_level)
+    HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     return create_app(settings)
 
 
@@ -63,8 +65,17 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.logs import configure_logging
+    from proxy.serving import HeaderTimeoutProtocol
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("header_timeout_seconds", args.header_timeout),
+        )
+        if v is not None
+    }
     settings = load_settings("proxy", **overrides)
     if settings is None:
         return 2
@@ -86,6 +97,8 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Worker processes rebuild settings from the environment: pass the overrides on.
     os.environ["PROXY_HOST"], os.environ["PROXY_PORT"] = settings.host, str(settings.port)
+    os.environ["PROXY_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
+    HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     uvicorn.run(
         "proxy.cli:create_app_from_env",
         factory=True,
@@ -93,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,  # httptools, with a deadline for request headers
         log_config=None,
         access_log=False,
         proxy_headers=False,  # client addresses are not used; skip the per-request rewrite
@@ -116,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--workers", type=int, default=1)
     serve_cmd.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight streams may finish"
+    )
+    serve_cmd.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        help="seconds a connection has to send its request headers, else it is closed "
+        "(slowloris); default 10 (PROXY_HEADER_TIMEOUT_SECONDS)",
     )
 
     # Subcommands with their own argument parsers, imported only when used.

@@ -214,6 +214,21 @@ def test_serve_command(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert flag(args, "--host") == "0.0.0.0"
     assert flag(args, "--port") == "8000"
     assert float(flag(args, "--graceful-timeout")) == 60
+    # Slowloris: a connection that does not finish its headers in 10 s is closed.
+    assert float(flag(args, "--header-timeout")) == 10
+
+
+def test_write_behind_spool_has_its_own_volume(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["default"]
+    container = proxy_container(docs)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["spool"] == "/var/lib/proxy/spool"
+    assert volumes["spool"]["emptyDir"] == {"sizeLimit": "1Gi"}
+    assert configmap(docs, "-env")["data"]["PROXY_SPOOL_DIR"] == "/var/lib/proxy/spool"
 
 
 def test_checksum_annotation_follows_the_config(helm: Helm) -> None:

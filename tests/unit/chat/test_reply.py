@@ -9,6 +9,7 @@ import orjson
 from proxy.chat.reply import ReplyAccumulator
 from proxy.context.history import StoredAnswer
 from proxy.upstream.sse import DONE
+from proxy.upstream.usage import UpstreamUsage
 
 
 def event(**fields: Any) -> bytes:
@@ -104,7 +105,8 @@ def test_non_object_events_and_usage() -> None:
     reply = ReplyAccumulator()
     assert reply.feed(b"[1, 2]") == "" and reply.error is None
     reply.feed(event(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2}))
-    assert reply.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert reply.usage == UpstreamUsage(prompt_tokens=3, completion_tokens=2, cached_tokens=0)
+    assert reply.usage_only
 
 
 def test_a_whole_completion_reads_the_same() -> None:
@@ -124,9 +126,6 @@ def test_a_whole_completion_reads_the_same() -> None:
         }
     )
     assert (reply.text, reply.finish_reason, reply.tool_calls) == ("Hi.", "tool_calls", {0: call})
-    assert (reply.completion_id, reply.model, reply.usage) == (
-        "chatcmpl-9",
-        "m-9",
-        {"total_tokens": 7},
-    )
+    assert (reply.completion_id, reply.model) == ("chatcmpl-9", "m-9")
+    assert reply.usage == UpstreamUsage(prompt_tokens=0, completion_tokens=0, cached_tokens=0)
     assert ReplyAccumulator.from_completion({}).answer() == StoredAnswer("", None, "stop", None)

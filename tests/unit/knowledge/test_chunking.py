@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.knowledge.chunking import chunk_spans, chunk_text, split_sentences
@@ -133,6 +133,7 @@ ALPHABET = st.sampled_from(
 
 
 @settings(max_examples=150, deadline=None)
+@example(pieces=["a", ". ", "本", "Dr. ", "货"], max_tokens=8, overlap=0)  # 7 + 1 tokens join as 9
 @given(
     pieces=st.lists(ALPHABET, max_size=400),
     max_tokens=st.integers(min_value=8, max_value=60),
@@ -146,3 +147,11 @@ def test_no_text_is_ever_lost(counter, pieces, max_tokens, overlap):
     assert all(a[0] < b[0] for a, b in itertools.pairwise(spans))  # progress
     for start, end in spans:
         assert counter.count_text(text[start:end]) <= max_tokens
+
+
+def test_a_chunk_is_counted_as_joined_text(counter) -> None:
+    # 'a. 本Dr. ' is 7 tokens and '货' 1, but together they are 9: two chunks, not one.
+    text = "a. 本Dr. 货"
+    spans = chunk_spans(text, max_tokens=8, overlap_tokens=0, counter=counter)
+    assert spans == [(0, 8), (8, 9)]
+    assert [counter.count_text(text[start:end]) for start, end in spans] == [7, 1]
