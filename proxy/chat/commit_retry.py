@@ -124,7 +124,9 @@ class CommitRetrier:
         ``NOT_RECORDED_REASONS``)."""
         if self._metrics is not None:
             self._metrics.turns_not_recorded.labels(reason).inc()
-        log.warning("turn not recorded (%s)", reason, extra=commit.log_fields)
+        # A superseded attempt is the usual end of an abandoned one (its retry is recorded).
+        level = logging.INFO if reason == "superseded" else logging.WARNING
+        log.log(level, "turn not recorded (%s)", reason, extra=commit.log_fields)
 
     def submit(self, commit: TurnCommit) -> bool:
         """Retry ``commit`` in the background, after the task's commits already here."""
