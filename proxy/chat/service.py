@@ -24,7 +24,7 @@ from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
 from proxy.chat.reply import ReplyAccumulator
 from proxy.chat.turns import PendingTurn, TurnWriter
-from proxy.context.assembly import assemble, split_request, to_stored
+from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard, slow
@@ -305,7 +305,7 @@ class ChatService:
                 task_id,
                 attempt_id,
                 [to_stored(m, request_id=call.request_id, source="turn") for m in parts.new_turn],
-                [to_stored(m, request_id=None, source="seed") for m in parts.earlier] or None,
+                seed_from(parts.earlier, limit=policy.load_limit),
                 owner,
                 policy=policy,
                 profile=profile_name,

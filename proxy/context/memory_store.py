@@ -63,20 +63,36 @@ class _Task:
         return sum(1 for attempt in self.leases if attempt != attempt_id)
 
 
+def _tenant(task_key: str) -> str:
+    """The app a task key belongs to ("" for a bare task id)."""
+    app, sep, _ = task_key.partition(":")
+    return app if sep else ""
+
+
 class MemoryHistoryStore:
-    """``HistoryStore`` in a dict: TTL after the last write, LRU-bounded task count."""
+    """``HistoryStore`` in a dict: TTL after the last write, bounded task count.
+
+    Bounded per tenant too: a tenant holds at most ``max_tasks_per_tenant`` tasks (its
+    own least recently used one makes room), and when the store is full the tenant
+    holding the most tasks gives one up. One tenant's 10,000 tasks never evict another
+    tenant's history while that tenant holds fewer.
+    """
 
     def __init__(
         self,
         ttl_seconds: int = 86400,
         max_tasks: int = 10000,
         *,
+        max_tasks_per_tenant: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_tasks = max_tasks
+        self.max_tasks_per_tenant = max_tasks_per_tenant or max_tasks
         self.clock = clock  # replaceable so tests can move time forward
         self._tasks: OrderedDict[str, _Task] = OrderedDict()  # least recently used first
+        # The same task keys by tenant, least recently used first.
+        self._by_tenant: dict[str, OrderedDict[str, None]] = {}
         self._sweep_interval = min(float(ttl_seconds), MAX_SWEEP_INTERVAL_SECONDS)
         self._next_sweep = clock() + self._sweep_interval
         self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
@@ -258,14 +274,14 @@ class MemoryHistoryStore:
         return False
 
     async def reset(self, task_id: str) -> None:
-        self._tasks.pop(task_id, None)
+        self._drop(task_id)
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         task = self._find(task_id)
         if task is None:
             return
         if ttl_seconds <= 0:
-            del self._tasks[task_id]
+            self._drop(task_id)
         else:
             task.expires_at = self.clock() + ttl_seconds
 
@@ -306,6 +322,7 @@ class MemoryHistoryStore:
 
     async def close(self) -> None:
         self._tasks.clear()
+        self._by_tenant.clear()
 
     # Bookkeeping.
 
@@ -315,9 +332,10 @@ class MemoryHistoryStore:
         if task is None:
             return None
         if task.expires_at <= self.clock():
-            del self._tasks[task_id]
+            self._drop(task_id)
             return None
         self._tasks.move_to_end(task_id)
+        self._by_tenant[_tenant(task_id)].move_to_end(task_id)
         return task
 
     def _for_write(self, task_id: str) -> _Task:
@@ -326,9 +344,15 @@ class MemoryHistoryStore:
         self._maybe_sweep(now)
         task = self._find(task_id)
         if task is None:
+            tenant = _tenant(task_id)
+            own = self._by_tenant.setdefault(tenant, OrderedDict())
+            while len(own) >= self.max_tasks_per_tenant:
+                self._drop(next(iter(own)))  # the tenant's least recently used
             while len(self._tasks) >= self.max_tasks:
-                self._tasks.popitem(last=False)  # evict the least recently used
+                largest = max(self._by_tenant.values(), key=len)
+                self._drop(next(iter(largest)))
             task = self._tasks[task_id] = _Task(expires_at=0.0)
+            self._by_tenant.setdefault(tenant, OrderedDict())[task_id] = None
         task.expires_at = now + self.ttl_seconds
         return task
 
@@ -338,7 +362,16 @@ class MemoryHistoryStore:
         self._next_sweep = now + self._sweep_interval
         expired = [task_id for task_id, task in self._tasks.items() if task.expires_at <= now]
         for task_id in expired:
-            del self._tasks[task_id]
+            self._drop(task_id)
+
+    def _drop(self, task_id: str) -> None:
+        if self._tasks.pop(task_id, None) is None:
+            return
+        tenant = _tenant(task_id)
+        own = self._by_tenant[tenant]
+        del own[task_id]
+        if not own:
+            del self._by_tenant[tenant]
 
 
 def _copies(messages: list[StoredMessage]) -> list[StoredMessage]:
