@@ -261,13 +261,21 @@ class ChatService:
                     holder=self.leases.holder,
                 )
             )
-        (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-            # Shielded: a claim that misses its time box still runs to its end, and the
-            # commit learns from it whether this attempt owns the request.
-            self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
-            self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-            self.guard(take_queued(self.history, task_id)),
-        )
+        try:
+            (claim, claim_error), (history, load_error), queued = await asyncio.gather(
+                # Shielded: a claim that misses its time box still runs to its end, and
+                # the commit learns from it whether this attempt owns the request.
+                self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
+                self.guard.attempt(self.history.load(task_id, policy.load_limit)),
+                self.guard(take_queued(self.history, task_id)),
+            )
+        except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
+            if claiming is not None:
+                said = split_request(body["messages"]).new_turn
+                new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                self.writer.interrupted(turn, [])
+            raise
         if queued is not FAILED:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):
