@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from proxy.config_file import read_config_file
 from proxy.context.call import APP_ID_PATTERN
 
 ECHO_MODEL = "echo"
@@ -172,6 +173,12 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=2000, ge=1, description="Chat requests in flight per process; more get 503."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a connection has to send complete request headers (from "
+        "opening, and from the first byte of each request); then it is closed. 0 = no limit.",
+    )
     keep_alive_seconds: int = Field(
         default=75,
         ge=1,
@@ -198,6 +205,20 @@ class Settings(BaseSettings):
     transcript_queue_size: int = Field(default=10_000, ge=10)
     transcript_batch_size: int = Field(default=200, ge=1)
     transcript_flush_seconds: float = Field(default=0.5, gt=0)
+    spool_dir: str | None = Field(
+        default=None,
+        description="Directory of the durable write-behind spool (transcripts and callback "
+        "events the database has not taken yet); 'off' keeps them in memory only. Unset: "
+        "next to the SQLite file, or ./proxy-spool.",
+    )
+    metrics_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model names (besides routes and their targets) that get their own "
+        "metric label; every other requested name is counted as 'other'.",
+    )
+    spool_fsync: bool = Field(
+        default=False, description="fsync the spool on every submission (survives power loss)."
+    )
     key_cache_seconds: float = Field(default=10.0, gt=0)
 
     # Knowledge (retrieval) and tools.
@@ -258,7 +279,7 @@ class Settings(BaseSettings):
     history_closed_ttl_seconds: int = Field(default=600, ge=1)
     history: HistoryPolicy = Field(default_factory=HistoryPolicy)
 
-    @field_validator("api_keys", "redis_sentinels", mode="before")
+    @field_validator("api_keys", "redis_sentinels", "metrics_models", mode="before")
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -281,8 +302,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.env == "production" and self.admin_token is None:
-            raise ValueError("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+        if self.env == "production":
+            unsafe = production_refusals(self)
+            if unsafe:
+                raise ValueError("; ".join(unsafe))
         if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("PROXY_ADMIN_TOKEN must be at least 16 characters")
         return self
@@ -299,9 +322,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_path = os.environ.get("PROXY_CONFIG")
         if config_path:
-            if not os.path.isfile(config_path):
-                raise ValueError(f"PROXY_CONFIG names a missing file: {config_path}")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+            data = read_config_file(config_path, settings_cls)  # unknown keys refused
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
 
     # Derived views.
@@ -320,3 +342,27 @@ class Settings(BaseSettings):
             first_token_timeout=self.upstream_first_token_timeout,
             total_timeout=self.upstream_total_timeout,
         )
+
+
+def production_refusals(settings: Settings) -> list[str]:
+    """The defaults that are fine on a laptop and wrong in production, each naming its
+    setting. ``PROXY_ENV=production`` refuses to start with any of them."""
+    refusals = []
+    if not settings.upstream_base_url and not settings.routes:
+        refusals.append(
+            "PROXY_UPSTREAM_BASE_URL (or routes in PROXY_CONFIG) is required when "
+            "PROXY_ENV=production: without it the built-in echo model answers every request"
+        )
+    if settings.admin_token is None:
+        refusals.append("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+    if not settings.database_url:
+        refusals.append(
+            "PROXY_DATABASE_URL is required when PROXY_ENV=production (unset = a SQLite "
+            "file in the working directory)"
+        )
+    if not settings.redis_url and not settings.redis_sentinels:
+        refusals.append(
+            "PROXY_REDIS_URL (or PROXY_REDIS_SENTINELS) is required when PROXY_ENV=production "
+            "(unset = history in this process only, lost on restart)"
+        )
+    return refusals
