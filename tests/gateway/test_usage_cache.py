@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.mock.behaviour import prompt_tokens
 from proxy.mock.cache import PromptCache
+from proxy.settings import ModelRoute, UpstreamTarget
 
 
 def metric(proxy, name: str, **labels: str) -> float:
@@ -25,7 +26,8 @@ def chunks(response: httpx.Response) -> list[dict]:
 
 
 def test_usage_is_asked_upstream_and_cached_tokens_are_counted(make_proxy, mock):
-    proxy = make_proxy()
+    # A configured model name is a metric label of its own (others are "other").
+    proxy = make_proxy(routes={"m": ModelRoute(targets=[UpstreamTarget(base_url=mock.base_url)])})
     headers = {"X-Task-Id": "cache-task"}
     for turn in range(3):
         body = {
