@@ -2,7 +2,7 @@
 
 A task whose history has reached its budget is continued for 40 turns, assembled
 exactly as the proxy does (``proxy.context.assembly.assemble`` over a store that loads
-the newest ``load_limit`` messages, retrieval placed by ``proxy.chat.grounding.inject``),
+the newest ``load_limit`` messages, retrieval placed by ``proxy.chat.grounding.ground``),
 and compared with the first release: a window sliding one turn per request and
 retrieval appended to the leading system message. Reuse of a turn is the longest common
 token prefix with the previous request of the task, over the request's tokens (what an
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.chat.grounding import inject
+from proxy.chat.grounding import ground
 from proxy.context.assembly import assemble, split_request
 from proxy.context.budget import TokenCounter
 from proxy.context.history import StoredMessage, TaskHistory
@@ -36,7 +36,7 @@ _VOCABULARY = (
 )
 WORDS = tuple(_VOCABULARY.split(" "))
 PREFILL_TURNS = 60  # the history has reached its budget before the measured turns
-CHUNKS = 24  # the knowledge base: chunks of about 100 tokens
+CHUNKS = 24  # topic chunks of about 100 tokens (and one more per turn)
 TOPIC_TURNS = 3  # a caller asks about one topic for a few turns
 
 
@@ -68,16 +68,27 @@ def answer_text(turn: int) -> str:
 
 
 def knowledge_for(turn: int) -> str:
-    """The top 3 chunks for a turn: the same for the turns of one topic."""
+    """The top 3 chunks for a turn: two about the turn's topic (shared by the turns of
+    one topic), one that only this turn retrieves."""
     topic = turn // TOPIC_TURNS
+    chunks = [(topic * 2) % CHUNKS, (topic * 2 + 1) % CHUNKS, CHUNKS + turn]
     lines = [
-        f"[{rank}] Guide {(topic * 3 + rank) % CHUNKS}: {_words(topic * 3 + rank + 500, 70)}."
-        for rank in (1, 2, 3)
+        f"[{rank}] Guide {chunk}: {_words(chunk + 500, 70)}."
+        for rank, chunk in enumerate(chunks, start=1)
     ]
     return "Relevant knowledge:\n" + "\n".join(lines)
 
 
-def old_inject(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+def new_place(
+    messages: list[dict[str, Any]], context: str, new_turn: list[StoredMessage]
+) -> list[dict[str, Any]]:
+    """Now: new chunks only, just before the new turn, stored with the turn."""
+    return ground(messages, context, new_turn, None)
+
+
+def old_inject(
+    messages: list[dict[str, Any]], context: str, new_turn: list[StoredMessage]
+) -> list[dict[str, Any]]:
     """The first release: retrieval appended to the leading system message."""
     first = messages[0]
     text = content_text(first.get("content"))
@@ -108,7 +119,7 @@ def run_task(
     policy: HistoryPolicy,
     counter: TokenCounter,
     turns: int,
-    place: Callable[[list[dict[str, Any]], str], list[dict[str, Any]]] | None,
+    place: Callable[[list[dict[str, Any]], str, list[StoredMessage]], list[dict[str, Any]]] | None,
     model: TtftModel,
     name: str,
 ) -> Series:
@@ -127,7 +138,7 @@ def run_task(
         )
         messages = prompt.messages
         if place is not None:
-            messages = place(messages, knowledge_for(turn))
+            messages = place(messages, knowledge_for(turn), prompt.new_turn)
         tokens = counter.encoding.encode_ordinary(render(messages))
         if turn >= PREFILL_TURNS and previous is not None:
             cached = common_prefix(previous, tokens)
@@ -148,12 +159,12 @@ def measure(
     counter = TokenCounter()
     sliding = policy.model_copy(update={"low_water": 1.0})
     cases = []
-    for case, old_place, new_place in (
+    for case, before, now in (
         ("retrieval off", None, None),
-        ("retrieval on", old_inject, inject),
+        ("retrieval on", old_inject, new_place),
     ):
-        old = run_task(sliding, counter, turns, old_place, model, "first release")
-        new = run_task(policy, counter, turns, new_place, model, "now")
+        old = run_task(sliding, counter, turns, before, model, "first release")
+        new = run_task(policy, counter, turns, now, model, "now")
         cases.append((case, old, new))
     return cases
 
