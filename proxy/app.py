@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
-from proxy.api import admin, callbacks, chat, health
+from proxy.api import admin, callbacks, chat, health, responses, retell
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
@@ -262,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retriever=state.retriever,
         )
         state.summariser = summariser
+        state.spoken = spoken  # what the caller heard (905, Retell's transcript)
         state.rate_limiter = RateLimiter(history, guard)
         state.concurrency = ConcurrencyGate(settings.max_concurrent_requests)
         state.callbacks = CallbackService(
@@ -312,4 +313,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
+    app.include_router(responses.router)
+    app.include_router(retell.router)
     return app

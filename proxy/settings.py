@@ -253,6 +253,15 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
     )
 
+    # Retell's LLM WebSocket (/retell/llm-websocket/{call_id}).
+    retell_model: str = Field(
+        default="gpt-4o-mini", description="Model for Retell calls (a profile's model wins)."
+    )
+    retell_profile: str | None = Field(default=None, description="Profile for Retell calls.")
+    retell_begin_message: str = Field(
+        default="", description="What the agent says first; empty: it waits for the caller."
+    )
+
     # Per-task context.
     redis_url: str | None = None
     redis_password: SecretStr | None = None
