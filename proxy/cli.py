@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
         "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
         "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
+        "bench-relay": ("proxy.bench.bare_relay", "main", "a bare aiohttp relay (bench floor)"),
         "soak": ("proxy.bench.soak", "main", "run many simulated voice sessions and check history"),
     }
     for name, (_, _, help_text) in delegated.items():

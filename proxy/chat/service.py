@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
-from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
+from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
@@ -196,10 +196,14 @@ class ChatService:
             log.error("retrieval failed, answering without it: %r", exc)
             return prepared
         if grounding is not None:
-            prepared.body = {
-                **prepared.body,
-                "messages": inject(prepared.body["messages"], grounding.context),
-            }
+            turn = prepared.turn
+            messages = ground(
+                prepared.body["messages"],
+                grounding.context,
+                turn.new_turn if turn is not None else None,
+                call.request_id,
+            )
+            prepared.body = {**prepared.body, "messages": messages}
             prepared.meta.append({"sources": grounding.sources})
         return prepared
 
