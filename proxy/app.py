@@ -32,6 +32,7 @@ from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
+from proxy.usage.setup import build_usage
 from proxy.voice.callbacks import CallbackService
 from proxy.voice.spoken import SpokenTextReconciler
 
@@ -173,6 +174,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             write_lock=write_lock,
         )
         await state.transcripts.start()
+        state.usage = build_usage(settings, state.sessions, history, write_lock)
+        state.budgets = state.usage.budgets
+        await state.usage.writer.start()
         summariser = Summariser(history, table, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
@@ -225,6 +229,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await spoken.close()
             await summariser.close()
             await state.transcripts.close()
+            await state.budgets.drain()
+            await state.usage.writer.close()
             await state.catalog.close()
             await state.tools.close()
             await state.retriever.close()

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from proxy.context.call import APP_ID_PATTERN
+from proxy.usage.specs import Budget, ModelPrice
 
 ECHO_MODEL = "echo"
 
@@ -102,6 +103,8 @@ class KeySpec(BaseModel):
     allow_profile_override: bool = False
     app_id: str | None = Field(default=None, pattern=APP_ID_PATTERN)  # no ":" (task keys)
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1)
+    max_cost_per_day: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> KeySpec:
@@ -194,6 +197,14 @@ class Settings(BaseSettings):
     )
     spoken_grace_seconds: float = Field(
         default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
+    )
+
+    # Usage, budgets and cost (proxy.usage).
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Per-model prices (the model the upstream reports)."
+    )
+    app_budgets: dict[str, Budget] = Field(
+        default_factory=dict, description="Daily token and cost caps per app id."
     )
 
     # Per-task context.

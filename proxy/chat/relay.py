@@ -28,6 +28,7 @@ from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
 from proxy.upstream.routes import CompletionStream
+from proxy.usage.recorder import report as report_usage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class RelayPlan:
     emit_meta: bool = False
     tools: ToolBelt | None = None
     opening_filler: str | None = None  # spoken before the first token (fast first words)
+    pass_usage: bool = True  # the caller asked for the usage chunk (else the proxy did)
 
 
 class StreamRelay:
@@ -161,6 +163,8 @@ class StreamRelay:
                 text = reply.feed(payload)
                 if reply.done or reply.error is not None:
                     break
+                if reply.usage_only and not self.plan.pass_usage:
+                    continue  # the proxy asked for it (usage records), not the caller
                 if hide_tools and (reply.tool_calls or reply.finish_reason == "tool_calls"):
                     if len(reply.tool_calls) > calls_before and not (self._said_anything or texts):
                         name = reply.tool_calls[min(reply.tool_calls)]["function"]["name"]
@@ -182,6 +186,7 @@ class StreamRelay:
             if reply.error is not None:
                 raise reply.error
             if reply.done:
+                report_usage(reply.model, reply.usage)
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")
@@ -263,10 +268,9 @@ class StreamRelay:
         metrics, model = self._metrics, self.plan.model
         elapsed = time.perf_counter() - self.plan.received_at
         metrics.operation_duration.labels("chat", model).observe(elapsed)
-        usage = reply.usage or {}
-        for kind, name in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-            if isinstance(usage.get(name), int):
-                metrics.token_usage.labels(kind, model).observe(usage[name])
+        if reply.usage is not None:
+            metrics.token_usage.labels("input", model).observe(reply.usage.prompt_tokens)
+            metrics.token_usage.labels("output", model).observe(reply.usage.completion_tokens)
 
 
 MAX_VISIBLE_RESULT = 16 * 1024  # a client-app card, not a data transfer

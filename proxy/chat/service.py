@@ -32,6 +32,7 @@ from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
+from proxy.usage.request import ask_for_usage
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class ChatService:
         plan = await self._prepare(body, call, profile, received_at or time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_frames(plan)
+        plan.body, plan.pass_usage = ask_for_usage(plan.body)
         opening = asyncio.ensure_future(self.router.open_stream(plan.body))
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
         try:

@@ -58,6 +58,8 @@ class ApiKey(Base):
     allow_profile_override: Mapped[bool] = mapped_column(Boolean, default=False)
     app_id: Mapped[str | None] = mapped_column(String(64))  # the tenant it may act for
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # budget (UTC day)
+    max_cost_per_day: Mapped[float | None] = mapped_column(Float)  # in the price table's unit
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -208,3 +210,24 @@ class Tool(Base):
     allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class UsageRecord(Base):
+    """The tokens one upstream completion reported, and what they cost (``proxy.usage``)."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # UTC "YYYY-MM-DD", for grouping
+    app_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    key_name: Mapped[str | None] = mapped_column(String(128))
+    task_id: Mapped[str | None] = mapped_column(String(TASK_KEY_LENGTH), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(128))  # the model name the caller sent
+    model: Mapped[str] = mapped_column(String(128))  # the model the upstream reported
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)

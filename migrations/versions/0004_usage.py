@@ -1,0 +1,53 @@
+"""usage records (tokens and cost per upstream completion) and per-key daily budgets
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-06 15:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "usage_records",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("app_id", sa.String(length=64), nullable=True),
+        sa.Column("key_id", sa.String(length=160), nullable=True),
+        sa.Column("key_name", sa.String(length=128), nullable=True),
+        sa.Column("task_id", sa.String(length=200), nullable=True),
+        sa.Column("request_id", sa.String(length=128), nullable=True),
+        sa.Column("route", sa.String(length=128), nullable=False),
+        sa.Column("model", sa.String(length=128), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+    )
+    for column in ("created_at", "day", "app_id", "key_id", "task_id"):
+        op.create_index(op.f(f"ix_usage_records_{column}"), "usage_records", [column])
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("max_tokens_per_day", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("max_cost_per_day", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("max_cost_per_day")
+        batch_op.drop_column("max_tokens_per_day")
+    for column in ("created_at", "day", "app_id", "key_id", "task_id"):
+        op.drop_index(op.f(f"ix_usage_records_{column}"), table_name="usage_records")
+    op.drop_table("usage_records")

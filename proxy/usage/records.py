@@ -1,0 +1,69 @@
+"""Usage rows: who a completion is charged to, and the write-behind queue that stores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert
+
+from proxy.db.base import row_chunks
+from proxy.db.models import UsageRecord
+from proxy.db.write_behind import WriteBehindQueue
+from proxy.upstream.usage import UpstreamUsage
+
+MAX_NAME = 128  # route and model columns
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOwner:
+    """What a request's usage is attributed to."""
+
+    route: str  # the model name the caller sent
+    app_id: str | None = None
+    key_id: str | None = None  # database id, "config:<name>" or "env" (never the key)
+    key_name: str | None = None
+    task_id: str | None = None  # the task key
+    request_id: str | None = None
+
+
+def usage_row(
+    owner: UsageOwner, model: str | None, usage: UpstreamUsage, cost: float, at: datetime
+) -> dict[str, Any]:
+    return {
+        "created_at": at,
+        "day": at.astimezone(UTC).strftime("%Y-%m-%d"),
+        "app_id": owner.app_id,
+        "key_id": owner.key_id,
+        "key_name": owner.key_name,
+        "task_id": owner.task_id,
+        "request_id": owner.request_id,
+        "route": owner.route[:MAX_NAME],
+        "model": (model or owner.route)[:MAX_NAME],
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost": cost,
+    }
+
+
+class UsageWriter(WriteBehindQueue[dict[str, Any]]):
+    """Usage rows are written in batches behind the request, like transcripts."""
+
+    what = "usage"
+
+    def submit(self, row: dict[str, Any]) -> bool:
+        return self._put(row)
+
+    def _owner(self, item: dict[str, Any]) -> str:
+        return str(item.get("task_id") or item.get("key_id") or "?")
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        async with self.sessions() as session, session.begin():
+            for chunk in row_chunks(batch):
+                await session.execute(insert(UsageRecord), list(chunk))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
