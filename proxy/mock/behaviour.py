@@ -43,6 +43,7 @@ class MockBehaviour:
     reasoning: str | None = None  # streamed as reasoning_content before the content
     extra_fields: dict[str, Any] | None = None  # merged into every chunk / the JSON body
     meta_info: dict[str, Any] | None = None  # a "meta.info" event before the first chunk
+    cached_tokens: int = 0  # reported as usage.prompt_tokens_details.cached_tokens (if > 0)
 
     def merged(self, overrides: Mapping[str, Any]) -> MockBehaviour:
         """A copy with ``overrides`` applied; string values (from URLs) are parsed."""
@@ -67,6 +68,7 @@ _KINDS: dict[str, type] = {
     "reasoning": str,
     "extra_fields": dict,
     "meta_info": dict,
+    "cached_tokens": int,
 }
 _OPTIONAL = {f.name for f in dataclasses.fields(MockBehaviour) if f.default is None}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -225,10 +227,22 @@ def content_pieces(b: MockBehaviour, body: dict[str, Any]) -> tuple[str, ...]:
     return split_pieces(text, b.chunks)
 
 
-def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+def _usage(b: MockBehaviour, body: dict[str, Any], completion_tokens: int) -> dict[str, Any]:
     prompt = prompt_tokens(body.get("messages"))
     total = prompt + completion_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": total,
+    }
+    if b.cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(b.cached_tokens, prompt)}
+    return usage
+
+
+def reported_usage(b: MockBehaviour, body: dict[str, Any]) -> dict[str, Any]:
+    """The usage the mock reports for a request (in the last chunk, or the completion)."""
+    return _usage(b, body, len(_deltas(b, body, "chatcmpl-usage")))
 
 
 def render_stream(
@@ -274,7 +288,7 @@ def render_stream(
             add(chunk(deltas[sent]), True)
     add(chunk({}, "tool_calls" if b.tool_calls else "stop"), True)
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = _usage(body, len(deltas))
+        usage = _usage(b, body, len(deltas))
         add(
             b"data: " + orjson.dumps({**head, "choices": [], "usage": usage, **extra}) + b"\n\n",
             False,
@@ -323,7 +337,7 @@ def render_json(
                 "logprobs": None,
             }
         ],
-        "usage": _usage(body, len(deltas)),
+        "usage": _usage(b, body, len(deltas)),
         **(b.extra_fields or {}),
     }
     return delay_s, orjson.dumps(completion)
