@@ -27,6 +27,8 @@ from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
+from proxy.observability.access import AccessMiddleware
+from proxy.observability.tracing import Tracing, traces_endpoint
 from proxy.settings import Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
@@ -238,6 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.close()
             await history.close()
             await state.db_engine.dispose()
+            state.tracing.close()
 
     app = FastAPI(
         title="Voice LLM proxy",
@@ -249,6 +252,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
     app.add_middleware(chat.ChatFastPath)
+    app.state.tracing = Tracing.start(
+        traces_endpoint(
+            settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
+        ),
+        __version__,
+    )
+    app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -11,7 +11,14 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -205,6 +212,21 @@ class Settings(BaseSettings):
     )
     app_budgets: dict[str, Budget] = Field(
         default_factory=dict, description="Daily token and cost caps per app id."
+    )
+
+    # Observability (proxy.observability): the standard OpenTelemetry variables.
+    access_log: bool = Field(default=True, description="One JSON line per request.")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otel_exporter_otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector base URL; set = export traces.",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "otel_exporter_otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
+        description="Full OTLP/HTTP traces URL (wins over the base URL).",
     )
 
     # Per-task context.

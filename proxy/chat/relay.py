@@ -27,6 +27,7 @@ from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing
 from proxy.upstream.routes import CompletionStream
 from proxy.usage.recorder import report as report_usage
 
@@ -212,6 +213,11 @@ class StreamRelay:
         )
         for call, result in zip(calls, results, strict=True):
             call["id"] = result.call_id
+            tracing.finished_stage(
+                f"proxy.tool {result.name}",
+                result.elapsed_ms,
+                {"gen_ai.tool.name": result.name, "proxy.tool.ok": result.ok},
+            )
             self._metrics.tool_calls.labels(result.name, "ok" if result.ok else "error").inc()
         assistant = StoredMessage(
             role="assistant",

@@ -30,6 +30,7 @@ from proxy.context.guard import FAILED, StoreGuard, slow
 from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHistory
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 from proxy.usage.request import ask_for_usage
@@ -238,11 +239,12 @@ class ChatService:
             if call.request_id is not None
             else _no_claim()
         )
-        (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-            claiming,
-            self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-            self.guard(take_queued(self.history, task_id)),
-        )
+        with tracing.child("proxy.store", {"proxy.task_key": task_id}):
+            (claim, claim_error), (history, load_error), queued = await asyncio.gather(
+                claiming,
+                self.guard.attempt(self.history.load(task_id, policy.load_limit)),
+                self.guard(take_queued(self.history, task_id)),
+            )
         if queued is not FAILED:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):
@@ -283,6 +285,7 @@ class ChatService:
             )
             return plan
         assert isinstance(history, TaskHistory)
+        tracing.annotate_round(history.messages, history.total_messages)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
         prompt = assemble(

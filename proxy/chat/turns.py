@@ -15,6 +15,7 @@ from proxy.context.history import HistoryStore, StoredAnswer, StoredMessage
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing
 from proxy.settings import HistoryPolicy
 from proxy.voice.spoken import SpokenTextReconciler
 
@@ -68,7 +69,8 @@ class TurnWriter:
         self, turn: PendingTurn, replies: list[StoredMessage], answer: StoredAnswer
     ) -> None:
         """The reply went out whole: written before ``[DONE]`` so the next turn sees it."""
-        await self._write(turn, [*turn.new_turn, *replies], answer)
+        with tracing.child("proxy.commit", {"proxy.interrupted": False}):
+            await self._write(turn, [*turn.new_turn, *replies], answer)
 
     def interrupted(self, turn: PendingTurn, replies: list[StoredMessage]) -> None:
         """The caller left: what it received is written in the background (this task may

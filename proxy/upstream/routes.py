@@ -16,6 +16,7 @@ import orjson
 
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing
 from proxy.settings import ECHO_MODEL, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.echo import EchoStream, echo_completion
@@ -82,6 +83,12 @@ class UpstreamRouter:
 
     async def open_stream(self, body: dict[str, Any]) -> CompletionStream:
         model = str(body.get("model", ""))
+        with tracing.child(
+            "proxy.upstream.first_token", {"gen_ai.request.model": model}, client=True
+        ):
+            return await self._open_stream(model, body)
+
+    async def _open_stream(self, model: str, body: dict[str, Any]) -> CompletionStream:
         targets = self.table.resolve(model)
         if targets is None:
             return EchoStream(body)

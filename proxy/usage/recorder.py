@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from proxy.access.catalog import Caller
 from proxy.context.call import CallContext
+from proxy.observability import tracing
 from proxy.upstream.usage import UpstreamUsage, parse_usage
 from proxy.usage.budgets import BudgetGate, key_scope
 from proxy.usage.prices import PriceTable
@@ -34,10 +35,15 @@ class UsageRecorder:
         return cost
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageScope:
     recorder: UsageRecorder
     owner: UsageOwner
+    # This request's totals so far (a turn with tool steps makes several completions).
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
 
 
 # Set per request by the API layer (each request runs in its own asyncio task, and the
@@ -52,8 +58,21 @@ def bind(recorder: UsageRecorder, owner: UsageOwner) -> None:
 def report(model: str | None, usage: UpstreamUsage | None) -> None:
     """A completion of the current request ended with ``usage`` (None: not reported)."""
     scope = _current.get()
-    if scope is not None and usage is not None:
-        scope.recorder.record(scope.owner, model, usage)
+    if scope is None or usage is None:
+        return
+    scope.cost += scope.recorder.record(scope.owner, model, usage)
+    scope.prompt_tokens += usage.prompt_tokens
+    scope.cached_tokens += usage.cached_tokens
+    scope.completion_tokens += usage.completion_tokens
+    tracing.annotate(
+        {
+            "gen_ai.usage.input_tokens": scope.prompt_tokens,
+            "gen_ai.usage.output_tokens": scope.completion_tokens,
+            "gen_ai.usage.cache_read.input_tokens": scope.cached_tokens,
+            "gen_ai.response.model": model or scope.owner.route,
+            "proxy.cost": round(scope.cost, 9),
+        }
+    )
 
 
 def report_completion(completion: dict[str, object]) -> None:
