@@ -14,6 +14,7 @@ from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
 from proxy.api import admin, callbacks, chat, health
+from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
@@ -29,6 +30,7 @@ from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
 from proxy.observability.access import AccessMiddleware
 from proxy.observability.tracing import Tracing, traces_endpoint
+from proxy.observability.turnlog import TurnLogWriter
 from proxy.settings import Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
@@ -179,6 +181,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.usage = build_usage(settings, state.sessions, history, write_lock)
         state.budgets = state.usage.budgets
         await state.usage.writer.start()
+        state.turn_logs = TurnLogWriter(
+            state.sessions,
+            queue_size=settings.transcript_queue_size,
+            batch_size=settings.transcript_batch_size,
+            flush_seconds=settings.transcript_flush_seconds,
+            write_lock=write_lock,
+        )
+        await state.turn_logs.start()
         summariser = Summariser(history, table, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
@@ -233,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.transcripts.close()
             await state.budgets.drain()
             await state.usage.writer.close()
+            await state.turn_logs.close()
             await state.catalog.close()
             await state.tools.close()
             await state.retriever.close()
@@ -247,6 +258,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs (works offline)
+        redoc_url=None,  # ReDoc would load from a CDN
     )
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
@@ -263,4 +276,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
+    install_docs(app)
     return app

@@ -21,7 +21,7 @@ from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
-from proxy.observability import tracing
+from proxy.observability import tracing, turnlog
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ async def handle_chat(request: Request) -> Response:
         await state.budgets.check(caller, call.app_id)
         count.model = str(body["model"])
         usage.bind(state.usage, usage.owner_for(caller, call, count.model))
+        turnlog.identify(call.task_id, count.model)
         tracing.annotate_turn(
             model=count.model,
             task_key=call.task_id,

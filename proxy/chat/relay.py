@@ -27,7 +27,7 @@ from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
-from proxy.observability import tracing
+from proxy.observability import turnlog
 from proxy.upstream.routes import CompletionStream
 from proxy.usage.recorder import report as report_usage
 
@@ -131,6 +131,7 @@ class StreamRelay:
             yield DONE_FRAME
         except UpstreamError as exc:
             log.warning("upstream failed mid-stream: %s", exc.message)
+            turnlog.failed(exc.message)
             yield error_frame(exc) + DONE_FRAME
         finally:
             if stream is not None:
@@ -213,11 +214,7 @@ class StreamRelay:
         )
         for call, result in zip(calls, results, strict=True):
             call["id"] = result.call_id
-            tracing.finished_stage(
-                f"proxy.tool {result.name}",
-                result.elapsed_ms,
-                {"gen_ai.tool.name": result.name, "proxy.tool.ok": result.ok},
-            )
+            turnlog.tool_done(result.name, result.ok, result.elapsed_ms)
             self._metrics.tool_calls.labels(result.name, "ok" if result.ok else "error").inc()
         assistant = StoredMessage(
             role="assistant",

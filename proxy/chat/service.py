@@ -30,7 +30,7 @@ from proxy.context.guard import FAILED, StoreGuard, slow
 from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHistory
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
-from proxy.observability import tracing
+from proxy.observability import tracing, turnlog
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 from proxy.usage.request import ask_for_usage
@@ -258,6 +258,7 @@ class ChatService:
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
                 log.info("replaying a finished request", extra=call.log_fields())
                 self.metrics.replays.inc()
+                turnlog.replayed()
                 if queued is not FAILED and queued:  # not delivered: keep for the next reply
                     for item in queued:
                         await self.guard(queue_for_task(self.history, task_id, item))

@@ -231,3 +231,24 @@ class UsageRecord(Base):
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TurnRecord(Base):
+    """One chat request of a task as the proxy served it (``proxy.observability.turnlog``)."""
+
+    __tablename__ = "turn_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), index=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    model: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # answered|interrupted|replayed|failed
+    sent_text: Mapped[str | None] = mapped_column(Text)  # what reached the caller
+    proxy_ms: Mapped[float | None] = mapped_column(Float)
+    upstream_ms: Mapped[float | None] = mapped_column(Float)  # to the upstream's first event
+    total_ms: Mapped[float | None] = mapped_column(Float)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    meta: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.observability import turnlog
 from proxy.observability.tracing import Tracing, current_ids
 
 log = logging.getLogger("proxy.access")
@@ -59,9 +60,13 @@ class AccessMiddleware:
         request_id = request_id_of(headers)
         raw_id = request_id.encode()
         status = 500  # if the app fails before answering
+        chat = scope["path"] in CHAT_PATHS
+        turn = turnlog.begin(request_id) if chat else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
+            if turn is not None and turn.first_byte_ms is None and message.get("body"):
+                turn.first_byte_ms = (time.perf_counter() - started) * 1000
             if message["type"] == "http.response.start":
                 status = message["status"]
                 out = list(message.get("headers", ()))
@@ -70,7 +75,7 @@ class AccessMiddleware:
                 message = {**message, "headers": out}
             await send(message)
 
-        traced = self.tracing.enabled and scope["path"] in CHAT_PATHS
+        traced = self.tracing.enabled and chat
         ids: dict[str, str] = {}
         try:
             if traced:
@@ -80,8 +85,16 @@ class AccessMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            if turn is not None:
+                self._keep(scope, turn, status, started)
             if self.access_log:
                 self._log(scope, status, started, request_id, ids)
+
+    @staticmethod
+    def _keep(scope: Scope, turn: turnlog.TurnLog, status: int, started: float) -> None:
+        writer = getattr(scope["app"].state, "turn_logs", None)
+        if writer is not None:
+            writer.submit(turn, status, (time.perf_counter() - started) * 1000)
 
     def _log(
         self, scope: Scope, status: int, started: float, request_id: str, ids: dict[str, str]

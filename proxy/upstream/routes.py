@@ -16,7 +16,7 @@ import orjson
 
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
-from proxy.observability import tracing
+from proxy.observability import tracing, turnlog
 from proxy.settings import ECHO_MODEL, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.echo import EchoStream, echo_completion
@@ -86,7 +86,9 @@ class UpstreamRouter:
         with tracing.child(
             "proxy.upstream.first_token", {"gen_ai.request.model": model}, client=True
         ):
-            return await self._open_stream(model, body)
+            stream = await self._open_stream(model, body)
+        turnlog.upstream_waited(stream.waited)
+        return stream
 
     async def _open_stream(self, model: str, body: dict[str, Any]) -> CompletionStream:
         targets = self.table.resolve(model)
