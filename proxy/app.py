@@ -18,6 +18,7 @@ from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
+from proxy.console.install import install_console
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
@@ -277,4 +278,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     install_docs(app)
+    install_console(app)
     return app
