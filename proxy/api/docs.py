@@ -1,5 +1,8 @@
-"""``/docs``: Swagger UI served from the package (``swagger-ui-bundle``), so that it
-works on a network with no internet. FastAPI's own page loads it from a CDN."""
+"""``/docs``: Swagger UI served from the package (vendored in ``swagger_ui/``), so that
+it works on a network with no internet. FastAPI's own page loads it from a CDN.
+
+Swagger UI 5 is vendored (not the ``swagger-ui-bundle`` PyPI package, which ships 4.x):
+FastAPI writes OpenAPI 3.1, which Swagger UI 4 refuses to render."""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ ASSETS = "/docs-assets"
 
 
 def install_docs(app: FastAPI) -> None:
-    from swagger_ui_bundle import swagger_ui_path  # Swagger UI (Apache-2.0), vendored
+    from importlib.resources import files
 
-    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    assets = files("proxy.api") / "swagger_ui"
+    app.mount(ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
