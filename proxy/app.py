@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
-from proxy.api import admin, callbacks, chat, health
+from proxy.api import admin, callbacks, chat, health, responses, retell
 from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
@@ -26,13 +27,14 @@ from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
+from proxy.db.spool import Spool, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
 from proxy.observability.access import AccessMiddleware
 from proxy.observability.tracing import Tracing, traces_endpoint
 from proxy.observability.turnlog import TurnLogWriter
-from proxy.settings import Settings
+from proxy.settings import ECHO_MODEL, Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
@@ -42,6 +44,17 @@ from proxy.voice.callbacks import CallbackService
 from proxy.voice.spoken import SpokenTextReconciler
 
 log = logging.getLogger("proxy")
+
+
+def stale_connection_retry() -> dict[str, Any]:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return {
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
 
 
 def build_history_store(settings: Settings) -> HistoryStore:
@@ -58,6 +71,10 @@ def build_history_store(settings: Settings) -> HistoryStore:
         "health_check_interval": 30,
         # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
         "max_connections": settings.redis_max_connections,
+        # After a Redis restart every pooled connection is stale: one that fails is
+        # retried once, at once, on a fresh connection, instead of counting as "down"
+        # (claims and commits are idempotent per attempt; a timeout is never retried).
+        **stale_connection_retry(),
     }
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
@@ -95,6 +112,30 @@ async def _prepare_database(settings: Settings) -> None:
         log.error("could not migrate the SQLite database %s: %r", url, exc)
 
 
+def _configured_models(settings: Settings) -> set[str]:
+    """Model names that are metric labels of their own: routes, their targets' models,
+    the default upstream's model, ``PROXY_METRICS_MODELS`` and echo (the rest: other)."""
+    names = {ECHO_MODEL, *settings.metrics_models, *settings.routes}
+    for route in settings.routes.values():
+        names.update(t.model for t in route.targets if t.model)
+    default = settings.default_target()
+    if default is not None and default.model:
+        names.add(default.model)
+    return names
+
+
+def _open_spool(settings: Settings) -> Spool | None:
+    """The durable spool of the write-behind queues (see ``proxy.db.spool``)."""
+    directory = spool_directory(settings.spool_dir, async_url(settings.database_url))
+    if directory is None:
+        log.warning(
+            "PROXY_SPOOL_DIR=off: transcripts and callback events the database has not "
+            "taken yet are kept in memory only (lost if the process stops)"
+        )
+        return None
+    return Spool(directory, fsync=settings.spool_fsync).open()
+
+
 def _expose_error_counters(state: Any) -> None:
     """Failures the components count themselves, published at scrape time."""
     expose = state.metrics.expose_counter
@@ -114,6 +155,20 @@ def _expose_error_counters(state: Any) -> None:
         "Callback events not recorded: the write queue was full.",
         lambda: state.callbacks.writer.dropped,
     )
+    refused = "proxy_write_behind_refused"
+    doc = "Accepted-for-recording submissions not recorded, by queue and reason."
+    for queue, writer in (
+        ("transcript", state.transcripts),
+        ("callback_event", state.callbacks.writer),
+    ):
+        for reason in ("full", "closed", "rejected", "erased"):
+            expose(
+                refused,
+                doc,
+                partial(writer.refused.__getitem__, reason),
+                queue=queue,
+                reason=reason,
+            )
     retries = "proxy_turn_commit_retries"
     doc = "Turn commits that timed out or failed, retried in the background, by outcome."
     expose(retries, doc, lambda: state.chat.writer.retries.recorded, outcome="recorded")
@@ -126,17 +181,18 @@ def _expose_error_counters(state: Any) -> None:
     )
 
 
-def _announce(settings: Settings, table: RouteTable) -> None:
+def _announce(settings: Settings, table: RouteTable, catalog: Catalog) -> None:
     if not table.has_upstream:
         log.warning(
             "no upstream configured: every model is answered by the built-in 'echo' model. "
             "Set PROXY_UPSTREAM_BASE_URL and PROXY_UPSTREAM_API_KEY (any OpenAI-compatible "
             "API), or routes in a YAML file named by PROXY_CONFIG, to use a real model."
         )
-    if not settings.auth_required:
+    if not catalog.auth_required:  # keys from the environment, the config or the database
         log.warning(
-            "no caller keys configured (PROXY_API_KEYS): anyone who can reach this port can "
-            "use it. Listening on loopback only unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
+            "no caller keys: anyone who can reach this port can use it. Create one with "
+            "`proxy keys create NAME` (or set PROXY_API_KEYS); listening on loopback only "
+            "unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
         )
     if not settings.redis_url and not settings.redis_sentinels:
         log.warning(
@@ -155,8 +211,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = UpstreamClient(max_connections=settings.upstream_max_connections)
         await client.start()
         table = RouteTable(settings)
+        metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
         state.history = history = build_history_store(settings)
+        if isinstance(history, RedisHistoryStore):  # replicas share which targets are down
+            state.router.cooldowns.share_through(history._client, settings.redis_prefix)
         await _prepare_database(settings)
         state.db_engine = make_engine(settings.database_url)
         state.sessions = make_sessionmaker(state.db_engine)
@@ -171,15 +230,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.tool_runner.start()
         # One SQLite file has one write lock: the write-behind queues take turns with it.
         write_lock = asyncio.Lock() if state.db_engine.dialect.name == "sqlite" else None
+        state.spool = _open_spool(settings)
         state.transcripts = TranscriptWriter(
             state.sessions,
             queue_size=settings.transcript_queue_size,
             batch_size=settings.transcript_batch_size,
             flush_seconds=settings.transcript_flush_seconds,
             write_lock=write_lock,
+            spool=state.spool,
         )
         await state.transcripts.start()
-        state.usage = build_usage(settings, state.sessions, history, write_lock)
+        state.usage = build_usage(settings, state.sessions, history, write_lock, state.spool)
         state.budgets = state.usage.budgets
         await state.usage.writer.start()
         state.turn_logs = TurnLogWriter(
@@ -188,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_size=settings.transcript_batch_size,
             flush_seconds=settings.transcript_flush_seconds,
             write_lock=write_lock,
+            spool=state.spool,
         )
         await state.turn_logs.start()
         summariser = Summariser(history, table, settings.history)
@@ -218,6 +280,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retriever=state.retriever,
         )
         state.summariser = summariser
+        state.spoken = spoken  # what the caller heard (905, Retell's transcript)
         state.rate_limiter = RateLimiter(history, guard)
         state.concurrency = ConcurrencyGate(settings.max_concurrent_requests)
         state.callbacks = CallbackService(
@@ -228,11 +291,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.redis_timeout_ms / 1000,
             metrics=metrics,
             write_lock=write_lock,
+            spool=state.spool,
         )
         await state.callbacks.start()
         _expose_error_counters(state)
         state.shutting_down = False
-        _announce(settings, table)
+        _announce(settings, table, state.catalog)
         try:
             yield
         finally:
@@ -249,10 +313,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.tools.close()
             await state.retriever.close()
             await state.tool_runner.close()
+            await state.router.cooldowns.close()
             await client.close()
             await history.close()
             await state.db_engine.dispose()
             state.tracing.close()
+            if state.spool is not None:
+                state.spool.close()
 
     app = FastAPI(
         title="Voice LLM proxy",
@@ -277,6 +344,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
+    app.include_router(responses.router)
+    app.include_router(retell.router)
     install_docs(app)
     install_console(app)
     return app

@@ -7,7 +7,10 @@ import importlib
 import ipaddress
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -25,37 +28,67 @@ def create_app_from_env() -> Any:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
     from proxy.logs import configure_logging
+    from proxy.serving import HeaderTimeoutProtocol
     from proxy.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_level)
+    HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     return create_app(settings)
+
+
+def load_settings(prog: str, **overrides: Any) -> Settings | None:
+    """The settings, or None after printing why they are refused (one line)."""
+    from proxy.config_file import describe
+    from proxy.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        print(f"{prog}: invalid configuration: {describe(exc)}", file=sys.stderr)
+        return None
+
+
+def _has_caller_keys(settings: Settings) -> bool:
+    """Keys in the environment, the config file or the database (the SQLite file is
+    migrated first, as serving would). An unreachable database counts as no keys."""
+    if settings.api_keys or settings.keys:
+        return True
+    from proxy.db.keys_check import database_has_keys
+
+    return database_has_keys(settings)
 
 
 def serve(args: argparse.Namespace) -> int:
     import os
 
     import uvicorn
-    from pydantic import ValidationError
 
     from proxy.logs import configure_logging
-    from proxy.settings import Settings
+    from proxy.serving import HeaderTimeoutProtocol
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    try:
-        settings = Settings(**overrides)
-    except (ValidationError, ValueError) as exc:
-        print(f"proxy: invalid configuration:\n{exc}", file=sys.stderr)
+    overrides = {
+        k: v
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("header_timeout_seconds", args.header_timeout),
+        )
+        if v is not None
+    }
+    settings = load_settings("proxy", **overrides)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     if (
-        not settings.auth_required
-        and not _is_loopback(settings.host)
+        not _is_loopback(settings.host)
         and not settings.allow_unauthenticated_public
+        and not _has_caller_keys(settings)
     ):
         print(
-            f"proxy: refusing to listen on {settings.host} without caller keys. Set "
-            "PROXY_API_KEYS, or PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true if that is intended.",
+            f"proxy: refusing to listen on {settings.host} without caller keys. Create one "
+            "with `proxy keys create NAME` or set PROXY_API_KEYS; or set "
+            "PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true if that is intended.",
             file=sys.stderr,
         )
         return 2
@@ -64,6 +97,8 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Worker processes rebuild settings from the environment: pass the overrides on.
     os.environ["PROXY_HOST"], os.environ["PROXY_PORT"] = settings.host, str(settings.port)
+    os.environ["PROXY_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
+    HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     uvicorn.run(
         "proxy.cli:create_app_from_env",
         factory=True,
@@ -71,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,  # httptools, with a deadline for request headers
         log_config=None,
         access_log=False,
         proxy_headers=False,  # client addresses are not used; skip the per-request rewrite
@@ -82,7 +117,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from proxy import __version__
+
     parser = argparse.ArgumentParser(prog="proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the proxy")
@@ -91,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--workers", type=int, default=1)
     serve_cmd.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight streams may finish"
+    )
+    serve_cmd.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        help="seconds a connection has to send its request headers, else it is closed "
+        "(slowloris); default 10 (PROXY_HEADER_TIMEOUT_SECONDS)",
     )
 
     # Subcommands with their own argument parsers, imported only when used.

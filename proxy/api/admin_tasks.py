@@ -36,6 +36,7 @@ from proxy.api.schemas import (
 from proxy.chat.meta import queue_for_task
 from proxy.context.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.context.history import StoredMessage
+from proxy.db.erasure import erase_task
 from proxy.db.repositories import (
     EventRepository,
     TaskFilter,
@@ -202,11 +203,11 @@ async def queue_metainfo(task_id: TaskKey, body: MetaInfoIn, request: Request) -
     response_class=Response,
 )
 async def delete_task(task_id: TaskKey, request: Request) -> None:
-    # Flush first, or queued rows would recreate the task after the delete.
-    await _flush_transcripts(request, required=True)
-    await _live(request.app.state.history.reset(task_id))
+    # The tombstone makes it final: rows any replica (or its spool) accepted for the task
+    # before now are discarded by the writer that would have written them.
     async with transaction(request) as session:
-        await TaskRepository(session).delete(task_id)
+        await erase_task(session, task_id)
+    await _live(request.app.state.history.reset(task_id))
 
 
 @router.get(

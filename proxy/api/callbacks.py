@@ -3,7 +3,10 @@
 The ``SdkAppId`` header names the tenant: the event applies to the task key
 ``<SdkAppId>:<TaskId>``, as the engine's chat requests do. The signature covers the
 body only, so an app with its own key (``callback_sign_keys``) is what makes the
-header trustworthy; the shared ``callback_sign_key`` serves every other app.
+header trustworthy; the shared ``callback_sign_key`` serves every other app. Once any
+per-app key exists, a callback must name its app (else a shared-key callback with no
+``SdkAppId`` could address any app's task), and a ``TaskId`` may never hold ``:``
+(which would let it spell another app's task key).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from fastapi import APIRouter, Request
 
 from proxy.api.chat import read_body
 from proxy.api.deps import SettingsDep
-from proxy.context.call import task_key, valid_app_id
+from proxy.context.call import task_key, valid_app_id, valid_task_id
 from proxy.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
 from proxy.settings import Settings
 from proxy.voice.events import MalformedEvent, parse_event
@@ -43,7 +46,12 @@ async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, in
     header = request.headers.get("sdkappid")
     app_id = valid_app_id(header)
     if header and app_id is None:
-        raise InvalidRequest("the SdkAppId header is not a valid app id")
+        raise InvalidRequest("the SdkAppId header is not a valid app id", param="SdkAppId")
+    if app_id is None and settings.callback_sign_keys:
+        raise InvalidRequest(
+            "this proxy has per-app callback keys: name the app in the SdkAppId header",
+            param="SdkAppId",
+        )
     key = _sign_key(settings, app_id)
     raw = await read_body(request, MAX_CALLBACK_BYTES)
     if not verify(key, raw, request.headers.get("sign")):
@@ -54,6 +62,11 @@ async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, in
         raise InvalidRequest("the callback body is not valid JSON") from None
     except MalformedEvent as exc:
         raise InvalidRequest(str(exc)) from None
+    if ":" in event.task_id or not valid_task_id(event.task_id):
+        raise InvalidRequest(
+            "TaskId must be printable ASCII without spaces or ':', at most 256 characters",
+            param="TaskId",
+        )
     event = replace(event, task_id=task_key(app_id, event.task_id))
     await request.app.state.callbacks.handle(event, app_id)
     return {"code": 0}

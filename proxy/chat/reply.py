@@ -36,10 +36,11 @@ class ReplyAccumulator:
         self.done = False
         self.error: UpstreamError | None = None
         self.usage: UpstreamUsage | None = None
-        self.usage_only = False  # the last event fed was the usage chunk (no choices)
+        self.usage_only = False  # the last event fed carried usage and no choices
 
     def feed(self, payload: bytes) -> str:
         """Account for one event; return the text it adds to the reply."""
+        self.usage_only = False
         if payload == DONE:
             self.done = True
             return ""
@@ -54,10 +55,9 @@ class ReplyAccumulator:
             message = str((event.get("error") or {}).get("message") or "upstream error")
             self.error = UpstreamError(f"upstream failed mid-stream: {message}")
             return ""
-        usage = parse_usage(event.get("usage"))
-        self.usage_only = usage is not None and not event.get("choices")
-        if usage is not None:
-            self.usage = usage
+        if event.get("usage"):
+            self.usage = parse_usage(event["usage"])
+            self.usage_only = not event.get("choices")
         if self.completion_id is None and isinstance(event.get("id"), str):
             self.completion_id = event["id"]
             self.model = event.get("model")

@@ -1,8 +1,8 @@
 """Console pages for keys, profiles, routes, tools and knowledge bases.
 
-Every change goes through the admin API's own handlers (``proxy.api.admin_*``), called
-with the parsed form: the same validation, config read-only rules and cache refresh.
-Errors come back to the page as a message.
+Every change goes through the admin services (``proxy.admin``; knowledge bases through
+the admin API's handlers), with the parsed form: the same validation, config read-only
+rules and cache refresh as the HTTP API and the CLI. Errors come back to the page.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from proxy.api import admin_config, admin_knowledge, admin_tools
+from proxy.api import admin_knowledge
+from proxy.api.admin_services import admin_services
 from proxy.api.schemas import KeyCreate, ProfileCreate, ProfileIn, RouteIn
 from proxy.console.session import Session
 from proxy.console.web import PREFIX, Form, back, current_session, page, read_form
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.knowledge.schemas import DocumentIn, KnowledgeBaseCreate
+from proxy.tools.schemas import ToolCreate, ToolIn
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 SessionDep = Annotated[Session, Depends(current_session)]
@@ -59,7 +61,7 @@ def _json(form: Form, name: str) -> Any:
 
 @router.get("/keys")
 async def keys(request: Request, session: SessionDep) -> Response:
-    listed = await admin_config.list_keys(request)
+    listed = await admin_services(request).keys.list()
     return page(request, "keys.html", session, keys=listed, created=None, error=None)
 
 
@@ -76,10 +78,10 @@ async def create_key(request: Request, session: SessionDep) -> Response:
             max_tokens_per_day=form.number("max_tokens_per_day"),
             max_cost_per_day=form.number("max_cost_per_day", float),
         )
-        return await admin_config.create_key(body, request)
+        return await admin_services(request).keys.create(body)
 
     created, error = await _attempt(create())
-    listed = await admin_config.list_keys(request)
+    listed = await admin_services(request).keys.list()
     status = 200 if error is None else 422
     return page(request, "keys.html", session, status, keys=listed, created=created, error=error)
 
@@ -87,10 +89,11 @@ async def create_key(request: Request, session: SessionDep) -> Response:
 @router.post("/keys/{key_id}/{action}")
 async def change_key(key_id: str, action: str, request: Request, session: SessionDep) -> Response:
     await read_form(request, session)
+    keys = admin_services(request).keys
     if action == "revoke":
-        work: Awaitable[Any] = admin_config.revoke_key(key_id, request)
+        work: Awaitable[Any] = keys.revoke(key_id)
     elif action == "delete":
-        work = admin_config.delete_key(key_id, request)
+        work = keys.delete(key_id)
     else:
         raise NotFound(f"no action {action!r}")
     _, error = await _attempt(work)
@@ -109,11 +112,12 @@ async def _editor(
     status: int = 200,
 ) -> Response:
     example: dict[str, Any]
+    admin = admin_services(request)
     if kind == "profiles":
-        items = [p.model_dump(mode="json") for p in await admin_config.list_profiles(request)]
+        items = [p.model_dump(mode="json") for p in await admin.profiles.list()]
         key, example = "name", {"system_prompt": "You are a helpful voice agent.", "model": None}
     elif kind == "routes":
-        items = [r.model_dump(mode="json") for r in await admin_config.list_routes(request)]
+        items = [r.model_dump(mode="json") for r in await admin.routes.list()]
         key = "alias"
         example = {
             "targets": [
@@ -125,7 +129,7 @@ async def _editor(
             ]
         }
     else:
-        items = [t.model_dump(mode="json") for t in await admin_tools.list_tools(request)]
+        items = [t.model_dump(mode="json") for t in await admin.tools.list()]
         key = "name"
         example = {
             "description": "Look up the weather",
@@ -179,27 +183,18 @@ async def save(request: Request, session: SessionDep) -> Response:
         spec = _json(form, "spec")
         if not name:
             raise InvalidRequest("a name is needed", param="name")
+        admin = admin_services(request)
         if kind == "profiles":
-            try:
-                await admin_config.get_profile(name, request)
-            except NotFound:
-                return await admin_config.create_profile(
-                    ProfileCreate.model_validate({**spec, "name": name}), request
+            if name not in {p.name for p in await admin.profiles.list()}:
+                return await admin.profiles.create(
+                    ProfileCreate.model_validate({**spec, "name": name})
                 )
-            return await admin_config.replace_profile(name, ProfileIn.model_validate(spec), request)
+            return await admin.profiles.replace(name, ProfileIn.model_validate(spec))
         if kind == "routes":
-            return await admin_config.put_route(
-                name, RouteIn.model_validate(spec), request, Response()
-            )
-        try:
-            await admin_tools.get_tool(name, request)
-        except NotFound:
-            return await admin_tools.create_tool(
-                admin_tools.ToolCreate.model_validate({**spec, "name": name}), request
-            )
-        return await admin_tools.replace_tool(
-            name, admin_tools.ToolIn.model_validate(spec), request
-        )
+            return await admin.routes.put(name, RouteIn.model_validate(spec))
+        if name not in {t.name for t in await admin.tools.list()}:
+            return await admin.tools.create(ToolCreate.model_validate({**spec, "name": name}))
+        return await admin.tools.replace(name, ToolIn.model_validate(spec))
 
     _, error = await _attempt(store())
     if error is not None:
@@ -211,15 +206,19 @@ async def save(request: Request, session: SessionDep) -> Response:
 async def delete(name: str, request: Request, session: SessionDep) -> Response:
     kind = request.url.path.removeprefix(PREFIX + "/").split("/")[0]
     await read_form(request, session)
+    admin = admin_services(request)
     deleters = {
-        "profiles": admin_config.delete_profile,
-        "routes": admin_config.delete_route,
-        "tools": admin_tools.delete_tool,
-        "knowledge": admin_knowledge.delete_base,
+        "profiles": admin.profiles.delete,
+        "routes": admin.routes.delete,
+        "tools": admin.tools.delete,
     }
-    if kind not in deleters:
+    if kind == "knowledge":
+        work: Awaitable[Any] = admin_knowledge.delete_base(name, request)
+    elif kind in deleters:
+        work = deleters[kind](name)
+    else:
         raise NotFound(f"no console page {kind!r}")
-    _, error = await _attempt(deleters[kind](name, request))
+    _, error = await _attempt(work)
     return back(f"/{kind}", error or f"{name} deleted")
 
 

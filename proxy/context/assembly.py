@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.context.budget import TokenCounter, fit_history
+from proxy.context.budget import TokenCounter, fit_history_in_blocks
 from proxy.context.history import StoredMessage, TaskHistory
 from proxy.context.matching import content_text, normalise
 from proxy.settings import HistoryPolicy
@@ -74,6 +74,18 @@ def to_stored(message: dict[str, Any], *, request_id: str | None, source: str) -
     )
 
 
+def seed_from(earlier: list[dict[str, Any]], *, limit: int) -> list[StoredMessage] | None:
+    """What the request's earlier rounds seed an empty store with: at most ``limit``
+    newest messages (the policy's ``load_limit``: no request ever loads more), starting
+    at a user turn so that no cut-off tool result leads. 50,000 messages in one request
+    must not become 50,000 stored ones."""
+    tail = earlier[-limit:] if len(earlier) > limit else earlier
+    if len(tail) < len(earlier):
+        start = next((i for i, m in enumerate(tail) if m.get("role") == "user"), len(tail))
+        tail = tail[start:]
+    return [to_stored(m, request_id=None, source="seed") for m in tail] or None
+
+
 def _first_repeated(earlier: list[dict[str, Any]], stored: list[StoredMessage]) -> int:
     """Index of the first request message that the store already holds.
 
@@ -102,7 +114,7 @@ def assemble(
     new_turn = [to_stored(m, request_id=request_id, source="turn") for m in parts.new_turn]
     store_is_empty = history.total_messages == 0 and not history.summary
     if store_is_empty:
-        seed = [to_stored(m, request_id=None, source="seed") for m in parts.earlier] or None
+        seed = seed_from(parts.earlier, limit=policy.load_limit)
         messages = parts.system + parts.earlier + parts.prompt_tail + parts.new_turn
         return AssembledPrompt(messages=messages, new_turn=new_turn, seed=seed)
 
@@ -114,11 +126,14 @@ def assemble(
     fixed = sum(counter.count_openai_message(m) for m in pinned + prompt)
     # Trim history and new turn as one conversation: the new turn may hold the tool
     # results of a stored assistant message, which must then stay in the window.
-    window = fit_history(
+    window = fit_history_in_blocks(
         history.messages + new_turn,
+        first_index=max(0, history.total_messages - len(history.messages)),
         fixed_tokens=fixed,
         token_budget=policy.token_budget,
         max_turns=_turn_limit(policy.max_turns, new_turn),
+        load_limit=policy.load_limit,
+        low_water=policy.low_water,
         counter=counter,
     )
     new_ids = {m.id for m in new_turn}

@@ -4,6 +4,10 @@ A task belongs to a tenant (the TRTC SdkAppId). The proxy keys everything it kee
 task (live history, replays, queued meta.info, the durable record) by the *task key*
 ``<app id>:<task id>``, so two tenants can never reach each other's task, even with
 the same X-Task-Id. App ids hold no ``:``, which keeps the key unambiguous.
+
+The headers that scope state are validated, never silently dropped: a request whose
+``X-Task-Id``, ``X-Request-Id`` or ``X-Sdk-App-Id`` is not a valid id gets a 400
+``invalid_request_error`` rather than a stateless answer (or a merged task).
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from proxy.errors import PermissionDenied
+from proxy.errors import InvalidRequest, PermissionDenied
 
-MAX_TASK_ID = 128
+MAX_TASK_ID = 256
 MAX_APP_ID = 64
 MAX_TASK_KEY = MAX_APP_ID + 1 + MAX_TASK_ID
 
 # Header values end up in Redis keys and logs: keep them printable and bounded.
 _SAFE_VALUE = re.compile(r"^[\x21-\x7e]{1,128}$")
+# A task or request id: printable ASCII without spaces, 1-256 characters.
+ID_PATTERN = r"^[\x21-\x7e]{1,256}$"
+_ID = re.compile(ID_PATTERN)
 APP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _APP_ID = re.compile(APP_ID_PATTERN)
 
@@ -28,6 +35,31 @@ def valid_app_id(value: str | None) -> str | None:
     """The app id if it is one (letters, digits, ``_.-``; at most 64), else None."""
     value = value.strip() if value else None
     return value if value and _APP_ID.match(value) else None
+
+
+def valid_task_id(value: str) -> bool:
+    """Printable ASCII, no spaces, 1-256 characters (what a task or request id may be)."""
+    return bool(_ID.match(value))
+
+
+def _scoping_header(
+    headers: Mapping[str, str], pattern: re.Pattern[str], *names: str
+) -> str | None:
+    """A header that scopes state: absent (or empty) is None, invalid is a 400."""
+    for name in names:
+        value = headers.get(name)
+        if value is None or not value.strip():
+            continue
+        value = value.strip()
+        if not pattern.match(value):
+            what = (
+                "letters, digits, '_', '.', '-'; at most 64"
+                if pattern is _APP_ID
+                else ("printable ASCII without spaces; at most 256 characters")
+            )
+            raise InvalidRequest(f"invalid {name} header ({what})", param=name)
+        return value
+    return None
 
 
 def task_key(app_id: str | None, task_id: str) -> str:
@@ -57,11 +89,13 @@ class CallContext:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> CallContext:
-        """Read the engine's headers; one seed spells the request id ``X-Rquest-Id``."""
+        """Read the engine's headers; one seed spells the request id ``X-Rquest-Id``.
+
+        InvalidRequest if a task, request or app id header is present but invalid."""
         return cls(
-            task_id=_header(headers, "x-task-id"),
-            request_id=_header(headers, "x-request-id", "x-rquest-id"),
-            app_id=valid_app_id(_header(headers, "x-sdk-app-id")),
+            task_id=_scoping_header(headers, _ID, "x-task-id"),
+            request_id=_scoping_header(headers, _ID, "x-request-id", "x-rquest-id"),
+            app_id=_scoping_header(headers, _APP_ID, "x-sdk-app-id"),
             user_id=_header(headers, "x-user-id"),
             room_id=_header(headers, "x-room-id"),
             room_id_type=_header(headers, "x-room-id-type"),

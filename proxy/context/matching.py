@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any
 
+# The memo of ``normalise`` holds bounded bytes, not a bounded number of entries: texts
+# come from clients (905 callbacks, engine history), and NFKC can expand a text 18-fold.
+CACHE_MAX_BYTES = 4 * 1024 * 1024
+CACHE_MAX_ENTRY_BYTES = 16 * 1024  # larger texts are normalised every time
 
-@lru_cache(maxsize=4096)
+
+class _ByteBoundedMemo:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: str, value: str) -> None:
+        size = sys.getsizeof(key) + sys.getsizeof(value)
+        if size > CACHE_MAX_ENTRY_BYTES or key in self._entries:
+            return
+        self._entries[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+
+
+_memo = _ByteBoundedMemo(CACHE_MAX_BYTES)
+
+
 def normalise(text: str) -> str:
     """Lower-case, without whitespace, punctuation or symbols (works for CJK too)."""
+    cached = _memo.get(text)
+    if cached is None:
+        cached = _normalise(text)
+        _memo.put(text, cached)
+    return cached
+
+
+def _normalise(text: str) -> str:
     kept = "".join(
         ch
         for ch in unicodedata.normalize("NFKC", text).casefold()

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from proxy.db.base import Base, JsonType, utcnow
 
-TASK_KEY_LENGTH = 200  # proxy.context.call.MAX_TASK_KEY (193), rounded up
+TASK_KEY_LENGTH = 330  # proxy.context.call.MAX_TASK_KEY (321), rounded up
 
 Timestamp = DateTime(timezone=True)
 
@@ -210,6 +210,16 @@ class Tool(Base):
     allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class TaskErasure(Base):
+    """A tombstone: the task was erased at ``erased_at`` (epoch seconds). Every
+    write-behind writer discards what it accepted for the task at or before then."""
+
+    __tablename__ = "task_erasures"
+
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), primary_key=True)
+    erased_at: Mapped[float] = mapped_column(Float)
 
 
 class UsageRecord(Base):

@@ -1,23 +1,27 @@
 """Write-behind persistence of the durable transcript, never awaited on the request path.
 
-``submit`` only appends to a bounded in-process buffer; a background task writes the
-buffer in batches, one transaction per batch, in submission order (see
-``proxy.db.write_behind``: a database outage costs nothing but memory, a full buffer
-drops and counts).
+``submit`` spools the rows durably and returns; a background task writes them in
+batches, one transaction per batch, in submission order (see ``proxy.db.write_behind``:
+a database outage, a restart or a crash of the process costs nothing but disk).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from proxy.context.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.base import without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.write_behind import WriteBehindQueue
+
+_TIMES = ("created_at", "last_activity_at")  # datetime fields, stored as ISO text in the spool
 
 
 @dataclass(slots=True)
@@ -26,6 +30,15 @@ class _Item:
     task: dict[str, Any] | None = None  # Task fields to touch (message items only)
     rows: list[dict[str, Any]] | None = None  # messages to upsert
     update: dict[str, Any] | None = None  # {"id", "content", "interrupted"}: a correction
+    at: float = field(default_factory=time.time)  # when it was accepted (erasure check)
+
+
+def _revive(fields: dict[str, Any] | None) -> dict[str, Any] | None:
+    if fields is not None:
+        for name in _TIMES:
+            if isinstance(fields.get(name), str):
+                fields[name] = datetime.fromisoformat(fields[name])
+    return fields
 
 
 def _utc(ts: float) -> datetime:
@@ -50,6 +63,17 @@ def _row(task_id: str, m: StoredMessage) -> dict[str, Any]:
 
 class TranscriptWriter(WriteBehindQueue[_Item]):
     what = "transcript"
+    queue_name = "transcript"
+
+    def _encode(self, item: _Item) -> bytes:
+        return orjson.dumps(asdict(item))
+
+    def _decode(self, body: bytes) -> _Item:
+        item = _Item(**orjson.loads(body))
+        _revive(item.task)
+        for row in item.rows or ():
+            _revive(row)
+        return item
 
     def submit(
         self, call: CallContext, messages: list[StoredMessage], *, profile: str | None = None
@@ -70,27 +94,26 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
         update = {"id": message_id, "content": without_nul(content), "interrupted": interrupted}
         return self._put(_Item(task_id, update=update))
 
-    async def _write(self, batch: list[_Item]) -> None:
+    async def _write(self, session: AsyncSession, batch: list[_Item]) -> None:
         tasks: dict[str, dict[str, Any]] = {}
         for item in batch:
             if item.task is not None:
                 tasks.setdefault(item.task_id, {}).update(item.task)
-        async with self.sessions() as session, session.begin():
-            task_repo, transcript = TaskRepository(session), TranscriptRepository(session)
-            await task_repo.touch_many(tasks)
-            rows: list[dict[str, Any]] = []  # consecutive new messages, upserted together
-            ids: set[str] = set()
-            for item in batch:
-                for row in item.rows or ():
-                    # Keep the order: an id seen again (a regenerated reply) waits its turn.
-                    if row["id"] in ids:
-                        await transcript.upsert(rows)
-                        rows, ids = [], set()
-                    rows.append(row)
-                    ids.add(row["id"])
-                if item.update is not None:  # after the rows queued before it
+        task_repo, transcript = TaskRepository(session), TranscriptRepository(session)
+        await task_repo.touch_many(tasks)
+        rows: list[dict[str, Any]] = []  # consecutive new messages, upserted together
+        ids: set[str] = set()
+        for item in batch:
+            for row in item.rows or ():
+                # Keep the order: an id seen again (a regenerated reply) waits its turn.
+                if row["id"] in ids:
                     await transcript.upsert(rows)
                     rows, ids = [], set()
-                    fields = dict(item.update)
-                    await transcript.update(item.task_id, fields.pop("id"), **fields)
-            await transcript.upsert(rows)
+                rows.append(row)
+                ids.add(row["id"])
+            if item.update is not None:  # after the rows queued before it
+                await transcript.upsert(rows)
+                rows, ids = [], set()
+                fields = dict(item.update)
+                await transcript.update(item.task_id, fields.pop("id"), **fields)
+        await transcript.upsert(rows)

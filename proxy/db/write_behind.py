@@ -1,14 +1,21 @@
-"""Write-behind persistence, never awaited on the request path.
+"""Write-behind persistence, never awaited on the request path, and durable once accepted.
 
-``submit`` only appends to a bounded in-process buffer; a background task writes the
-buffer in batches, one transaction per batch, in submission order. A database outage
-costs nothing but memory: the batch stays at the head of the buffer and is retried with
-exponential backoff, while new submissions keep being buffered (or dropped and counted
-once the buffer is full). A batch the database refuses as invalid is retried one
-submission at a time, so that only the bad submission is discarded.
+``submit`` appends the submission to the process's local spool (``proxy.db.spool``: one
+SQLite transaction, survives a crash) and to an in-memory window of the oldest
+submissions; a background task writes the window in batches, one database transaction
+per batch, in submission order, and deletes a batch from the spool only once its
+transaction has committed. So what a caller was told is recorded is on disk until the
+database has it: a database outage, a SIGTERM during it, or a ``kill -9`` costs nothing
+but disk, and the next start replays the spool. Memory stays bounded by
+``queue_size``: beyond it, submissions wait in the spool only and are read back in
+order as the window drains. Without a spool (unit tests, ``PROXY_SPOOL_DIR=off``) the
+window is the queue, and a full window refuses.
 
-Subclasses say what a batch is in the database (``_write``) and how a submission is
-queued (their own ``submit`` calling ``_put``); their module's logger is used.
+A batch the database refuses as invalid is retried one submission at a time, so that
+only the bad submission is discarded. Rows of an erased task (``proxy.db.erasure``)
+are discarded inside the writing transaction. Every submission not recorded (queue
+full, refused by the database, erased) is counted in ``refused`` by reason and logged
+with its task.
 
 Queues writing to one SQLite file share a ``write_lock``: SQLite has a single write
 lock, and a transaction holds it across event-loop round trips, so on a saturated
@@ -22,16 +29,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-DROP_LOG_INTERVAL = 10.0  # seconds between "buffer full" warnings
+from proxy.db.erasure import erased_tasks
+from proxy.db.spool import Spool
 
-Item = TypeVar("Item")
+REFUSAL_LOG_INTERVAL = 10.0  # seconds; at most REFUSAL_LOG_BURST lines per interval
+REFUSAL_LOG_BURST = 50
+DEFAULT_SPOOL_MAX_ITEMS = 1_000_000  # on disk; each item is one turn or one callback
+
+
+class Record(Protocol):
+    """What a write-behind submission carries: its task, and when it was accepted."""
+
+    task_id: str
+    at: float  # epoch seconds; an erasure at or after this discards it
+
+
+Item = TypeVar("Item", bound=Record)
 
 
 def rejected(exc: Exception) -> bool:
@@ -51,9 +71,10 @@ def error_name(exc: Exception) -> str:
 
 
 class WriteBehindQueue(Generic[Item]):
-    """A bounded buffer of submissions and the task that writes them in batches."""
+    """A durable queue of submissions and the task that writes them in batches."""
 
     what = "item"  # what a submission is, in log lines ("transcript write failed")
+    queue_name = "item"  # its rows in the spool
 
     def __init__(
         self,
@@ -64,66 +85,140 @@ class WriteBehindQueue(Generic[Item]):
         flush_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
         write_lock: asyncio.Lock | None = None,
+        spool: Spool | None = None,
+        spool_max_items: int = DEFAULT_SPOOL_MAX_ITEMS,
     ) -> None:
         self.sessions = sessions
         self.write_lock = write_lock
+        self.spool = spool
+        self.spool_max_items = spool_max_items
         self.queue_size, self.batch_size = queue_size, batch_size
         self.flush_seconds, self.retry_max_seconds = flush_seconds, retry_max_seconds
         self.written = 0  # submissions committed
         self.failed_writes = 0  # failed transactions (each one is retried or isolated)
-        self.dropped = 0  # submissions refused because the buffer was full
-        self.rejected = 0  # submissions the database refused as invalid (discarded)
+        self.refused: Counter[str] = Counter()  # not recorded, by reason
         self._log = logging.getLogger(type(self).__module__)
-        self._buffer: deque[Item] = deque()  # items leave only once committed
+        # The oldest submissions (spool id, item); they leave only once committed.
+        self._buffer: deque[tuple[int, Item]] = deque()
+        self._spooled = 0  # submissions in the spool (the buffer's and those beyond it)
+        self._spilled = False  # the spool holds submissions beyond the buffer
+        self._read_upto = 0  # the last spool id placed in the buffer
         self._has_items = asyncio.Event()  # the buffer is not empty
         self._kick = asyncio.Event()  # write now: a full batch, flush() or close()
-        self._drained = asyncio.Event()  # the buffer is empty: everything is committed
+        self._drained = asyncio.Event()  # nothing pending: everything is committed
         self._drained.set()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._delay = 0.0  # current retry backoff
         self._isolate = 0  # after a rejected batch: write this many items one at a time
-        self._drop_logged_at, self._drops_logged = -DROP_LOG_INTERVAL, 0
+        self._log_window, self._log_lines, self._log_suppressed = 0.0, 0, 0
+
+    @property
+    def dropped(self) -> int:
+        """Submissions refused because the queue was full (or closed, without a spool)."""
+        return self.refused["full"] + self.refused["closed"]
+
+    @property
+    def rejected(self) -> int:
+        """Submissions the database refused as invalid (discarded)."""
+        return self.refused["rejected"]
 
     @property
     def pending(self) -> int:
-        """Submissions buffered and not yet committed (including the batch in flight)."""
-        return len(self._buffer)
+        """Submissions accepted and not yet committed (including the batch in flight)."""
+        return self._spooled if self.spool is not None else len(self._buffer)
 
-    async def _write(self, batch: list[Item]) -> None:
-        """Write ``batch`` in one transaction (raising leaves it buffered)."""
+    # What subclasses provide ------------------------------------------------------------
+
+    async def _write(self, session: AsyncSession, batch: list[Item]) -> None:
+        """Write ``batch`` inside the open transaction (raising leaves it queued)."""
         raise NotImplementedError
 
-    def _owner(self, item: Item) -> str:
-        """Whose submission this is, for the log line when it is discarded."""
-        return str(getattr(item, "task_id", "?"))
+    def _encode(self, item: Item) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, body: bytes) -> Item:
+        raise NotImplementedError
+
+    # Accepting ----------------------------------------------------------------------------
 
     def _put(self, item: Item) -> bool:
-        if self._closed:
-            return False
-        if len(self._buffer) >= self.queue_size:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
-                self._log.warning(
-                    "%s buffer full (%d): %d submission(s) dropped since last report",
-                    self.what,
-                    self.queue_size,
-                    self.dropped - self._drops_logged,
-                )
-                self._drop_logged_at, self._drops_logged = now, self.dropped
-            return False
-        self._buffer.append(item)
+        """Accept a submission (durably, with a spool); False if refused (counted, logged)."""
+        if self.spool is None:
+            if self._closed:
+                return self._refuse("closed", item)
+            if len(self._buffer) >= self.queue_size:
+                return self._refuse("full", item)
+            self._buffer.append((0, item))
+        else:
+            # Closed (shutting down) still spools: the next start writes it.
+            if self._spooled >= self.spool_max_items:
+                return self._refuse("full", item)
+            spool_id = self.spool.append(self.queue_name, self._encode(item))
+            self._spooled += 1
+            if self._spilled or len(self._buffer) >= self.queue_size or self._closed:
+                self._spilled = True
+            else:
+                self._buffer.append((spool_id, item))
+                self._read_upto = spool_id
         self._has_items.set()
         self._drained.clear()
         if len(self._buffer) >= self.batch_size:
             self._kick.set()
         return True
 
+    def _refuse(self, reason: str, item: Item) -> bool:
+        self.refused[reason] += 1
+        self._log_refusal(reason, item.task_id)
+        return False
+
+    def _log_refusal(self, reason: str, task_id: str) -> None:
+        now = time.monotonic()
+        if now - self._log_window >= REFUSAL_LOG_INTERVAL:
+            if self._log_suppressed:
+                self._log.warning(
+                    "%s not recorded: %d more refusal(s) not logged",
+                    self.what,
+                    self._log_suppressed,
+                )
+            self._log_window, self._log_lines, self._log_suppressed = now, 0, 0
+        if self._log_lines >= REFUSAL_LOG_BURST:
+            self._log_suppressed += 1
+            return
+        self._log_lines += 1
+        self._log.warning("%s not recorded (%s)", self.what, reason, extra={"task_id": task_id})
+
+    # Running ----------------------------------------------------------------------------
+
     async def start(self) -> None:
+        if self.spool is not None and not self._buffer:
+            self._spooled = self.spool.count(self.queue_name)
+            self._spilled = self._spooled > 0
+            if self._spooled:
+                self._log.warning(
+                    "%s: %d spooled submission(s) from an earlier run; writing them",
+                    self.what,
+                    self._spooled,
+                )
+                self._refill()
         if self._task is None or self._task.done():
             name = f"{self.what.replace(' ', '-')}-writer"
             self._task = asyncio.create_task(self._run(), name=name)
+
+    def _refill(self) -> None:
+        """Read the next spooled submissions, in order, into the buffer."""
+        assert self.spool is not None
+        room = self.queue_size - len(self._buffer)
+        if not self._spilled or room <= 0:
+            return
+        rows = self.spool.read(self.queue_name, self._read_upto, room)
+        for spool_id, body in rows:
+            self._buffer.append((spool_id, self._decode(body)))
+            self._read_upto = spool_id
+        if len(rows) < room:
+            self._spilled = False  # the spool holds nothing beyond the buffer now
+        if self._buffer:
+            self._has_items.set()
 
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until everything submitted so far is committed; TimeoutError otherwise."""
@@ -133,7 +228,9 @@ class WriteBehindQueue(Generic[Item]):
         await asyncio.wait_for(self._drained.wait(), timeout)
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Stop accepting, write what is left (retrying within ``timeout``), then stop."""
+        """Stop the writer once what is queued is written (retrying within ``timeout``).
+
+        With a spool, what is left stays on disk for the next start."""
         self._closed = True
         self._kick.set()
         self._has_items.set()
@@ -144,14 +241,26 @@ class WriteBehindQueue(Generic[Item]):
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._buffer:
+        if self.pending and self.spool is not None:
+            self._log.warning(
+                "%s writer stopped: %d submission(s) stay in the spool %s for the next start",
+                self.what,
+                self.pending,
+                self.spool.path,
+            )
+        elif self.pending:
             self._log.error(
                 "%s writer closed: %d submission(s) not written", self.what, self.pending
             )
 
     async def _run(self) -> None:
-        while not (self._closed and not self._buffer):
+        while not (self._closed and not self._buffer and not self._spilled):
             if not self._buffer:
+                if self.spool is not None and self._spilled:
+                    self._refill()
+                    continue
+                if not self._spilled:
+                    self._drained.set()
                 self._has_items.clear()
                 await self._has_items.wait()
                 continue
@@ -161,14 +270,30 @@ class WriteBehindQueue(Generic[Item]):
             self._kick.clear()
             while self._buffer:
                 await self._write_head()
-            self._drained.set()
+                if self.spool is not None and len(self._buffer) < self.batch_size:
+                    self._refill()
+            if not self._spilled:
+                self._drained.set()
 
     async def _write_head(self) -> None:
         """Commit the oldest batch, or keep it for a retry after a backoff."""
-        batch = list(islice(self._buffer, 1 if self._isolate else self.batch_size))
+        batch = [item for _, item in islice(self._buffer, 1 if self._isolate else self.batch_size)]
+        erased: list[Item] = []
         try:
-            async with self.write_lock or contextlib.nullcontext():
-                await self._write(batch)
+            async with (
+                self.write_lock or contextlib.nullcontext(),
+                self.sessions() as session,
+                session.begin(),
+            ):
+                tombstones = await erased_tasks(session, {item.task_id for item in batch})
+                kept: list[Item] = []
+                for item in batch:
+                    erased_at = tombstones.get(item.task_id)
+                    (erased if erased_at is not None and item.at <= erased_at else kept).append(
+                        item
+                    )
+                if kept:
+                    await self._write(session, kept)
         except Exception as exc:
             self.failed_writes += 1
             if not rejected(exc):
@@ -185,22 +310,26 @@ class WriteBehindQueue(Generic[Item]):
                 self._log.warning("%s batch rejected (%s); isolating", self.what, error_name(exc))
                 self._isolate = len(batch)
             else:
-                self.rejected += 1
                 self._log.error(
-                    "%s submission rejected (%s) for task %s; discarded",
+                    "%s submission rejected (%s); discarded",
                     self.what,
                     error_name(exc),
-                    self._owner(batch[0]),
+                    extra={"task_id": batch[0].task_id},
                 )
+                self._refuse("rejected", batch[0])
                 self._consume(1)
             return
         if self._delay:
             self._log.warning("%s writes resumed; %d pending", self.what, self.pending - len(batch))
             self._delay = 0.0
-        self.written += len(batch)
+        for item in erased:  # the task was erased after it was accepted: erasure wins
+            self._refuse("erased", item)
+        self.written += len(batch) - len(erased)
         self._consume(len(batch))
 
     def _consume(self, count: int) -> None:
-        for _ in range(count):
-            self._buffer.popleft()
+        done = [self._buffer.popleft()[0] for _ in range(count)]
+        if self.spool is not None:
+            self.spool.delete(done)
+            self._spooled -= count
         self._isolate = max(0, self._isolate - count)

@@ -10,12 +10,15 @@ path). Only turns of a task are kept.
 
 from __future__ import annotations
 
+import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from proxy.db.base import row_chunks, without_nul
 from proxy.db.models import TurnRecord
@@ -109,8 +112,6 @@ def tool_done(name: str, ok: bool, elapsed_ms: float) -> None:
 def meta_sent(metainfo: dict[str, Any]) -> None:
     log = _current.get()
     if log is not None and len(log.meta) < MAX_ITEMS:
-        import orjson
-
         if len(orjson.dumps(metainfo, default=str)) <= MAX_ITEM_BYTES:
             log.meta.append(metainfo)
         else:
@@ -135,15 +136,30 @@ def failed(message: str) -> None:
         log.error = message
 
 
-class TurnLogWriter(WriteBehindQueue[dict[str, Any]]):
+@dataclass(slots=True)
+class _Record:
+    task_id: str
+    row: dict[str, Any]
+    at: float = field(default_factory=time.time)  # an erasure of the task after it wins
+
+
+class TurnLogWriter(WriteBehindQueue[_Record]):
     what = "turn log"
+    queue_name = "turn_log"
 
     def submit(self, log: TurnLog, status: int, total_ms: float) -> bool:
         if log.task_key is None:
             return False
-        return self._put(log.row(status, total_ms))
+        return self._put(_Record(log.task_key, log.row(status, total_ms)))
 
-    async def _write(self, batch: list[dict[str, Any]]) -> None:
-        async with self.sessions() as session, session.begin():
-            for chunk in row_chunks(batch):
-                await session.execute(insert(TurnRecord), list(chunk))
+    def _encode(self, item: _Record) -> bytes:
+        return orjson.dumps(asdict(item))
+
+    def _decode(self, body: bytes) -> _Record:
+        item = _Record(**orjson.loads(body))
+        item.row["created_at"] = datetime.fromisoformat(item.row["created_at"])
+        return item
+
+    async def _write(self, session: AsyncSession, batch: list[_Record]) -> None:
+        for chunk in row_chunks([item.row for item in batch]):
+            await session.execute(insert(TurnRecord), list(chunk))

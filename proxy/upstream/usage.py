@@ -1,9 +1,4 @@
-"""The token usage an upstream reports: ``usage`` of a completion or of the last chunk.
-
-The proxy asks for it on every stream (``stream_options.include_usage``). Providers
-differ in where they put cached prompt tokens: OpenAI and vLLM in
-``prompt_tokens_details.cached_tokens``, DeepSeek in ``prompt_cache_hit_tokens``.
-"""
+"""Token usage as an upstream reports it, including the prompt tokens served from cache."""
 
 from __future__ import annotations
 
@@ -17,23 +12,23 @@ class UpstreamUsage:
     cached_tokens: int
 
 
-def _count(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def parse_usage(raw: object) -> UpstreamUsage | None:
-    """``UpstreamUsage`` from an upstream's ``usage`` object; None if it is not one."""
+    """An OpenAI ``usage`` object; ``None`` when there is none.
+
+    Cached prompt tokens are ``prompt_tokens_details.cached_tokens`` (OpenAI, vLLM,
+    SGLang); DeepSeek reports ``prompt_cache_hit_tokens`` instead.
+    """
     if not isinstance(raw, dict):
         return None
-    prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
-    if prompt is None and completion is None:
-        return None
     details = raw.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
-    if cached is None:
-        cached = _count(raw.get("prompt_cache_hit_tokens"))
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = cached or _count(raw.get("prompt_cache_hit_tokens"))
     return UpstreamUsage(
-        prompt_tokens=prompt or 0, completion_tokens=completion or 0, cached_tokens=cached or 0
+        prompt_tokens=_count(raw.get("prompt_tokens")),
+        completion_tokens=_count(raw.get("completion_tokens")),
+        cached_tokens=cached,
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from proxy.db.base import row_chunks
 from proxy.db.models import UsageRecord
@@ -48,21 +51,36 @@ def usage_row(
     }
 
 
-class UsageWriter(WriteBehindQueue[dict[str, Any]]):
+@dataclass(slots=True)
+class _Usage:
+    # Billing outlives a task's erasure: the record is queued under no task (a usage row
+    # holds ids and counts, never content).
+    row: dict[str, Any]
+    task_id: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class UsageWriter(WriteBehindQueue[_Usage]):
     """Usage rows are written in batches behind the request, like transcripts."""
 
     what = "usage"
+    queue_name = "usage"
 
     def submit(self, row: dict[str, Any]) -> bool:
-        return self._put(row)
+        return self._put(_Usage(row))
 
-    def _owner(self, item: dict[str, Any]) -> str:
-        return str(item.get("task_id") or item.get("key_id") or "?")
+    def _encode(self, item: _Usage) -> bytes:
+        return orjson.dumps(asdict(item))
 
-    async def _write(self, batch: list[dict[str, Any]]) -> None:
-        async with self.sessions() as session, session.begin():
-            for chunk in row_chunks(batch):
-                await session.execute(insert(UsageRecord), list(chunk))
+    def _decode(self, body: bytes) -> _Usage:
+        item = _Usage(**orjson.loads(body))
+        item.row["created_at"] = datetime.fromisoformat(item.row["created_at"])
+        return item
+
+    async def _write(self, session: AsyncSession, batch: list[_Usage]) -> None:
+        rows = [item.row for item in batch]
+        for chunk in row_chunks(rows):
+            await session.execute(insert(UsageRecord), list(chunk))
 
 
 def now() -> datetime:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.redis_store import RedisHistoryStore
+from proxy.db.spool import Spool
 from proxy.settings import Settings
 from proxy.usage.budgets import BudgetCounters, BudgetGate, MemoryCounters, RedisCounters
 from proxy.usage.prices import PriceTable
@@ -28,6 +29,7 @@ def build_usage(
     sessions: async_sessionmaker[AsyncSession],
     history: HistoryStore,
     write_lock: asyncio.Lock | None,
+    spool: Spool | None = None,
 ) -> UsageRecorder:
     writer = UsageWriter(
         sessions,
@@ -35,6 +37,7 @@ def build_usage(
         batch_size=settings.transcript_batch_size,
         flush_seconds=settings.transcript_flush_seconds,
         write_lock=write_lock,
+        spool=spool,
     )
     guard = StoreGuard(settings.redis_timeout_ms / 1000)
     budgets = BudgetGate(budget_counters(history), settings.app_budgets, guard)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from proxy.context.history import HistoryStore
 from proxy.db.base import utcnow, without_nul
 from proxy.db.events import CallbackEventWriter, EventRecord
+from proxy.db.spool import Spool
 from proxy.metrics import ProxyMetrics
 from proxy.voice import events as ev
 from proxy.voice.events import EngineEvent
@@ -87,6 +88,7 @@ class CallbackService:
         flush_seconds: float = FLUSH_SECONDS,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
         write_lock: asyncio.Lock | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._store = store
         self._spoken = spoken
@@ -100,6 +102,7 @@ class CallbackService:
             flush_seconds=flush_seconds,
             retry_max_seconds=retry_max_seconds,
             write_lock=write_lock,
+            spool=spool,
         )
         self.received: Counter[int] = Counter()
         self.duplicates = 0

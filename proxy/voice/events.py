@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.context.call import MAX_TASK_ID
+
 TASK_STARTED, TASK_STOPPED, SENTENCE, SPEECH_STARTED = 901, 902, 903, 904
 SPEAKING_FINISHED, METRIC, ERROR_METRIC, SESSION_READY = 905, 906, 908, 909
 KNOWN_EVENTS = {901, 902, 903, 904, 905, 906, 908, 909}
@@ -72,7 +74,7 @@ def parse_event(body: Any) -> EngineEvent:
     if not isinstance(info, dict):
         raise MalformedEvent("EventInfo is missing")
     task_id = info.get("TaskId")
-    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_LENGTH:
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
         raise MalformedEvent("EventInfo.TaskId is missing")
     room_id = str(info["RoomId"]) if info.get("RoomId") is not None else None
     if room_id is not None and len(room_id) > MAX_ID_LENGTH:

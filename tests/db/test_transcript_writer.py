@@ -212,8 +212,10 @@ async def test_bounded_buffer_drops_and_counts(sessions: Sessions, caplog) -> No
         assert writer.submit(ctx, [msg("user", "overflow")]) is False
     assert writer.submit_update("task-full", "x", "2'", True) is False
     assert (writer.dropped, writer.pending) == (6, 2)
-    warnings = [r for r in caplog.records if "buffer full" in r.getMessage()]
-    assert len(warnings) == 1  # rate-limited, not one line per drop
+    warnings = [r for r in caplog.records if "not recorded (full)" in r.getMessage()]
+    # Every refusal is logged with its task (up to a burst limit per interval).
+    assert [getattr(r, "task_id", None) for r in warnings] == ["task-full"] * 6
+    assert writer.refused == {"full": 6}
     assert writer.submit(CallContext(), [msg("user", "stateless")]) is False  # no task id
     await writer.close(timeout=0.1)
     assert "2 submission(s) not written" in caplog.text

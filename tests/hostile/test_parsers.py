@@ -245,28 +245,48 @@ hostile_value = (
 )
 
 
+SCOPING = {"x-task-id", "x-request-id", "x-rquest-id", "x-sdk-app-id"}
+ID = re.compile(r"[\x21-\x7e]{1,256}")
+APP_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 @SETTINGS
 @given(st.dictionaries(st.sampled_from([*HEADERS, "x-room-id-type"]), hostile_value))
-def test_call_context_keeps_only_safe_values(headers: dict[str, str]) -> None:
-    call = CallContext.from_headers(headers)
-    for value in (
-        call.task_id,
-        call.request_id,
-        call.app_id,
-        call.user_id,
-        call.room_id,
-        call.room_id_type,
-    ):
+def test_call_context_keeps_only_safe_values_or_refuses(headers: dict[str, str]) -> None:
+    try:
+        call = CallContext.from_headers(headers)
+    except InvalidRequest as exc:
+        # Only a header that scopes state is refused (never silently dropped).
+        assert exc.param in SCOPING and exc.status == 400
+        value = headers[exc.param].strip()
+        valid = APP_ID if exc.param == "x-sdk-app-id" else ID
+        assert value and not valid.fullmatch(value)
+        return
+    for value in (call.task_id, call.request_id):
+        assert value is None or ID.fullmatch(value), repr(value)
+    for value in (call.app_id, call.user_id, call.room_id, call.room_id_type):
         assert value is None or SAFE.fullmatch(value), repr(value)
-    assert all(SAFE.fullmatch(value) for value in call.log_fields().values())
+    assert all(ID.fullmatch(value) for value in call.log_fields().values())
 
 
 @pytest.mark.parametrize(
     "value",
-    ["a\r\nb", "a\nb", "a\rb", "a\x00b", "a\tb", "a b", "t" * 129, "t" * 10_240, "任务", "a\x7f"],
+    ["a\r\nb", "a\nb", "a\rb", "a\x00b", "a\tb", "a b", "t" * 257, "t" * 10_240, "任务", "a\x7f"],
 )
-def test_call_context_drops_unsafe_values(value: str) -> None:
-    assert CallContext.from_headers({"x-task-id": value}).task_id is None
+def test_call_context_refuses_unsafe_task_ids(value: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        CallContext.from_headers({"x-task-id": value})
+    assert refused.value.param == "x-task-id"
+
+
+@pytest.mark.parametrize("value", ["app/one", "a" * 65, "app:one", "app one"])
+def test_call_context_refuses_invalid_app_ids(value: str) -> None:
+    with pytest.raises(InvalidRequest):
+        CallContext.from_headers({"x-task-id": "t", "x-sdk-app-id": value})
+
+
+def test_call_context_accepts_task_ids_up_to_256_characters() -> None:
+    assert CallContext.from_headers({"x-task-id": "t" * 256}).task_id == "t" * 256
 
 
 # normalise

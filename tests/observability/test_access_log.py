@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import httpx
 
@@ -30,6 +31,11 @@ def test_request_ids_and_one_access_line_per_request(make_proxy, mock, caplog):
         assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
     assert len({r.headers["x-request-id"] for r in (plain, refused, hostile)}) == 3
 
+    # A line is written once its response has gone out: the client may be faster.
+    deadline = time.monotonic() + 5
+    while len([r for r in caplog.records if r.name == "proxy.access"]) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "proxy.access"]
     assert len(lines) == 4
     assert all(KEY not in line for line in lines)

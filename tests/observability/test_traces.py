@@ -23,7 +23,7 @@ def test_a_turn_is_exported_as_a_span_naming_the_task(make_proxy, mock, caplog):
             "stream": True,
             "max_tokens": 64,
             "messages": [{"role": "user", "content": "what is the weather like?"}],
-            "mock": {"chunks": 5, "cached_tokens": 4},
+            "mock": {"chunks": 5},
         }
         for request_id in ("req-7", "req-8"):
             reply = httpx.post(
@@ -46,9 +46,12 @@ def test_a_turn_is_exported_as_a_span_naming_the_task(make_proxy, mock, caplog):
     assert first.attributes["gen_ai.request.model"] == "gpt-test"
     assert first.attributes["gen_ai.request.max_tokens"] == 64
     assert first.attributes["gen_ai.usage.output_tokens"] == 5
-    assert first.attributes["gen_ai.usage.cache_read.input_tokens"] == 4
-    reported = reported_usage(mock.requests[0].behaviour, mock.requests[0].body)
-    assert first.attributes["gen_ai.usage.input_tokens"] == reported["prompt_tokens"]
+    for span, request in zip(turns, mock.requests, strict=True):
+        reported = reported_usage(request.behaviour, request.body, request.cached_tokens or 0)
+        assert span.attributes["gen_ai.usage.input_tokens"] == reported["prompt_tokens"]
+        cached = reported["prompt_tokens_details"]["cached_tokens"]
+        assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == cached
+    assert second.attributes["gen_ai.usage.cache_read.input_tokens"] > 0  # a shared prefix
     assert (first.attributes["proxy.round"], second.attributes["proxy.round"]) == (1, 2)
     assert first.resource["service.name"] == "voice-llm-proxy"
     children = {s.name: s for s in receiver.spans if s.parent_span_id == first.span_id}

@@ -47,18 +47,13 @@ def test_usage_totals_match_what_the_mock_reported(make_proxy, mock):
     with admin_client(proxy) as admin:
         created = admin.post("/admin/keys", json={"name": "engine", "app_id": APP}).json()
     key, key_id = created["key"], created["id"]
-    turns = [  # (task, stream, cached tokens the mock reports)
-        ("task-a", True, 0),
-        ("task-a", True, 7),
-        ("task-a", False, 3),
-        ("task-b", True, 0),
-        ("task-b", False, 0),
-    ]
-    for number, (task, stream, cached) in enumerate(turns):
+    turns = [("task-a", True), ("task-a", True), ("task-a", False), ("task-b", True)]
+    turns.append(("task-b", False))
+    for number, (task, stream) in enumerate(turns):
         body = {
             "stream": stream,
             "messages": [{"role": "user", "content": f"turn {number}: tell me about the sea"}],
-            "mock": {"chunks": 4 + number, "cached_tokens": cached},
+            "mock": {"chunks": 4 + number},
         }
         reply = chat(proxy, key, body, **{"X-Task-Id": task, "X-Request-Id": f"r{number}"})
         assert reply.status_code == 200, reply.text
@@ -80,12 +75,12 @@ def test_usage_totals_match_what_the_mock_reported(make_proxy, mock):
     requests = mock.requests
     assert len(requests) == len(turns) + 1
     assert all(r.body["stream_options"] == {"include_usage": True} for r in requests[:2])
-    reported = [reported_usage(r.behaviour, r.body) for r in requests]
+    reported = [reported_usage(r.behaviour, r.body, r.cached_tokens or 0) for r in requests]
     assert chunks[-1].usage.completion_tokens == reported[-1]["completion_tokens"]
     prompt = sum(u["prompt_tokens"] for u in reported)
     cached = sum(u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for u in reported)
     completion = sum(u["completion_tokens"] for u in reported)
-    assert cached == 10  # the mock did report cached tokens
+    assert cached > 0  # the mock's prompt cache served the tasks' shared prefixes
 
     with admin_client(proxy) as admin:
         answer = admin.get("/admin/usage", params={"group_by": "task"}).json()
@@ -154,9 +149,8 @@ def test_budgets_refuse_at_the_limit_across_two_replicas(make_proxy, mock, redis
     while spent < limit:
         reply = chat(replicas[answered % 2], created["key"], body)
         assert reply.status_code == 200, reply.text
-        spent += sum(
-            reported_usage(r.behaviour, r.body)["total_tokens"] for r in mock.requests[-1:]
-        )
+        last = mock.requests[-1]
+        spent += reported_usage(last.behaviour, last.body, last.cached_tokens or 0)["total_tokens"]
         answered += 1
         _wait_for_tokens(redis_prefix, scope, spent)
     per_turn = spent // answered

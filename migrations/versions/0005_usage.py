@@ -1,7 +1,7 @@
 """usage records, turn records (the console timeline) and per-key daily budgets
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06 15:00:00
 """
 
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("app_id", sa.String(length=64), nullable=True),
         sa.Column("key_id", sa.String(length=160), nullable=True),
         sa.Column("key_name", sa.String(length=128), nullable=True),
-        sa.Column("task_id", sa.String(length=200), nullable=True),
+        sa.Column("task_id", sa.String(length=330), nullable=True),
         sa.Column("request_id", sa.String(length=128), nullable=True),
         sa.Column("route", sa.String(length=128), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
@@ -45,7 +45,7 @@ def upgrade() -> None:
     op.create_table(
         "turn_records",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("task_id", sa.String(length=200), nullable=False),
+        sa.Column("task_id", sa.String(length=330), nullable=False),
         sa.Column("request_id", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=True),
