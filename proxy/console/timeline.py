@@ -78,12 +78,14 @@ def split_heard(sent: str, heard: str) -> tuple[str, str] | None:
     target = normalise(heard)
     if not normalise(sent).startswith(target) or normalise(sent) == target:
         return None
-    kept = 0
-    for index, char in enumerate(sent):
-        if kept >= len(target):
-            return sent[:index], sent[index:]
-        kept += len(normalise(char))
-    return None
+    kept, index = 0, 0
+    while kept < len(target) and index < len(sent):
+        kept += len(normalise(sent[index]))
+        index += 1
+    # Punctuation right after the last heard word was heard with it ("time," not "time").
+    while index < len(sent) and not normalise(sent[index]) and not sent[index].isspace():
+        index += 1
+    return (sent[:index], sent[index:]) if index < len(sent) else None
 
 
 def _event_payload(event: CallbackEvent) -> dict[str, Any]:
