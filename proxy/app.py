@@ -160,6 +160,8 @@ def _expose_error_counters(state: Any) -> None:
     for queue, writer in (
         ("transcript", state.transcripts),
         ("callback_event", state.callbacks.writer),
+        ("usage", state.usage.writer),
+        ("turn_log", state.turn_logs),
     ):
         for reason in ("full", "closed", "rejected", "erased"):
             expose(

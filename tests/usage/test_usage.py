@@ -38,9 +38,10 @@ def sse(text: str) -> list[dict]:
     ]
 
 
-def test_usage_totals_match_what_the_mock_reported(make_proxy, mock):
+def test_usage_totals_match_what_the_mock_reported(make_proxy, mock, migrated_database_url):
     proxy = make_proxy(
         redis=True,
+        database_url=migrated_database_url,  # SQLite and PostgreSQL
         admin_token=ADMIN_TOKEN,
         prices={"gpt-test": PRICE},
     )
