@@ -92,7 +92,8 @@ class AccessMiddleware:
 
     @staticmethod
     def _keep(scope: Scope, turn: turnlog.TurnLog, status: int, started: float) -> None:
-        writer = getattr(scope["app"].state, "turn_logs", None)
+        app = scope.get("app")
+        writer = getattr(getattr(app, "state", None), "turn_logs", None)
         if writer is not None:
             writer.submit(turn, status, (time.perf_counter() - started) * 1000)
 
