@@ -47,7 +47,7 @@ async def block(target: Any, path: str) -> float:
 
 
 async def main() -> None:
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115, ASYNC230
     handler.setFormatter(JsonFormatter())
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.INFO)
