@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
         "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
         "soak": ("proxy.bench.soak", "main", "run many simulated voice sessions and check history"),
+        "chaos": ("proxy.chaos.cli", "main", "dev tooling: fault scenarios against real processes"),
     }
     for name, (_, _, help_text) in delegated.items():
         commands.add_parser(name, help=help_text, add_help=False)

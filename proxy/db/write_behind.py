@@ -195,6 +195,7 @@ class WriteBehindQueue(Generic[Item]):
             self._spooled = self.spool.count(self.queue_name)
             self._spilled = self._spooled > 0
             if self._spooled:
+                self._drained.clear()
                 self._log.warning(
                     "%s: %d spooled submission(s) from an earlier run; writing them",
                     self.what,
