@@ -36,6 +36,8 @@ class Tally:
     duplicated: int = 0
     notes: str = ""
     depends_on: str = ""  # whose fix the figures depend on
+    unanswered: int = 0  # turns the engine gave up on (every replica failed)
+    measures: dict[str, float] = field(default_factory=dict)  # scenario-specific figures
 
     def count(self, acknowledged: list[str], stored: Counter[str]) -> None:
         """Tally acknowledged items (turn texts, event keys) against the stored ones."""

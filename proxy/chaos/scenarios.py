@@ -8,6 +8,7 @@ once (duplicated).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,8 +79,9 @@ async def _live_tally(
 ) -> Tally:
     for session in sessions:
         tally.count(session.answered, await live_user_turns(http, url, session.task_id))
-    failed = sum(len(s.failed) for s in sessions)
-    tally.notes = f"{failed} turn(s) not answered" if failed else tally.notes
+    tally.unanswered = sum(len(s.failed) for s in sessions)
+    if tally.unanswered:
+        tally.notes = f"{tally.unanswered} turn(s) not answered"
     return tally
 
 
@@ -130,6 +132,7 @@ async def redis_restart(options: Options) -> Tally:
             for session in sessions:
                 stored = await live_user_turns(http, proxy.url, session.task_id)
                 tally.count(session.answered[1:], _shifted(stored, session.task_id))
+            tally.unanswered = sum(len(s.failed) for s in sessions)
             return tally
         finally:
             redis.stop()
@@ -180,6 +183,7 @@ async def postgres_down_across_restart(options: Options) -> Tally:
             )
             tally.count(turns, stored_turns)
             tally.count(events, stored_events)
+            tally.unanswered = sum(len(s.failed) for s in sessions) + 4 * len(tasks) - len(events)
             tally.notes = f"{len(turns)} turns + {len(events)} callbacks"
             return tally
         finally:
@@ -214,6 +218,7 @@ async def kill9_after_turn(options: Options) -> Tally:
                 lambda: postgres_counts(pg.url, USER_ROWS, tasks), expected=len(turns)
             )
             tally.count(turns, stored)
+            tally.unanswered = sum(len(s.failed) for s in sessions)
             return tally
         finally:
             pg.stop()
@@ -247,7 +252,9 @@ async def erasure_race(options: Options) -> Tally:
             live = sum([sum((await live_user_turns(http, b.url, t)).values()) for t in tasks])
             tally.answered = sum(len(s.answered) for s in sessions)
             tally.recorded = sum(rows.values())
+            tally.measures = {"erased": statuses[204], "came_back": 0.0, "live_after": live}
             back = sum(1 for t in tasks if any(k.startswith(f"{t} ") for k in rows))
+            tally.measures["came_back"] = back
             tally.notes = (
                 f"erased {statuses[204]}/{len(tasks)} tasks (204); {back} came back in the "
                 f"transcript; {live} live messages after erasure"
@@ -280,9 +287,17 @@ async def model_names(options: Options) -> Tally:
         scrape = asyncio.create_task(_scrape(http, proxy.url))
         await asyncio.sleep(0.01)
         during = await first_token_seconds(http, proxy.url, "ttft-probe")
-        size = await scrape
+        body = await scrape
+        size = len(body)
         scrape_seconds = time.perf_counter() - started
         tally.answered = tally.recorded = sum(answered)
+        tally.unanswered = options.model_names - tally.answered
+        tally.measures = {
+            "metrics_bytes": size,
+            "model_labels": len(set(re.findall(rb'[{,]model="([^"]*)"', body))),
+            "ttft_before": before,
+            "ttft_during_scrape": during,
+        }
         tally.notes = (
             f"/metrics {size / 1024:,.0f} KiB in {scrape_seconds:.2f} s; TTFT "
             f"{before * 1000:.0f} ms before, {during * 1000:.0f} ms during a scrape"
@@ -290,9 +305,9 @@ async def model_names(options: Options) -> Tally:
         return tally
 
 
-async def _scrape(http: aiohttp.ClientSession, url: str) -> int:
+async def _scrape(http: aiohttp.ClientSession, url: str) -> bytes:
     async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=120)) as response:
-        return len(await response.read())
+        return await response.read()
 
 
 async def _callbacks(
