@@ -124,6 +124,14 @@ class WriteBehindQueue(Generic[Item]):
         return self.refused["rejected"]
 
     @property
+    def accepting(self) -> bool:
+        """A submission now would be accepted (callers that must not acknowledge what
+        cannot be recorded ask first)."""
+        if self.spool is not None:
+            return self._spooled < self.spool_max_items
+        return not self._closed and len(self._buffer) < self.queue_size
+
+    @property
     def pending(self) -> int:
         """Submissions accepted and not yet committed (including the batch in flight)."""
         return self._spooled if self.spool is not None else len(self._buffer)
