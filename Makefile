@@ -1,4 +1,4 @@
-.PHONY: install serve test lint format typecheck bench ci
+.PHONY: install serve test test-fast lint format typecheck bench ci
 
 install:
 	uv sync
@@ -8,6 +8,10 @@ serve:
 
 test:
 	uv run pytest -q
+
+# The unit tier: pure tests (no servers, subprocesses or network), under a minute.
+test-fast:
+	uv run pytest -q -m "not slow" tests/unit
 
 lint:
 	uv run ruff check proxy tests

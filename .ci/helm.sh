@@ -7,7 +7,7 @@
 # ${HELM_CACHE:-$HOME/.cache/voice-llm-proxy}/helm and reused by later runs.
 #
 # Then:
-#   helm lint      the chart with its default values and with each deploy/helm/ci-values/*.yaml
+#   helm lint      the chart with its default values (plus an upstream) and with each deploy/helm/ci-values/*.yaml
 #   helm template  each of them into ${OUT_DIR:-/tmp/helm-rendered}/<name>.yaml
 #                  (the defaults as default.yaml)
 #
@@ -92,7 +92,9 @@ run_set() {
   }
 }
 
-run_set default
+# The defaults lack an upstream on purpose (the chart refuses to render without one):
+# render them with one added. tests/deploy checks the refusal itself.
+run_set default --set upstream.baseUrl=https://api.openai.com/v1
 shopt -s nullglob
 values_files=("$CI_VALUES"/*.yaml)
 [ ${#values_files[@]} -gt 0 ] || { log "no values files in $CI_VALUES"; exit 1; }

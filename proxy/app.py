@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
-from proxy.api import admin, callbacks, chat, health
+from proxy.api import admin, callbacks, chat, health, responses, retell
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
@@ -40,6 +40,17 @@ from proxy.voice.spoken import SpokenTextReconciler
 log = logging.getLogger("proxy")
 
 
+def stale_connection_retry() -> dict[str, Any]:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return {
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
 def build_history_store(settings: Settings) -> HistoryStore:
     if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
@@ -54,6 +65,10 @@ def build_history_store(settings: Settings) -> HistoryStore:
         "health_check_interval": 30,
         # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
         "max_connections": settings.redis_max_connections,
+        # After a Redis restart every pooled connection is stale: one that fails is
+        # retried once, at once, on a fresh connection, instead of counting as "down"
+        # (claims and commits are idempotent per attempt; a timeout is never retried).
+        **stale_connection_retry(),
     }
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
@@ -160,17 +175,18 @@ def _expose_error_counters(state: Any) -> None:
     )
 
 
-def _announce(settings: Settings, table: RouteTable) -> None:
+def _announce(settings: Settings, table: RouteTable, catalog: Catalog) -> None:
     if not table.has_upstream:
         log.warning(
             "no upstream configured: every model is answered by the built-in 'echo' model. "
             "Set PROXY_UPSTREAM_BASE_URL and PROXY_UPSTREAM_API_KEY (any OpenAI-compatible "
             "API), or routes in a YAML file named by PROXY_CONFIG, to use a real model."
         )
-    if not settings.auth_required:
+    if not catalog.auth_required:  # keys from the environment, the config or the database
         log.warning(
-            "no caller keys configured (PROXY_API_KEYS): anyone who can reach this port can "
-            "use it. Listening on loopback only unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
+            "no caller keys: anyone who can reach this port can use it. Create one with "
+            "`proxy keys create NAME` (or set PROXY_API_KEYS); listening on loopback only "
+            "unless PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true."
         )
     if not settings.redis_url and not settings.redis_sentinels:
         log.warning(
@@ -192,6 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
         state.history = history = build_history_store(settings)
+        if isinstance(history, RedisHistoryStore):  # replicas share which targets are down
+            state.router.cooldowns.share_through(history._client, settings.redis_prefix)
         await _prepare_database(settings)
         state.db_engine = make_engine(settings.database_url)
         state.sessions = make_sessionmaker(state.db_engine)
@@ -244,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retriever=state.retriever,
         )
         state.summariser = summariser
+        state.spoken = spoken  # what the caller heard (905, Retell's transcript)
         state.rate_limiter = RateLimiter(history, guard)
         state.concurrency = ConcurrencyGate(settings.max_concurrent_requests)
         state.callbacks = CallbackService(
@@ -259,7 +278,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state.callbacks.start()
         _expose_error_counters(state)
         state.shutting_down = False
-        _announce(settings, table)
+        _announce(settings, table, state.catalog)
         try:
             yield
         finally:
@@ -273,6 +292,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.tools.close()
             await state.retriever.close()
             await state.tool_runner.close()
+            await state.router.cooldowns.close()
             await client.close()
             await history.close()
             await state.db_engine.dispose()
@@ -293,4 +313,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
+    app.include_router(responses.router)
+    app.include_router(retell.router)
     return app

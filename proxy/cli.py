@@ -7,7 +7,10 @@ import importlib
 import ipaddress
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -34,15 +37,35 @@ def create_app_from_env() -> Any:
     return create_app(settings)
 
 
+def load_settings(prog: str, **overrides: Any) -> Settings | None:
+    """The settings, or None after printing why they are refused (one line)."""
+    from proxy.config_file import describe
+    from proxy.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        print(f"{prog}: invalid configuration: {describe(exc)}", file=sys.stderr)
+        return None
+
+
+def _has_caller_keys(settings: Settings) -> bool:
+    """Keys in the environment, the config file or the database (the SQLite file is
+    migrated first, as serving would). An unreachable database counts as no keys."""
+    if settings.api_keys or settings.keys:
+        return True
+    from proxy.db.keys_check import database_has_keys
+
+    return database_has_keys(settings)
+
+
 def serve(args: argparse.Namespace) -> int:
     import os
 
     import uvicorn
-    from pydantic import ValidationError
 
     from proxy.logs import configure_logging
     from proxy.serving import HeaderTimeoutProtocol
-    from proxy.settings import Settings
 
     overrides = {
         k: v
@@ -53,20 +76,19 @@ def serve(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    try:
-        settings = Settings(**overrides)
-    except (ValidationError, ValueError) as exc:
-        print(f"proxy: invalid configuration:\n{exc}", file=sys.stderr)
+    settings = load_settings("proxy", **overrides)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     if (
-        not settings.auth_required
-        and not _is_loopback(settings.host)
+        not _is_loopback(settings.host)
         and not settings.allow_unauthenticated_public
+        and not _has_caller_keys(settings)
     ):
         print(
-            f"proxy: refusing to listen on {settings.host} without caller keys. Set "
-            "PROXY_API_KEYS, or PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true if that is intended.",
+            f"proxy: refusing to listen on {settings.host} without caller keys. Create one "
+            "with `proxy keys create NAME` or set PROXY_API_KEYS; or set "
+            "PROXY_ALLOW_UNAUTHENTICATED_PUBLIC=true if that is intended.",
             file=sys.stderr,
         )
         return 2
@@ -95,7 +117,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from proxy import __version__
+
     parser = argparse.ArgumentParser(prog="proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the proxy")

@@ -19,23 +19,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from proxy.admin import Admin, AdminStore
 from proxy.api.schemas import (
-    CONFIG_KEY_PREFIX,
     KeyCreate,
     KeyOut,
     ProfileCreate,
-    ProfileOut,
     TaskOut,
     TranscriptMessageOut,
 )
+from proxy.config_file import describe
 from proxy.context.call import task_key
-from proxy.db.repositories import (
-    KeyRepository,
-    ProfileRepository,
-    TaskRepository,
-    TranscriptRepository,
-)
+from proxy.db.migrate import migrate_embedded
+from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.session import make_engine, make_sessionmaker
+from proxy.errors import ProxyError
 from proxy.settings import Settings
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -49,8 +46,8 @@ class CommandFailed(Exception):
 def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
     try:
         settings = Settings()
-    except (ValidationError, ValueError) as exc:
-        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        print(f"{prog}: invalid configuration: {describe(exc)}", file=sys.stderr)
         return 1
 
     async def with_database() -> None:
@@ -61,9 +58,13 @@ def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
             await engine.dispose()
 
     try:
+        migrate_embedded(settings.database_url)  # as `proxy serve` would
         asyncio.run(with_database())
     except CommandFailed as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except ProxyError as exc:  # from the admin services: NotFound, Conflict, ...
+        print(f"{prog}: {exc.message}", file=sys.stderr)
         return 1
     except (DBAPIError, PoolTimeout, OSError) as exc:
         cause = getattr(exc, "orig", None) or exc
@@ -106,6 +107,10 @@ def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
 # proxy keys
 
 
+def _admin(settings: Settings, sessions: Sessions) -> Admin:
+    return Admin(AdminStore(settings, sessions))
+
+
 async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
     body: KeyCreate = _validated(
         KeyCreate,
@@ -118,36 +123,16 @@ async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Na
             "expires_at": args.expires_at,
         },
     )
-    if any(spec.name == body.name for spec in settings.keys):
-        raise CommandFailed(f"a config-declared key is named {body.name!r}: choose another name")
-    async with sessions() as session, session.begin():
-        if (
-            body.profile is not None
-            and body.profile not in settings.profiles
-            and await ProfileRepository(session).get(body.profile) is None
-        ):
-            raise CommandFailed(f"no profile {body.profile!r}")
-        key, plain = await KeyRepository(session).create(
-            body.name,
-            profile_name=body.profile,
-            allow_profile_override=body.allow_profile_override,
-            app_id=body.app_id,
-            rate_limit_per_minute=body.rate_limit_per_minute,
-            expires_at=body.expires_at,
-        )
-        created = KeyOut.from_row(key)
+    created = await _admin(settings, sessions).keys.create(body)
     if args.json:
-        _print_json({**created.model_dump(mode="json"), "key": plain})
+        _print_json(created.model_dump(mode="json"))
     else:
-        print(f"id:   {created.id}\nname: {created.name}\nkey:  {plain}")
+        print(f"id:   {created.id}\nname: {created.name}\nkey:  {created.key}")
     print("Store the key now: it is not shown again.", file=sys.stderr)
 
 
 async def _keys_list(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
-    async with sessions() as session:
-        stored = await KeyRepository(session).list_all()
-    keys = [KeyOut.from_spec(spec) for spec in settings.keys]
-    keys += [KeyOut.from_row(key) for key in stored]
+    keys = await _admin(settings, sessions).keys.list()
     if args.json:
         _print_json([key.model_dump(mode="json") for key in keys])
         return
@@ -162,15 +147,9 @@ async def _keys_list(settings: Settings, sessions: Sessions, args: argparse.Name
 
 
 async def _keys_revoke(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
-    if args.id.startswith(CONFIG_KEY_PREFIX):
-        raise CommandFailed(f"{args.id} is declared in the configuration: remove it there")
-    async with sessions() as session, session.begin():
-        key = await KeyRepository(session).get(args.id)
-        if key is None:
-            raise CommandFailed(f"no key {args.id!r}")
-        already = key.revoked_at is not None
-        await KeyRepository(session).revoke(args.id)
-    print(f"key {key.id} ({key.name}) {'was already' if already else 'is now'} revoked")
+    revoked = await _admin(settings, sessions).keys.revoke(args.id)
+    key = revoked.key
+    print(f"key {key.id} ({key.name}) {'was already' if revoked.already else 'is now'} revoked")
 
 
 def keys_main(argv: list[str] | None = None) -> int:
@@ -196,10 +175,7 @@ def keys_main(argv: list[str] | None = None) -> int:
 
 
 async def _profiles_list(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
-    async with sessions() as session:
-        stored = await ProfileRepository(session).list_all()
-    profiles = [ProfileOut.from_spec(n, s) for n, s in sorted(settings.profiles.items())]
-    profiles += [ProfileOut.from_row(p) for p in stored if p.name not in settings.profiles]
+    profiles = await _admin(settings, sessions).profiles.list()
     if args.json:
         _print_json([profile.model_dump(mode="json") for profile in profiles])
         return
@@ -210,15 +186,7 @@ async def _profiles_list(settings: Settings, sessions: Sessions, args: argparse.
 
 
 async def _profiles_show(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
-    spec = settings.profiles.get(args.name)
-    if spec is not None:
-        profile = ProfileOut.from_spec(args.name, spec)
-    else:
-        async with sessions() as session:
-            row = await ProfileRepository(session).get(args.name)
-            if row is None:
-                raise CommandFailed(f"no profile {args.name!r}")
-            profile = ProfileOut.from_row(row)
+    profile = await _admin(settings, sessions).profiles.get(args.name)
     data = profile.model_dump(mode="json")
     if args.json:
         _print_json(data)
@@ -239,24 +207,14 @@ async def _profiles_create(
         "model": args.model,
     }
     body: ProfileCreate = _validated(ProfileCreate, {k: v for k, v in fields.items() if v})
-    if body.name in settings.profiles:
-        raise CommandFailed(f"profile {body.name!r} is declared in the configuration")
-    async with sessions() as session, session.begin():
-        profiles = ProfileRepository(session)
-        if await profiles.get(body.name) is not None:
-            raise CommandFailed(f"profile {body.name!r} exists")
-        await profiles.create(**body.model_dump())
+    await _admin(settings, sessions).profiles.create(body)
     print(f"profile {body.name} created")
 
 
 async def _profiles_delete(
     settings: Settings, sessions: Sessions, args: argparse.Namespace
 ) -> None:
-    if args.name in settings.profiles:
-        raise CommandFailed(f"profile {args.name!r} is declared in the configuration")
-    async with sessions() as session, session.begin():
-        if not await ProfileRepository(session).delete(args.name):
-            raise CommandFailed(f"no profile {args.name!r}")
+    await _admin(settings, sessions).profiles.delete(args.name)
     print(f"profile {args.name} deleted")
 
 

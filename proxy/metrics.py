@@ -164,7 +164,7 @@ class ProxyMetrics:
         self.time_to_first_token = ClosedLabels(
             Histogram(
                 "gen_ai_server_time_to_first_token_seconds",
-                "Upstream time to its first event.",
+                "Upstream time to its first speakable event (text or a tool call).",
                 ["gen_ai_request_model"],
                 buckets=LATENCY_BUCKETS,
                 registry=r,
@@ -222,6 +222,12 @@ class ProxyMetrics:
         self.replays = Counter(
             "proxy_replays", "Retried request ids answered from the store.", registry=r
         )
+        self.turns_not_recorded = Counter(
+            "proxy_turns_not_recorded",
+            "Answered turns the history does not hold, by reason (a closed set).",
+            ["reason"],
+            registry=r,
+        )
         self.retrieval_time = Histogram(
             "proxy_retrieval_seconds",
             "Knowledge retrieval time per turn.",
@@ -256,6 +262,58 @@ class ProxyMetrics:
                 "proxy_engine_errors", "Errors the engine reported (908).", ["metric"], registry=r
             ),
             engine_metric,
+        )
+        # First speakable token, hedging, cooldown, prompt caching. Route names are
+        # configured or the caller's model (closed like models); targets are configured.
+        target = LabelSet(spare=MAX_SPARE_LABELS)
+        self.hedges = ClosedLabels(
+            Counter(
+                "proxy_upstream_hedges",
+                "A target had no speakable token by hedge_after_ms: this one was started too.",
+                ["route", "target"],
+                registry=r,
+            ),
+            model,
+            target,
+        )
+        self.hedge_wins = ClosedLabels(
+            Counter(
+                "proxy_upstream_hedge_wins",
+                "Hedged requests, by the target whose speakable token came first.",
+                ["route", "target"],
+                registry=r,
+            ),
+            model,
+            target,
+        )
+        self.cooldown_skips = ClosedLabels(
+            Counter(
+                "proxy_upstream_cooldown_skips",
+                "Requests that skipped a target cooling down after a failure.",
+                ["route", "target"],
+                registry=r,
+            ),
+            model,
+            target,
+        )
+        self.prompt_tokens = ClosedLabels(
+            Counter(
+                "proxy_upstream_prompt_tokens",
+                "Prompt tokens the upstreams reported.",
+                ["gen_ai_request_model"],
+                registry=r,
+            ),
+            model,
+        )
+        self.cached_prompt_tokens = ClosedLabels(
+            Counter(
+                "proxy_upstream_prompt_cache_hit_tokens",
+                "Prompt tokens the upstreams served from their prompt cache "
+                "(prompt_tokens_details.cached_tokens); divide by proxy_upstream_prompt_tokens.",
+                ["gen_ai_request_model"],
+                registry=r,
+            ),
+            model,
         )
         self._attributes = _AttributeCounters()
         r.register(self._attributes)

@@ -14,15 +14,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from proxy.config_file import read_config_file
 from proxy.context.call import APP_ID_PATTERN
 
 ECHO_MODEL = "echo"
+# The voice budget (README "Time budget"): the engine's Timeout defaults to 3 s.
+DEFAULT_CONNECT_TIMEOUT = 1.0
+DEFAULT_FIRST_TOKEN_TIMEOUT = 1.5
+DEFAULT_FIRST_TOKEN_BUDGET_MS = 2500
+DEFAULT_COOLDOWN_SECONDS = 10.0
 
 
 class UpstreamTarget(BaseModel):
@@ -36,9 +42,16 @@ class UpstreamTarget(BaseModel):
     model: str | None = Field(
         default=None, description="Upstream model name; the requested name when unset."
     )
-    connect_timeout: float = Field(default=2.0, gt=0)
-    first_token_timeout: float = Field(default=10.0, gt=0)
+    # Voice defaults (README "Time budget"): a dead target is left well inside the
+    # engine's default 3 s Timeout. The first token is the first *speakable* one.
+    connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT, gt=0)
+    first_token_timeout: float = Field(default=DEFAULT_FIRST_TOKEN_TIMEOUT, gt=0)
     total_timeout: float = Field(default=300.0, gt=0)
+    completion_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Non-streaming: the whole answer within this; unset: first_token_timeout.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -57,6 +70,22 @@ class ModelRoute(BaseModel):
     """A model alias served by an ordered list of targets (tried in order)."""
 
     targets: list[UpstreamTarget] = Field(min_length=1)
+    hedge_after_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="No speakable token from a target by then: start the next one alongside.",
+    )
+    cooldown_seconds: float = Field(
+        default=DEFAULT_COOLDOWN_SECONDS,
+        ge=0,
+        description="A failed target is skipped this long, then one probe request retries "
+        "it; 0 = no cooldown.",
+    )
+    first_token_budget_ms: int = Field(
+        default=DEFAULT_FIRST_TOKEN_BUDGET_MS,
+        ge=100,
+        description="All targets together must produce a speakable token within this.",
+    )
 
 
 class HistoryPolicy(BaseModel):
@@ -67,6 +96,14 @@ class HistoryPolicy(BaseModel):
         ge=1,
         description="Newest stored messages loaded per request (keeps the cost flat for "
         "long tasks; enough for max_turns of ordinary turns).",
+    )
+    low_water: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="A window limit (token_budget, max_turns, load_limit) that is exceeded "
+        "trims to this fraction of it in one block, so later turns extend an unchanged "
+        "prompt prefix (upstream prompt caches). 1 = slide one turn at a time.",
     )
     summarise: bool = False
     summary_threshold_turns: int = Field(default=40, ge=4)
@@ -153,8 +190,8 @@ class Settings(BaseSettings):
     # Upstreams.
     upstream_base_url: str | None = None
     upstream_api_key: SecretStr | None = None
-    upstream_connect_timeout: float = Field(default=2.0, gt=0)
-    upstream_first_token_timeout: float = Field(default=10.0, gt=0)
+    upstream_connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT, gt=0)
+    upstream_first_token_timeout: float = Field(default=DEFAULT_FIRST_TOKEN_TIMEOUT, gt=0)
     upstream_total_timeout: float = Field(default=300.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     routes: dict[str, ModelRoute] = Field(default_factory=dict)
@@ -216,6 +253,15 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
     )
 
+    # Retell's LLM WebSocket (/retell/llm-websocket/{call_id}).
+    retell_model: str = Field(
+        default="gpt-4o-mini", description="Model for Retell calls (a profile's model wins)."
+    )
+    retell_profile: str | None = Field(default=None, description="Profile for Retell calls.")
+    retell_begin_message: str = Field(
+        default="", description="What the agent says first; empty: it waits for the caller."
+    )
+
     # Per-task context.
     redis_url: str | None = None
     redis_password: SecretStr | None = None
@@ -265,8 +311,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.env == "production" and self.admin_token is None:
-            raise ValueError("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+        if self.env == "production":
+            unsafe = production_refusals(self)
+            if unsafe:
+                raise ValueError("; ".join(unsafe))
         if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 16:
             raise ValueError("PROXY_ADMIN_TOKEN must be at least 16 characters")
         return self
@@ -283,9 +331,8 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_path = os.environ.get("PROXY_CONFIG")
         if config_path:
-            if not os.path.isfile(config_path):
-                raise ValueError(f"PROXY_CONFIG names a missing file: {config_path}")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+            data = read_config_file(config_path, settings_cls)  # unknown keys refused
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=data))
         return tuple(sources)
 
     # Derived views.
@@ -304,3 +351,27 @@ class Settings(BaseSettings):
             first_token_timeout=self.upstream_first_token_timeout,
             total_timeout=self.upstream_total_timeout,
         )
+
+
+def production_refusals(settings: Settings) -> list[str]:
+    """The defaults that are fine on a laptop and wrong in production, each naming its
+    setting. ``PROXY_ENV=production`` refuses to start with any of them."""
+    refusals = []
+    if not settings.upstream_base_url and not settings.routes:
+        refusals.append(
+            "PROXY_UPSTREAM_BASE_URL (or routes in PROXY_CONFIG) is required when "
+            "PROXY_ENV=production: without it the built-in echo model answers every request"
+        )
+    if settings.admin_token is None:
+        refusals.append("PROXY_ADMIN_TOKEN is required when PROXY_ENV=production")
+    if not settings.database_url:
+        refusals.append(
+            "PROXY_DATABASE_URL is required when PROXY_ENV=production (unset = a SQLite "
+            "file in the working directory)"
+        )
+    if not settings.redis_url and not settings.redis_sentinels:
+        refusals.append(
+            "PROXY_REDIS_URL (or PROXY_REDIS_SENTINELS) is required when PROXY_ENV=production "
+            "(unset = history in this process only, lost on restart)"
+        )
+    return refusals

@@ -1,4 +1,5 @@
-"""What the admin endpoints share: a transaction per call, the catalog, clear failures."""
+"""A transaction per admin call with clear failures (the tasks endpoints; the other
+admin endpoints go through ``proxy.admin``)."""
 
 from __future__ import annotations
 
@@ -29,21 +30,3 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
         raise ServiceUnavailable(
             "the database is unavailable or not migrated (run `proxy migrate`)"
         ) from exc
-
-
-def declared_in_config(request: Request, kind: str, name: str) -> bool:
-    """Whether a key / profile / route comes from the configuration (read-only here)."""
-    catalog = getattr(request.app.state, "catalog", None)
-    if catalog is not None:
-        return bool(catalog.source_of(kind, name) == "config")
-    settings = request.app.state.settings
-    if kind == "key":
-        return any(spec.name == name for spec in settings.keys)
-    return name in (settings.profiles if kind == "profile" else settings.routes)
-
-
-async def refresh_catalog(request: Request) -> None:
-    """Make an admin change take effect at once on this replica (others poll)."""
-    catalog = getattr(request.app.state, "catalog", None)
-    if catalog is not None:
-        await catalog.refresh()

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.context.guard import transient
-from proxy.context.history import HistoryStore, StoredAnswer, StoredMessage
+from proxy.context.history import HistoryStore, LeaseHeld, StoredAnswer, StoredMessage
+from proxy.metrics import ProxyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,22 @@ MAX_ATTEMPTS = 12
 MAX_PENDING = 1000  # commits held, across all tasks (memory bound)
 FIRST_DELAY = 0.05
 MAX_DELAY = 3.0
+# Why an answered turn was not recorded (the ``reason`` label of
+# ``proxy_turns_not_recorded``): a closed set.
+NOT_RECORDED_REASONS = (
+    "superseded",  # another attempt of the request owns it (it is recorded instead)
+    "store_error",  # the store refused the commit (not an outage)
+    "store_unavailable",  # the store was down when the turn started: answered statelessly
+    "gave_up",  # retried for RETRY_FOR_SECONDS or MAX_ATTEMPTS without landing
+    "queue_full",  # MAX_PENDING commits were waiting already
+    "shutdown",  # the process stopped before the commit landed
+)
+
+
+def retryable(exc: BaseException) -> bool:
+    """A commit that may land if made again: the store stalled, or another attempt's
+    live lease must end first."""
+    return transient(exc) or isinstance(exc, LeaseHeld)
 
 
 @dataclass(slots=True)
@@ -50,8 +67,13 @@ class TurnCommit:
     adopt: bool = False  # the attempt's claim timed out (see ``commit_turn``)
     log_fields: dict[str, Any] = field(default_factory=dict)
     on_committed: Callable[[], None] | None = None  # what follows a recorded turn
+    on_resolved: Callable[[], None] | None = None  # recorded, refused or given up
     deadline: float = 0.0
     attempts: int = 0
+
+    def resolved(self) -> None:
+        if self.on_resolved is not None:
+            self.on_resolved()
 
     def send(self, history: HistoryStore, *, retry: bool) -> Awaitable[bool]:
         return history.commit_turn(
@@ -76,8 +98,10 @@ class CommitRetrier:
         max_attempts: int = MAX_ATTEMPTS,
         max_pending: int = MAX_PENDING,
         max_delay: float = MAX_DELAY,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self._history = history
+        self._metrics = metrics
         self.attempt_timeout = attempt_timeout  # longer than a request's: nobody waits
         self.retry_for, self.max_attempts = retry_for, max_attempts
         self.max_pending, self.max_delay = max_pending, max_delay
@@ -95,12 +119,19 @@ class CommitRetrier:
     def has_pending(self, task_id: str) -> bool:
         return task_id in self._queues
 
+    def not_recorded(self, reason: str, commit: TurnCommit) -> None:
+        """Count and log an answered turn the history will not hold (``reason``: one of
+        ``NOT_RECORDED_REASONS``)."""
+        if self._metrics is not None:
+            self._metrics.turns_not_recorded.labels(reason).inc()
+        log.warning("turn not recorded (%s)", reason, extra=commit.log_fields)
+
     def submit(self, commit: TurnCommit) -> bool:
         """Retry ``commit`` in the background, after the task's commits already here."""
         if self._closed or self.pending >= self.max_pending:
             self.lost += 1
-            why = "shutting down" if self._closed else f"{self.pending} commits waiting already"
-            log.error("turn not recorded (%s)", why, extra=commit.log_fields)
+            commit.resolved()
+            self.not_recorded("shutdown" if self._closed else "queue_full", commit)
             return False
         commit.deadline = time.monotonic() + self.retry_for
         self._queues.setdefault(commit.task_id, deque()).append(commit)
@@ -130,6 +161,10 @@ class CommitRetrier:
         if left:
             self.lost += left
             log.error("shutting down: %d turn commit(s) not recorded", left)
+            for queue in self._queues.values():
+                for commit in queue:
+                    commit.resolved()
+                    self.not_recorded("shutdown", commit)
             self._queues.clear()
 
     async def _run(self, task_id: str) -> None:
@@ -144,6 +179,7 @@ class CommitRetrier:
                     delay = min(self.max_delay, delay * 2)
                     continue
                 queue.popleft()
+                commit.resolved()
                 delay = FIRST_DELAY
                 if outcome and commit.on_committed is not None:
                     commit.on_committed()
@@ -160,7 +196,7 @@ class CommitRetrier:
                 committed = await commit.send(self._history, retry=True)
         except Exception as exc:
             last = commit.attempts >= self.max_attempts or time.monotonic() >= commit.deadline
-            if transient(exc) and not last:
+            if retryable(exc) and not last:
                 log.debug("turn commit retry %d failed: %r", commit.attempts, exc)
                 return None
             self.lost += 1
@@ -170,10 +206,11 @@ class CommitRetrier:
                 exc,
                 extra=commit.log_fields,
             )
+            self.not_recorded("gave_up" if retryable(exc) else "store_error", commit)
             return False
         if not committed:
             self.refused += 1
-            log.info("a newer attempt owns this request; not recorded", extra=commit.log_fields)
+            self.not_recorded("superseded", commit)
             return False
         self.recorded += 1
         log.info("turn recorded on retry %d", commit.attempts, extra=commit.log_fields)

@@ -1,4 +1,4 @@
-"""Retrieval for a turn: the profile's knowledge, injected into the system message.
+"""Retrieval for a turn: the profile's knowledge, placed just before the new turn.
 
 The query is the new user turn plus a little recent context from the request itself,
 so retrieval runs at the same time as the history load instead of after it.
@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.context.assembly import split_request
 from proxy.context.budget import TokenCounter
 from proxy.context.matching import content_text
 from proxy.knowledge.retrieval import Retriever, build_query, format_context, select_within_budget
@@ -57,9 +58,15 @@ async def retrieve_for_turn(
 
 
 def inject(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
-    """The context appended to the leading system message (one is added if absent)."""
-    if messages and messages[0].get("role") in ("system", "developer"):
-        first = messages[0]
-        text = content_text(first.get("content"))
-        return [{**first, "content": f"{text}\n\n{context}" if text else context}, *messages[1:]]
-    return [{"role": "system", "content": context}, *messages]
+    """The context as a system message after the history, just before the new turn.
+
+    Not in the leading system message: that would change the prompt's prefix on every
+    turn, and upstream prompt caches (OpenAI, DeepSeek, Anthropic, vLLM, SGLang) serve
+    only an unchanged prefix. A new turn of tool results keeps its place right after
+    its assistant message, so the context then goes last."""
+    new_turn = split_request(messages).new_turn
+    at = len(messages) - len(new_turn) if new_turn and new_turn[0].get("role") == "user" else None
+    block = {"role": "system", "content": context}
+    if at is None:
+        return [*messages, block]
+    return [*messages[:at], block, *messages[at:]]

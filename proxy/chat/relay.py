@@ -28,6 +28,7 @@ from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
 from proxy.upstream.routes import CompletionStream
+from proxy.upstream.usage import UpstreamUsage
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class StreamRelay:
         self._said_anything = False  # any text reached the caller during this turn
         self._produced: list[StoredMessage] = []  # finished tool steps of this turn
         self._step_text: list[str] = []  # text of the current step that reached the caller
+        self._usages: list[UpstreamUsage] = []  # one per model call of this turn
+        # Usage is always asked of the upstream (prompt cache figures); the caller gets
+        # the usage chunk only if it asked for it too.
+        self._forward_usage = bool((plan.body.get("stream_options") or {}).get("include_usage"))
 
     async def frames(self) -> AsyncIterator[bytes]:
         plan, metrics = self.plan, self._metrics
@@ -133,7 +138,7 @@ class StreamRelay:
             if stream is not None:
                 stream.close()
             metrics.active_streams.dec()
-            self._observe(reply)
+            self._observe()
             if plan.turn is not None and not finished:
                 self._writer.interrupted(plan.turn, self._heard())
 
@@ -161,6 +166,8 @@ class StreamRelay:
                 text = reply.feed(payload)
                 if reply.done or reply.error is not None:
                     break
+                if reply.usage_only and not self._forward_usage:
+                    continue
                 if hide_tools and (reply.tool_calls or reply.finish_reason == "tool_calls"):
                     if len(reply.tool_calls) > calls_before and not (self._said_anything or texts):
                         name = reply.tool_calls[min(reply.tool_calls)]["function"]["name"]
@@ -182,6 +189,8 @@ class StreamRelay:
             if reply.error is not None:
                 raise reply.error
             if reply.done:
+                if reply.usage is not None:
+                    self._usages.append(reply.usage)
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")
@@ -259,14 +268,15 @@ class StreamRelay:
             )
         return heard  # finished tool steps stay: those calls happened
 
-    def _observe(self, reply: ReplyAccumulator) -> None:
+    def _observe(self) -> None:
         metrics, model = self._metrics, self.plan.model
         elapsed = time.perf_counter() - self.plan.received_at
         metrics.operation_duration.labels("chat", model).observe(elapsed)
-        usage = reply.usage or {}
-        for kind, name in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-            if isinstance(usage.get(name), int):
-                metrics.token_usage.labels(kind, model).observe(usage[name])
+        for usage in self._usages:
+            metrics.token_usage.labels("input", model).observe(usage.prompt_tokens)
+            metrics.token_usage.labels("output", model).observe(usage.completion_tokens)
+            metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+            metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
 
 
 MAX_VISIBLE_RESULT = 16 * 1024  # a client-app card, not a data transfer

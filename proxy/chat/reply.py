@@ -9,6 +9,7 @@ import orjson
 from proxy.context.history import StoredAnswer, StoredMessage
 from proxy.errors import UpstreamError
 from proxy.upstream.sse import DONE
+from proxy.upstream.usage import UpstreamUsage, parse_usage
 
 
 class ReplyAccumulator:
@@ -23,6 +24,7 @@ class ReplyAccumulator:
         "parts",
         "tool_calls",
         "usage",
+        "usage_only",
     )
 
     def __init__(self) -> None:
@@ -33,10 +35,12 @@ class ReplyAccumulator:
         self.completion_id: str | None = None
         self.done = False
         self.error: UpstreamError | None = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: UpstreamUsage | None = None
+        self.usage_only = False  # the last event fed carried usage and no choices
 
     def feed(self, payload: bytes) -> str:
         """Account for one event; return the text it adds to the reply."""
+        self.usage_only = False
         if payload == DONE:
             self.done = True
             return ""
@@ -52,7 +56,8 @@ class ReplyAccumulator:
             self.error = UpstreamError(f"upstream failed mid-stream: {message}")
             return ""
         if event.get("usage"):
-            self.usage = event["usage"]
+            self.usage = parse_usage(event["usage"])
+            self.usage_only = not event.get("choices")
         if self.completion_id is None and isinstance(event.get("id"), str):
             self.completion_id = event["id"]
             self.model = event.get("model")
@@ -94,7 +99,7 @@ class ReplyAccumulator:
             reply.tool_calls[index] = call
         reply.finish_reason = choice.get("finish_reason")
         reply.model, reply.completion_id = response.get("model"), response.get("id")
-        reply.usage = response.get("usage")
+        reply.usage = parse_usage(response.get("usage"))
         return reply
 
     @property

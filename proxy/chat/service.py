@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
 from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
+from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
@@ -27,11 +28,20 @@ from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard, slow
-from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, TaskHistory
+from proxy.context.heard import apply_in_place, heard_cuts
+from proxy.context.history import (
+    DEFAULT_LEASE_SECONDS,
+    ClaimState,
+    HistoryStore,
+    RequestClaim,
+    StoredAnswer,
+    TaskHistory,
+)
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
+from proxy.voice.spoken import SpokenFix
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,11 @@ class ChatService:
         self.tool_runner = tool_runner
         self.retriever = retriever
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        # The store holds the task's in-flight record; this keeps this replica's leases.
+        self.leases = writer.leases or LeaseKeeper(
+            history, guard, lease_seconds=DEFAULT_LEASE_SECONDS, holder=replica_id()
+        )
+        writer.leases = self.leases
 
     @property
     def store_errors(self) -> int:
@@ -80,6 +95,9 @@ class ChatService:
             response = await self.router.complete(plan.body)
         except asyncio.CancelledError:
             self._left_before_the_reply(plan.turn)
+            raise
+        except BaseException:
+            self._not_committed(plan.turn)
             raise
         finally:
             self._forget_stream(plan.turn)
@@ -122,6 +140,7 @@ class ChatService:
             raise
         except BaseException:
             self._forget_stream(plan.turn)
+            self._not_committed(plan.turn)
             raise
         return self._relay(plan, opening)
 
@@ -230,14 +249,22 @@ class ChatService:
         # round trip to the store instead of two (the history is unused on a replay).
         policy = profile.policy if profile is not None else self.settings.history
         # Chosen here, so that it is known even if the claim times out (and runs later).
-        attempt_id = uuid.uuid4().hex if call.request_id is not None else None
-        claiming = (
-            self.guard.attempt(self.history.claim_request(task_id, call.request_id, attempt_id))
-            if call.request_id is not None
-            else _no_claim()
-        )
+        attempt_id = uuid.uuid4().hex
+        claiming: asyncio.Future[RequestClaim] | None = None
+        if call.request_id is not None:
+            claiming = asyncio.ensure_future(
+                self.history.claim_request(
+                    task_id,
+                    call.request_id,
+                    attempt_id,
+                    lease_seconds=self.leases.lease_seconds,
+                    holder=self.leases.holder,
+                )
+            )
         (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-            claiming,
+            # Shielded: a claim that misses its time box still runs to its end, and the
+            # commit learns from it whether this attempt owns the request.
+            self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
             self.guard.attempt(self.history.load(task_id, policy.load_limit)),
             self.guard(take_queued(self.history, task_id)),
         )
@@ -247,6 +274,8 @@ class ChatService:
             if error is not None:
                 log.error("history store unavailable, continuing without it: %r", error)
         if not all(error is None or slow(error) for error in (claim_error, load_error)):
+            self.metrics.turns_not_recorded.labels("store_unavailable").inc()
+            log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
             return plan  # the store is down: stateless, not recorded (nothing registered)
         owner = asyncio.current_task()
         if claim is not None and claim is not FAILED:
@@ -260,7 +289,10 @@ class ChatService:
                 return claim.answer
             if claim.state is ClaimState.TAKEOVER:
                 self._cancel_stream(task_id, call.request_id)
-            attempt_id = claim.attempt_id
+            if claim.pending_spoken and not claim.others_in_flight:
+                history = await self._settle_spoken(task_id, policy.load_limit, history)
+            claiming = None  # confirmed
+        self.leases.keep(task_id, attempt_id, registered=call.request_id is not None)
         if call.request_id is not None and owner is not None:
             self._streams[(task_id, call.request_id)] = owner
         profile_name = profile.name if profile is not None else None
@@ -277,14 +309,18 @@ class ChatService:
                 owner,
                 policy=policy,
                 profile=profile_name,
-                unconfirmed=claim_error is not None,
+                claiming=claiming,
             )
             return plan
         assert isinstance(history, TaskHistory)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
+        parts = split_request(body["messages"])
+        fixes = heard_cuts(parts.earlier, history.messages)
+        if fixes:  # the engine's history says the user heard less than was stored
+            await self._record_heard(task_id, fixes, call)
         prompt = assemble(
-            split_request(body["messages"]),
+            parts,
             history,
             policy=policy,
             counter=self.counter,
@@ -303,7 +339,7 @@ class ChatService:
             history.total_messages,
             policy,
             profile_name,
-            unconfirmed=claim_error is not None,
+            claiming=claiming,
         )
         return plan
 
@@ -348,6 +384,41 @@ class ChatService:
             log.info("a retry takes over a request still streaming", extra={"task_id": task_id})
             earlier.cancel()
 
+    async def _settle_spoken(
+        self, task_id: str, limit: int, history: TaskHistory | Any
+    ) -> TaskHistory | Any:
+        """905 texts wait for a reply in flight; none is (the one they waited for died or
+        was written before they were queued): they join the history now, before this
+        turn's user message, and the history is read again."""
+        spoken = self.writer.spoken
+        if spoken is None or await self.guard(spoken.settle(task_id)) is FAILED:
+            return history
+        return await self.guard(self.history.load(task_id, limit))
+
+    async def _record_heard(self, task_id: str, fixes: list[SpokenFix], call: CallContext) -> None:
+        log.info("engine history cuts %d stored message(s)", len(fixes), extra=call.log_fields())
+        spoken = self.writer.spoken
+        if spoken is not None:
+            await self.guard(spoken.record_heard(task_id, fixes))
+        else:
+            for fix in fixes:
+                await self.guard(
+                    self.history.update_message(
+                        task_id,
+                        fix.message.id,
+                        content=fix.content,
+                        interrupted=fix.interrupted,
+                        heard_at=fix.message.heard_at,
+                    )
+                )
+        apply_in_place(fixes)
+
+    def _not_committed(self, turn: PendingTurn | None) -> None:
+        """The turn ends without a commit (an error before the reply): its lease too."""
+        if turn is not None and turn.attempt_id is not None:
+            task = asyncio.ensure_future(self.leases.release(turn.task_id, turn.attempt_id))
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
     def _left_before_the_reply(self, turn: PendingTurn | None) -> None:
         """The caller left before any reply: its turn is kept (the user did speak)."""
         if turn is not None:
@@ -367,6 +438,7 @@ class ChatService:
 
     async def drain(self) -> None:
         await self.writer.drain()
+        await self.leases.close()
 
 
 async def _no_claim() -> tuple[None, None]:

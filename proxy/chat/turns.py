@@ -7,11 +7,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.chat.commit_retry import CommitRetrier, TurnCommit
+from proxy.chat.commit_retry import CommitRetrier, TurnCommit, retryable
+from proxy.chat.inflight import LeaseKeeper
 from proxy.context.budget import TokenCounter
 from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, StoreGuard, transient
-from proxy.context.history import HistoryStore, StoredAnswer, StoredMessage
+from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.history import (
+    HistoryStore,
+    RequestClaim,
+    StoredAnswer,
+    StoredMessage,
+)
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
 from proxy.metrics import ProxyMetrics
@@ -34,8 +40,9 @@ class PendingTurn:
     stored_messages: int = 0  # in the store before this turn
     policy: HistoryPolicy | None = None
     profile: str | None = None
-    # The claim of ``attempt_id`` timed out: it may have run or not (the commit adopts).
-    unconfirmed: bool = False
+    # The claim of ``attempt_id`` missed its time box and is still running: the commit
+    # waits for its answer, and adopts the request only if it never comes.
+    claiming: asyncio.Future[RequestClaim] | None = None
 
 
 class TurnWriter:
@@ -50,6 +57,7 @@ class TurnWriter:
         spoken: SpokenTextReconciler | None = None,
         summariser: Summariser | None = None,
         retries: CommitRetrier | None = None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self._history = history
         self._counter = counter
@@ -61,8 +69,13 @@ class TurnWriter:
         self._background: dict[str, asyncio.Task[None]] = {}
         # A retry waits longer than a request would: nobody is waiting for it.
         self.retries = retries or CommitRetrier(
-            history, attempt_timeout=max(1.0, 4 * guard.timeout)
+            history, attempt_timeout=max(1.0, 4 * guard.timeout), metrics=metrics
         )
+        self.leases = leases
+
+    @property
+    def spoken(self) -> SpokenTextReconciler | None:
+        return self._spoken
 
     async def finished(
         self, turn: PendingTurn, replies: list[StoredMessage], answer: StoredAnswer
@@ -111,15 +124,14 @@ class TurnWriter:
             messages,
             answer,
             turn.seed,
-            adopt=turn.unconfirmed,
+            adopt=await self._claim_unknown(turn),
             log_fields=turn.call.log_fields(),
             on_committed=lambda: self._after_commit(turn, messages, answer),
+            on_resolved=lambda: self._lease_over(turn),
         )
         committed = await self._commit(commit)
         if committed is False:
-            log.info(
-                "a newer attempt owns this request; not recorded", extra=turn.call.log_fields()
-            )
+            self.retries.not_recorded("superseded", commit)
             return
         if self._transcripts is not None:  # the durable record, even if the live store failed
             self._transcripts.submit(
@@ -128,16 +140,37 @@ class TurnWriter:
         if committed is True:
             self._after_commit(turn, messages, answer)
 
+    async def _claim_unknown(self, turn: PendingTurn) -> bool:
+        """Whether the commit must adopt the request: its claim never gave an answer.
+
+        A claim that missed its time box kept running: its answer (waited for here, off
+        the caller's path) says whether this attempt owns the request."""
+        claiming = turn.claiming
+        if claiming is None:
+            return False
+        if not claiming.done():
+            await asyncio.wait({claiming}, timeout=self.retries.attempt_timeout)
+        if not claiming.done() or claiming.cancelled() or claiming.exception() is not None:
+            if not claiming.done():
+                claiming.cancel()
+            return True
+        return False  # this attempt's claim ran (REPLAY: the commit is refused, counted)
+
+    def _lease_over(self, turn: PendingTurn) -> None:
+        if self.leases is not None and turn.attempt_id is not None:
+            self.leases.drop(turn.task_id, turn.attempt_id)
+
     async def _commit(self, commit: TurnCommit) -> Any:
         """True or False as ``commit_turn`` answers, or FAILED: not recorded (yet)."""
         if self.retries.has_pending(commit.task_id):
             # An earlier commit of the task is being retried: this one lands after it.
-            self.retries.submit(commit)
+            self.retries.submit(commit)  # (resolved there, counted there if dropped)
             return FAILED
         committed, error = await self._guard.attempt(commit.send(self._history, retry=False))
         if error is None:
+            commit.resolved()
             return committed
-        if transient(error):
+        if retryable(error):
             if self.retries.submit(commit):
                 log.warning(
                     "turn commit failed (%r); retrying in the background",
@@ -146,6 +179,8 @@ class TurnWriter:
                 )
         else:
             log.error("turn not recorded: %r", error, extra=commit.log_fields)
+            commit.resolved()
+            self.retries.not_recorded("store_error", commit)
         return FAILED
 
     def _after_commit(

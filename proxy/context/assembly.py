@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.context.budget import TokenCounter, fit_history
+from proxy.context.budget import TokenCounter, fit_history_in_blocks
 from proxy.context.history import StoredMessage, TaskHistory
 from proxy.context.matching import content_text, normalise
 from proxy.settings import HistoryPolicy
@@ -126,11 +126,14 @@ def assemble(
     fixed = sum(counter.count_openai_message(m) for m in pinned + prompt)
     # Trim history and new turn as one conversation: the new turn may hold the tool
     # results of a stored assistant message, which must then stay in the window.
-    window = fit_history(
+    window = fit_history_in_blocks(
         history.messages + new_turn,
+        first_index=max(0, history.total_messages - len(history.messages)),
         fixed_tokens=fixed,
         token_budget=policy.token_budget,
         max_turns=_turn_limit(policy.max_turns, new_turn),
+        load_limit=policy.load_limit,
+        low_water=policy.low_water,
         counter=counter,
     )
     new_ids = {m.id for m in new_turn}

@@ -171,6 +171,79 @@ def fit_history(
     return drop_unpaired_tool_messages(kept)
 
 
+def fit_history_in_blocks(
+    history: list[StoredMessage],
+    *,
+    first_index: int,
+    fixed_tokens: int,
+    token_budget: int,
+    max_turns: int,
+    load_limit: int,
+    low_water: float,
+    counter: TokenCounter,
+) -> list[StoredMessage]:
+    """Like ``fit_history``, but the window's start moves in blocks, so that consecutive
+    requests of a task share a long unchanged prefix (upstream prompt caches).
+
+    A window limit that is exceeded (``token_budget``, ``max_turns``) drops a block of
+    ``1 - low_water`` of that limit from the front, not one turn: the next turns then
+    append to the same prefix until the limit is reached again. The cut points are a
+    fixed sequence of turn boundaries, counted from an anchor that only moves when the
+    store's ``load_limit`` window passes a multiple of its own block (``first_index`` is
+    the absolute index of ``history[0]`` in the task), so every request of the task
+    finds the same cut points and picks the first one whose window fits.
+    """
+    if low_water >= 1:
+        return fit_history(
+            history,
+            fixed_tokens=fixed_tokens,
+            token_budget=token_budget,
+            max_turns=max_turns,
+            counter=counter,
+        )
+    turns = group_turns(history)
+    if not turns:
+        return []
+    load_step = max(1, int(load_limit * (1 - low_water)))
+    anchor = -(-first_index // load_step) * load_step  # the next multiple of the step
+    start, position = len(turns) - 1, first_index
+    for index, turn in enumerate(turns):
+        if position >= anchor:
+            start = index
+            break
+        position += len(turn)
+    tokens = [sum(counter.count_message(m) for m in turn) for turn in turns]
+    suffix = [0] * (len(turns) + 1)
+    for index in range(len(turns) - 1, -1, -1):
+        suffix[index] = suffix[index + 1] + tokens[index]
+    available = token_budget - fixed_tokens
+    block_tokens = max(1, int(token_budget * (1 - low_water)))
+    block_turns = max(1, int(max_turns * (1 - low_water))) if max_turns > 0 else 0
+    last = len(turns) - 1
+    while start < last:
+        fits_tokens = suffix[start] <= available
+        fits_turns = max_turns <= 0 or len(turns) - start <= max_turns
+        if fits_tokens and fits_turns:
+            break
+        end, dropped = start, 0
+        while (
+            end < last and dropped < block_tokens and (not block_turns or end - start < block_turns)
+        ):
+            dropped += tokens[end]
+            end += 1
+        start = end
+    kept = [message for turn in turns[start:] for message in turn]
+    if suffix[start] > available:  # even one block is too much: newest turns that fit
+        return fit_history(
+            kept,
+            fixed_tokens=fixed_tokens,
+            token_budget=token_budget,
+            max_turns=max_turns,
+            counter=counter,
+        )
+    return drop_unpaired_tool_messages(kept)
+
+
 def drop_unpaired_tool_messages(messages: list[StoredMessage]) -> list[StoredMessage]:
     """Make tool calls and tool results pair up the way the OpenAI API requires.
 

@@ -20,6 +20,12 @@ OPENAI_MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id"
 # How far back from the tail a commit without a request id looks for its own first
 # message (an earlier try that landed late): far more than a few seconds of a task adds.
 PROBE_WINDOW = 64
+# An attempt's in-flight lease: refreshed while it streams and until its commit resolves,
+# so a live replica never loses it; a killed replica's lease ends within this time.
+DEFAULT_LEASE_SECONDS = 4.0
+# The attempts a request marker remembers having been taken over (an unconfirmed claim
+# among them must not adopt the request back).
+SUPERSEDED_KEPT = 8
 
 
 def new_message_id() -> str:
@@ -126,6 +132,21 @@ class RequestClaim:
     attempt_id: str
     answer: StoredAnswer | None = None  # set for REPLAY
     previous_attempt_id: str | None = None  # set for TAKEOVER
+    # What the turn start must know about the task, read in the same atomic step:
+    pending_spoken: int = 0  # 905 texts waiting for a reply (``push_pending``)
+    others_in_flight: int = 0  # other attempts of the task holding a live lease
+
+
+class LeaseHeld(Exception):
+    """A commit that adopts a request found another attempt streaming it under a live
+    lease: its owner may still commit. Retried later (the lease ends when its owner
+    dies), never recorded twice."""
+
+
+class SpokenOutcome(enum.Enum):
+    APPENDED = "appended"  # no reply of the task in flight: joined the history at once
+    PENDING = "pending"  # a reply is in flight: the text waits for it
+    MOVED = "moved"  # the history changed since it was read: match again
 
 
 class HistoryStore(Protocol):
@@ -136,14 +157,47 @@ class HistoryStore(Protocol):
         ...
 
     async def claim_request(
-        self, task_id: str, request_id: str, attempt_id: str | None = None
+        self,
+        task_id: str,
+        request_id: str,
+        attempt_id: str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
     ) -> RequestClaim:
         """Atomically register an attempt for ``request_id`` (see ``ClaimState``).
 
         The returned ``attempt_id`` is new for every call (``attempt_id``, when given:
         the caller knows it even if the call times out); only the latest attempt of a
-        request id may commit.
+        request id may commit. Unless replayed, the attempt gets an in-flight lease of
+        ``lease_seconds`` (see ``hold``), and the attempt it replaces loses its lease.
+        Claiming again with the same ``attempt_id`` changes nothing (NEW).
         """
+        ...
+
+    async def hold(
+        self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
+    ) -> int:
+        """Register (``create``) or refresh the in-flight lease of ``attempt_id``: the
+        task's one record of which replies are in flight, visible to every replica.
+        A refresh after the lease was released adds nothing. Returns the task's pending
+        905 count (``push_pending``).
+
+        ``claim_request`` registers the lease itself (``lease_seconds`` given there);
+        ``commit_turn`` and ``release`` end it.
+        """
+        ...
+
+    async def release(self, task_id: str, attempt_id: str) -> None:
+        """End the lease of an attempt that will not commit."""
+        ...
+
+    async def add_spoken(
+        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+    ) -> SpokenOutcome:
+        """Atomically: if a reply of the task is in flight (a live lease), queue ``item``
+        (``push_pending``); else append ``message``, provided the newest stored message
+        is still ``after`` (its id; None: no messages), else change nothing (MOVED)."""
         ...
 
     async def commit_turn(
@@ -176,8 +230,13 @@ class HistoryStore(Protocol):
         - ``adopt``: the attempt's claim timed out (it may have run, or not). The commit
           then makes the claim itself where the claim would have made this attempt the
           owner: no marker yet, or one left ``interrupted`` by an earlier attempt (whose
-          messages are replaced). It is refused where the claim would not have been
-          NEW or RETRY: the request finished already, or another attempt streams it.
+          messages are replaced), or one of another attempt whose lease ended (its
+          replica died: the lease is adopted). It is refused where the request finished
+          already or took over this attempt; while another attempt streams it under a
+          live lease it raises ``LeaseHeld`` (try again later).
+        - Committing is idempotent per attempt: once this attempt's commit is recorded,
+          the same commit again changes nothing and returns True. It ends the attempt's
+          lease whatever it returns.
         """
         ...
 

@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.context.history import (
+    DEFAULT_LEASE_SECONDS,
     PROBE_WINDOW,
+    SUPERSEDED_KEPT,
     ClaimState,
+    LeaseHeld,
     RequestClaim,
+    SpokenOutcome,
     StoredAnswer,
     StoredMessage,
     TaskHistory,
@@ -35,6 +39,14 @@ class _RequestMarker:
     attempt_id: str
     answer: StoredAnswer | None = None
     stored: int = 0  # messages the last commit stored under this request id
+    superseded: list[str] = field(default_factory=list)  # attempts taken over, newest last
+
+    def supersede(self, attempt_id: str) -> str:
+        """``attempt_id`` replaces the current attempt; returns the one replaced."""
+        previous = self.attempt_id
+        self.superseded = [*self.superseded, previous][-SUPERSEDED_KEPT:]
+        self.attempt_id = attempt_id
+        return previous
 
 
 @dataclass(slots=True)
@@ -44,6 +56,11 @@ class _Task:
     summary: str | None = None
     markers: dict[str, _RequestMarker] = field(default_factory=dict)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    leases: dict[str, float] = field(default_factory=dict)  # attempt id -> expiry (clock)
+
+    def others_live(self, attempt_id: str | None, now: float) -> int:
+        self.leases = {a: until for a, until in self.leases.items() if until > now}
+        return sum(1 for attempt in self.leases if attempt != attempt_id)
 
 
 def _tenant(task_key: str) -> str:
@@ -102,23 +119,67 @@ class MemoryHistoryStore:
     # Writes.
 
     async def claim_request(
-        self, task_id: str, request_id: str, attempt_id: str | None = None
+        self,
+        task_id: str,
+        request_id: str,
+        attempt_id: str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
     ) -> RequestClaim:
         task = self._for_write(task_id)
         attempt_id = attempt_id or uuid.uuid4().hex
         marker = task.markers.get(request_id)
+        claim = RequestClaim(ClaimState.NEW, attempt_id)
         if marker is None:
             task.markers[request_id] = _RequestMarker("streaming", attempt_id)
-            return RequestClaim(ClaimState.NEW, attempt_id)
-        if marker.state == "done":
+        elif marker.state == "done":
             answer = dataclasses.replace(marker.answer) if marker.answer else None
-            return RequestClaim(ClaimState.REPLAY, attempt_id, answer=answer)
-        previous = marker.attempt_id
-        was_streaming = marker.state == "streaming"
-        marker.state, marker.attempt_id = "streaming", attempt_id
-        if was_streaming:
-            return RequestClaim(ClaimState.TAKEOVER, attempt_id, previous_attempt_id=previous)
-        return RequestClaim(ClaimState.RETRY, attempt_id)
+            claim = RequestClaim(ClaimState.REPLAY, attempt_id, answer=answer)
+        elif marker.attempt_id != attempt_id:  # the same attempt again changes nothing
+            was_streaming = marker.state == "streaming"
+            previous = marker.supersede(attempt_id)
+            task.leases.pop(previous, None)
+            marker.state = "streaming"
+            if was_streaming:
+                claim = RequestClaim(ClaimState.TAKEOVER, attempt_id, previous_attempt_id=previous)
+            else:
+                claim = RequestClaim(ClaimState.RETRY, attempt_id)
+        now = self.clock()
+        if claim.state is not ClaimState.REPLAY:
+            task.leases[attempt_id] = now + lease_seconds
+        claim.pending_spoken = len(task.pending)
+        claim.others_in_flight = task.others_live(attempt_id, now)
+        return claim
+
+    async def hold(
+        self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
+    ) -> int:
+        task = self._find(task_id)
+        if task is None and not create:
+            return 0
+        task = task or self._for_write(task_id)
+        if create or attempt_id in task.leases:
+            task.leases[attempt_id] = self.clock() + lease_seconds
+        return len(task.pending)
+
+    async def release(self, task_id: str, attempt_id: str) -> None:
+        task = self._find(task_id)
+        if task is not None:
+            task.leases.pop(attempt_id, None)
+
+    async def add_spoken(
+        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+    ) -> SpokenOutcome:
+        task = self._find(task_id)
+        if task is not None and task.others_live(None, self.clock()):
+            task.pending.append(copy.deepcopy(item))
+            return SpokenOutcome.PENDING
+        newest = task.messages[-1].id if task is not None and task.messages else None
+        if newest != after:
+            return SpokenOutcome.MOVED
+        self._for_write(task_id).messages.append(copy.deepcopy(message))
+        return SpokenOutcome.APPENDED
 
     async def commit_turn(
         self,
@@ -134,10 +195,12 @@ class MemoryHistoryStore:
     ) -> bool:
         marker = None
         existing = self._find(task_id)
+        if existing is not None and attempt_id is not None:
+            existing.leases.pop(attempt_id, None)  # the lease ends here
         if request_id is not None:
             marker = existing.markers.get(request_id) if existing else None
             if marker is not None and marker.attempt_id == attempt_id:
-                if retry and marker.state != "streaming":
+                if marker.state != "streaming":
                     self._for_write(task_id)
                     return True  # this attempt's commit is recorded already
             elif not adopt or attempt_id is None:
@@ -145,10 +208,16 @@ class MemoryHistoryStore:
             elif marker is None:  # the claim never ran: this commit makes it
                 marker = _RequestMarker("streaming", attempt_id)
                 self._for_write(task_id).markers[request_id] = marker
+            elif attempt_id in marker.superseded or marker.state == "done":
+                return False  # a later attempt took this one over, or it finished
             elif marker.state == "interrupted":  # as a claim would have (RETRY)
-                marker.attempt_id = attempt_id
-            else:
-                return False  # finished already, or another attempt streams it
+                marker.supersede(attempt_id)
+            elif existing is not None and existing.leases.get(marker.attempt_id, 0.0) > (
+                self.clock()
+            ):
+                raise LeaseHeld(f"another attempt of request {request_id} holds a live lease")
+            else:  # another attempt streamed it, and its owner died: adopted
+                marker.supersede(attempt_id)
         elif messages and existing is not None:
             newest = existing.messages[-PROBE_WINDOW:]
             if any(m.id == messages[0].id for m in newest):

@@ -6,7 +6,11 @@ task's keys share one cluster slot):
 - ``<prefix>{<task>}:msgs``: list of JSON messages, oldest first;
 - ``<prefix>{<task>}:meta``: hash, ``summary``;
 - ``<prefix>{<task>}:req``: hash, request id -> marker ``{state, attempt_id, answer,
-  stored}`` (``stored``: messages the last commit wrote under that request id).
+  stored, superseded}`` (``stored``: messages the last commit wrote under that request
+  id; ``superseded``: the last attempts taken over);
+- ``<prefix>{<task>}:live``: hash, attempt id -> in-flight lease ``<expiry ms>|<holder>``
+  (Redis server time): the one record of which replies of the task are in flight;
+- ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight.
 
 Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
 so they are atomic across replicas.
@@ -29,9 +33,13 @@ import orjson
 import redis.asyncio as redis
 
 from proxy.context.history import (
+    DEFAULT_LEASE_SECONDS,
     PROBE_WINDOW,
+    SUPERSEDED_KEPT,
     ClaimState,
+    LeaseHeld,
     RequestClaim,
+    SpokenOutcome,
     StoredAnswer,
     StoredMessage,
     TaskHistory,
@@ -40,12 +48,62 @@ from proxy.context.history import (
 # update_message rewrites these; they must stay the last keys of an encoded message.
 MUTABLE_FIELDS = ("content", "interrupted", "tokens", "heard_at")
 
-# Shared by every script. KEYS: messages, meta, requests (``task_keys``); ARGV[1]: TTL.
-_LUA_HELPERS = r"""
+# Shared by every script. KEYS: messages, meta, requests (``task_keys``), then for some
+# scripts the in-flight leases (``live_key``) and the pending 905s; ARGV[1]: TTL.
+_LUA_HELPERS = (
+    f"local SUPERSEDED_KEPT = {SUPERSEDED_KEPT}\n"
+    + r"""
 local ttl = tonumber(ARGV[1])
 
 local function touch()
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+
+-- Leases use the server's clock: one clock for every replica.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A lease is '<expiry ms>|<holder>' under the attempt id in KEYS[4].
+local function lease_live(attempt, now)
+  local value = redis.call('HGET', KEYS[4], attempt)
+  return value ~= false and (tonumber(string.match(value, '^%d+')) or 0) > now
+end
+
+-- Live leases other than ``except``'s; expired ones are dropped on the way.
+local function others_live(except, now)
+  local all, count = redis.call('HGETALL', KEYS[4]), 0
+  for i = 1, #all, 2 do
+    if (tonumber(string.match(all[i + 1], '^%d+')) or 0) <= now then
+      redis.call('HDEL', KEYS[4], all[i])
+    elseif all[i] ~= except then
+      count = count + 1
+    end
+  end
+  return count
+end
+
+local function set_lease(attempt, now, lease_ms, holder)
+  redis.call('HSET', KEYS[4], attempt, tostring(now + lease_ms) .. '|' .. holder)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+
+local function superseded(marker, attempt)
+  for _, id in ipairs(marker.superseded or {}) do
+    if id == attempt then return true end
+  end
+  return false
+end
+
+local function supersede(marker, attempt)
+  local list = {}
+  for _, id in ipairs(marker.superseded or {}) do list[#list + 1] = id end
+  list[#list + 1] = marker.attempt_id
+  while #list > SUPERSEDED_KEPT do table.remove(list, 1) end
+  marker.superseded = list
+  redis.call('HDEL', KEYS[4], marker.attempt_id)
+  marker.attempt_id = attempt
 end
 
 -- visit(index, value) for each message, newest first, in growing chunks: what is
@@ -76,9 +134,13 @@ local function find_by_id(id_prefix)
   return found, found_value
 end
 """
+)
 
-# ARGV: ttl, request id, new attempt id. Returns {state, previous attempt, marker}.
+# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, request id, new
+# attempt id, lease ms, holder. Returns {state, previous attempt, marker, pending
+# 905s, other live leases}.
 _CLAIM_SCRIPT = r"""
+local now, lease_ms = now_ms(), tonumber(ARGV[4])
 local raw = redis.call('HGET', KEYS[3], ARGV[2])
 local result
 if not raw then
@@ -89,15 +151,51 @@ else
   local marker = cjson.decode(raw)
   if marker.state == 'done' then
     result = {'replay', '', raw}
+  elseif marker.attempt_id == ARGV[3] then
+    result = {'new', '', ''}  -- this very claim ran already (the call was retried)
   else
     local state = marker.state == 'streaming' and 'takeover' or 'retry'
     result = {state, marker.attempt_id, ''}
-    marker.state, marker.attempt_id = 'streaming', ARGV[3]
+    supersede(marker, ARGV[3])
+    marker.state = 'streaming'
     redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
   end
 end
+if result[1] ~= 'replay' then set_lease(ARGV[3], now, lease_ms, ARGV[5]) end
 touch()
+result[4] = redis.call('LLEN', KEYS[5])
+result[5] = others_live(ARGV[3], now)
 return result
+"""
+
+# KEYS: leases, pending 905s. ARGV: attempt, lease ms, holder, create ('1' or '').
+_HOLD_SCRIPT = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] ~= '' or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], tostring(now + tonumber(ARGV[2])) .. '|' .. ARGV[3])
+  redis.call('EXPIRE', KEYS[1], 86400)
+end
+return redis.call('LLEN', KEYS[2])
+"""
+
+# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, newest message's id
+# prefix or '', encoded message, pending item.
+_ADD_SPOKEN_SCRIPT = r"""
+if others_live('', now_ms()) > 0 then
+  redis.call('RPUSH', KEYS[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[5], ttl)
+  return 'pending'
+end
+local newest = redis.call('LINDEX', KEYS[1], -1)
+if ARGV[2] == '' then
+  if newest then return 'moved' end
+elseif not newest or string.sub(newest, 1, #ARGV[2]) ~= ARGV[2] then
+  return 'moved'
+end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+touch()
+return 'appended'
 """
 
 # ARGV: ttl, request id or '', attempt id, answer JSON or '', request id needle
@@ -106,20 +204,25 @@ return result
 _COMMIT_SCRIPT = r"""
 local request_id, needle, probe, adopt = ARGV[2], ARGV[5], ARGV[7], ARGV[8] ~= ''
 local marker = nil
+if ARGV[3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[3]) end  -- the lease ends here
 if request_id ~= '' then
   local raw = redis.call('HGET', KEYS[3], request_id)
   if raw then marker = cjson.decode(raw) end
   if marker and marker.attempt_id == ARGV[3] then
-    -- A retried commit (probe given) whose earlier try landed after all: already done.
-    if probe ~= '' and marker.state ~= 'streaming' then touch() return 1 end
+    -- This attempt's commit landed already (a retried call, or a retry after a timeout).
+    if marker.state ~= 'streaming' then touch() return 1 end
   elseif not adopt then
     return 0
   elseif not marker then  -- the attempt's claim never ran: this commit makes it
     marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
+  elseif superseded(marker, ARGV[3]) or marker.state == 'done' then
+    return 0  -- a later attempt took this one over, or the request finished
   elseif marker.state == 'interrupted' then  -- as the claim would have (RETRY)
-    marker.attempt_id = ARGV[3]
-  else  -- finished already, or another attempt streams it
-    return 0
+    supersede(marker, ARGV[3])
+  elseif lease_live(marker.attempt_id, now_ms()) then
+    return 2  -- another attempt streams it, and its replica is alive: ask again later
+  else  -- another attempt streamed it, and its replica died: adopted
+    supersede(marker, ARGV[3])
   end
 elseif probe ~= '' then  -- no marker: the turn's first message says if it landed
   local seen, found = 0, false
@@ -238,6 +341,8 @@ class RedisHistoryStore:
         self._commit = client.register_script(
             _LUA_HELPERS + f"local PROBE_WINDOW = {PROBE_WINDOW}\n" + _COMMIT_SCRIPT
         )
+        self._hold = client.register_script(_HOLD_SCRIPT)
+        self._add_spoken = client.register_script(_LUA_HELPERS + _ADD_SPOKEN_SCRIPT)
         self._update = client.register_script(_LUA_HELPERS + _UPDATE_MESSAGE_SCRIPT)
         self._set_summary = client.register_script(_LUA_HELPERS + _SET_SUMMARY_SCRIPT)
 
@@ -263,20 +368,69 @@ class RedisHistoryStore:
             total_messages=int(total),
         )
 
+    def live_key(self, task_id: str) -> str:
+        """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
+        return f"{self.prefix}{{{task_id}}}:live"
+
+    def _lease_keys(self, task_id: str) -> list[str]:
+        return [*self.task_keys(task_id), self.live_key(task_id), self.pending_key(task_id)]
+
     async def claim_request(
-        self, task_id: str, request_id: str, attempt_id: str | None = None
+        self,
+        task_id: str,
+        request_id: str,
+        attempt_id: str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
     ) -> RequestClaim:
         attempt_id = attempt_id or uuid.uuid4().hex
-        state, previous, marker = await self._claim(
-            keys=self.task_keys(task_id), args=[self.ttl_seconds, request_id, attempt_id]
+        args: list[bytes | str | int] = [
+            self.ttl_seconds,
+            request_id,
+            attempt_id,
+            int(lease_seconds * 1000),
+            holder,
+        ]
+        state, previous, marker, pending, others = await self._claim(
+            keys=self._lease_keys(task_id), args=args
         )
         claim_state = ClaimState(_text(state))
+        claim = RequestClaim(
+            claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
+        )
         if claim_state is ClaimState.REPLAY:
-            answer = _decode_answer(orjson.loads(marker).get("answer"))
-            return RequestClaim(claim_state, attempt_id, answer=answer)
-        if claim_state is ClaimState.TAKEOVER:
-            return RequestClaim(claim_state, attempt_id, previous_attempt_id=_text(previous))
-        return RequestClaim(claim_state, attempt_id)
+            claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
+        elif claim_state is ClaimState.TAKEOVER:
+            claim.previous_attempt_id = _text(previous)
+        return claim
+
+    async def hold(
+        self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
+    ) -> int:
+        args: list[bytes | str | int] = [
+            attempt_id,
+            int(lease_seconds * 1000),
+            holder,
+            b"1" if create else b"",
+        ]
+        keys = [self.live_key(task_id), self.pending_key(task_id)]
+        return int(await self._hold(keys=keys, args=args))
+
+    async def release(self, task_id: str, attempt_id: str) -> None:
+        await self._client.hdel(self.live_key(task_id), attempt_id)
+
+    async def add_spoken(
+        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+    ) -> SpokenOutcome:
+        args: list[bytes | str | int] = [
+            self.ttl_seconds,
+            _id_prefix(after) if after is not None else b"",
+            _encode(message),
+            orjson.dumps(item),
+        ]
+        outcome = await self._add_spoken(keys=self._lease_keys(task_id), args=args)
+        return SpokenOutcome(_text(outcome))
 
     async def commit_turn(
         self,
@@ -306,7 +460,9 @@ class RedisHistoryStore:
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]
-        committed = await self._commit(keys=self.task_keys(task_id), args=args)
+        committed = await self._commit(keys=self._lease_keys(task_id), args=args)
+        if committed == 2:
+            raise LeaseHeld(f"another attempt of request {request_id} holds a live lease")
         return bool(committed)
 
     async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
@@ -368,7 +524,7 @@ class RedisHistoryStore:
         )
 
     async def reset(self, task_id: str) -> None:
-        await self._client.delete(*self.task_keys(task_id), self.pending_key(task_id))
+        await self._client.delete(*self._lease_keys(task_id))
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         async with self._client.pipeline(transaction=True) as pipe:

@@ -13,10 +13,10 @@ Where the migrations are found:
 
 * ``alembic.ini`` at the project root, next to the ``proxy`` package (a repo checkout or
   an editable install), which names ``migrations/`` beside it;
-* otherwise (the package installed into site-packages, e.g. in a container image whose
-  working directory holds ``migrations/``) a Config built in code whose
-  ``script_location`` is the first ``migrations`` directory with an ``env.py`` found
-  next to the package's project root or in the current working directory.
+* otherwise (the package installed from a wheel, which carries them as
+  ``proxy/migrations``) a Config built in code whose ``script_location`` is the first
+  ``migrations`` directory with an ``env.py``: in the package, next to the package's
+  project root, or in the current working directory.
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 
 
+PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"  # in a wheel
+
+
 def _migrations_dir() -> Path:
-    for root in (PROJECT_ROOT, Path.cwd()):
-        candidate = root / "migrations"
+    for candidate in (PACKAGED_MIGRATIONS, PROJECT_ROOT / "migrations", Path.cwd() / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError(
-        f"no migrations/env.py next to {PROJECT_ROOT} or in the working directory {Path.cwd()}"
+        f"no migrations/env.py in {PACKAGED_MIGRATIONS.parent}, next to {PROJECT_ROOT} or in "
+        f"the working directory {Path.cwd()}"
     )
 
 
@@ -62,6 +65,16 @@ def make_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(make_config(url), revision)
+
+
+def migrate_embedded(url: str | None) -> None:
+    """Migrate the embedded SQLite file, as ``proxy serve`` does at start-up, so that every
+    command works in a fresh directory. Other databases are migrated by ``proxy migrate``."""
+    from proxy.db.session import async_url
+
+    resolved = async_url(url)
+    if resolved.startswith("sqlite"):
+        upgrade(resolved)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
@@ -114,6 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.downgrade and not args.revision:
         parser.error('--downgrade needs an explicit --revision (e.g. "base" or "-1")')
 
+    if args.url is None:
+        from proxy.config_file import describe
+        from proxy.settings import Settings
+
+        try:
+            Settings()  # refused here as one line, not as a traceback from env.py
+        except ValueError as exc:
+            print(f"proxy migrate: invalid configuration: {describe(exc)}", file=sys.stderr)
+            return 2
     try:
         target = describe_url(args.url)
         before = current(args.url)

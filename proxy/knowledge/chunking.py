@@ -151,11 +151,21 @@ def chunk_spans(
     if max_tokens < 1 or not 0 <= overlap_tokens < max_tokens:
         raise ValueError("need max_tokens >= 1 and 0 <= overlap_tokens < max_tokens")
     segments = _segments(text, max_tokens, counter)
+
+    def fits(first: int, last: int, total: int) -> bool:
+        """Segments ``first`` to ``last`` (inclusive) fit in one chunk. Token counts do
+        not add up across a boundary (``'a. 本Dr. '`` is 7 tokens and ``'货'`` 1, together
+        9), so a sum within the limit is checked on the joined text."""
+        if total + segments[last].tokens > max_tokens:
+            return False
+        joined = text[segments[first].start : segments[last].end]
+        return counter.count_text(joined) <= max_tokens
+
     spans: list[tuple[int, int]] = []
     first, count = 0, len(segments)
     while first < count:
         last, total = first, 0  # ``last`` is exclusive
-        while last < count and (last == first or total + segments[last].tokens <= max_tokens):
+        while last < count and (last == first or fits(first, last, total)):
             total += segments[last].tokens
             last += 1
         while last < count and last - 1 > first and segments[last - 1].heading:

@@ -41,6 +41,9 @@ class MockBehaviour:
     hang: bool = False  # accept the request, never send a byte
     tool_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments"}] instead of text
     reasoning: str | None = None  # streamed as reasoning_content before the content
+    think_tags: bool = False  # the reasoning inside the content as <think>...</think>
+    reasoning_ms: float = 0.0  # pause between the reasoning and the answer
+    role_first: bool = False  # a role-only chunk at once, then first_token_ms to the text
     extra_fields: dict[str, Any] | None = None  # merged into every chunk / the JSON body
     meta_info: dict[str, Any] | None = None  # a "meta.info" event before the first chunk
 
@@ -65,6 +68,9 @@ _KINDS: dict[str, type] = {
     "hang": bool,
     "tool_calls": list,
     "reasoning": str,
+    "think_tags": bool,
+    "reasoning_ms": float,
+    "role_first": bool,
     "extra_fields": dict,
     "meta_info": dict,
 }
@@ -191,7 +197,10 @@ def _deltas(b: MockBehaviour, body: dict[str, Any], completion_id: str) -> list[
     """Every chunk's delta in order: reasoning, then tool calls or content."""
     count = max(b.chunks, 1)
     deltas: list[dict[str, Any]] = []
-    if b.reasoning:
+    if b.reasoning and b.think_tags:
+        pieces = ("<think>", *split_pieces(b.reasoning, count), "</think>\n\n")
+        deltas += [{"content": p} for p in pieces]
+    elif b.reasoning:
         pieces = split_pieces(b.reasoning, count)
         deltas += [{"content": None, "reasoning_content": p} for p in pieces]
     if b.tool_calls:
@@ -225,14 +234,18 @@ def content_pieces(b: MockBehaviour, body: dict[str, Any]) -> tuple[str, ...]:
     return split_pieces(text, b.chunks)
 
 
-def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+def _usage(body: dict[str, Any], completion_tokens: int, cached: int) -> dict[str, Any]:
     prompt = prompt_tokens(body.get("messages"))
-    total = prompt + completion_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": total}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
+    }
 
 
 def render_stream(
-    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int
+    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int, cached: int = 0
 ) -> StreamPlan:
     head = {
         "id": completion_id,
@@ -250,17 +263,22 @@ def render_stream(
     events: list[tuple[float, bytes]] = []
     first_s, gap_s = b.first_token_ms / 1000, b.gap_ms / 1000
     paced_before = False
+    if b.role_first:  # as OpenAI does: the role at once, the words when they come
+        events.append((0.0, chunk({"role": "assistant", "content": ""})))
+    started = False
 
-    def add(data: bytes, paced: bool) -> None:
+    def add(data: bytes, paced: bool, extra_s: float = 0.0) -> None:
         # first_token_ms before the very first event, gap_ms before each later chunk.
-        nonlocal paced_before
-        events.append((first_s if not events else gap_s if paced and paced_before else 0.0, data))
-        paced_before = paced_before or paced
+        nonlocal paced_before, started
+        pause = first_s if not started else gap_s if paced and paced_before else 0.0
+        events.append((pause + extra_s, data))
+        paced_before, started = paced_before or paced, True
 
     if b.meta_info is not None:
         meta = {"id": completion_id, "type": "meta.info", "created": created}
         add(b"data: " + orjson.dumps({**meta, "metainfo": b.meta_info}) + b"\n\n", False)
     deltas = _deltas(b, body, completion_id)
+    answer_at = _reasoning_count(b) if b.reasoning_ms else None
     malformed_at, fail_at = (
         _at_most(b.malformed_after_chunks, deltas),
         _at_most(b.fail_after_chunks, deltas),
@@ -271,10 +289,10 @@ def render_stream(
         if sent == fail_at:
             return StreamPlan(events, abort=True)
         if sent < len(deltas):
-            add(chunk(deltas[sent]), True)
+            add(chunk(deltas[sent]), True, b.reasoning_ms / 1000 if sent == answer_at else 0.0)
     add(chunk({}, "tool_calls" if b.tool_calls else "stop"), True)
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = _usage(body, len(deltas))
+        usage = _usage(body, len(deltas), cached)
         add(
             b"data: " + orjson.dumps({**head, "choices": [], "usage": usage, **extra}) + b"\n\n",
             False,
@@ -283,20 +301,26 @@ def render_stream(
     return StreamPlan(events, abort=False)
 
 
+def _reasoning_count(b: MockBehaviour) -> int:
+    if not b.reasoning:
+        return 0
+    return len(split_pieces(b.reasoning, max(b.chunks, 1))) + (2 if b.think_tags else 0)
+
+
 def _at_most(limit: int | None, deltas: list[Any]) -> int | None:
     return None if limit is None else min(limit, len(deltas))
 
 
 def render_json(
-    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int
+    b: MockBehaviour, body: dict[str, Any], completion_id: str, created: int, cached: int = 0
 ) -> tuple[float, bytes]:
     """The non-streaming body and how long to "generate" it (as long as the stream takes)."""
     deltas = _deltas(b, body, completion_id)
-    delay_s = (b.first_token_ms + b.gap_ms * len(deltas)) / 1000
+    delay_s = (b.first_token_ms + b.reasoning_ms + b.gap_ms * len(deltas)) / 1000
     if b.malformed_after_chunks is not None:
         return delay_s, b"{not json"
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-    if b.reasoning:
+    if b.reasoning and not b.think_tags:
         message["reasoning_content"] = b.reasoning
     if b.tool_calls:
         message["tool_calls"] = [
@@ -309,6 +333,8 @@ def render_json(
         ]
     else:
         message["content"] = "".join(content_pieces(b, body))
+    if b.reasoning and b.think_tags:
+        message["content"] = f"<think>{b.reasoning}</think>\n\n{message['content'] or ''}"
     completion = {
         "id": completion_id,
         "object": "chat.completion",
@@ -323,7 +349,7 @@ def render_json(
                 "logprobs": None,
             }
         ],
-        "usage": _usage(body, len(deltas)),
+        "usage": _usage(body, len(deltas), cached),
         **(b.extra_fields or {}),
     }
     return delay_s, orjson.dumps(completion)

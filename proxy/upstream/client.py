@@ -22,6 +22,7 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.settings import UpstreamTarget
+from proxy.upstream.speakable import SpeakableFilter, strip_reasoning_from_completion
 from proxy.upstream.sse import SSEDecoder
 
 MAX_ERROR_BODY = 64 * 1024
@@ -36,12 +37,14 @@ class UpstreamStream:
         decoder: SSEDecoder,
         first_events: list[bytes],
         target: UpstreamTarget,
+        speakable: SpeakableFilter | None = None,
     ) -> None:
         self._response = response
         self._decoder = decoder
         self.first_events = first_events
         self.target = target
         self.waited = 0.0
+        self.speakable = speakable or SpeakableFilter()
 
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """Data payloads, one list per network read (never waits to fill a batch)."""
@@ -54,11 +57,11 @@ class UpstreamStream:
             except aiohttp.ClientError as exc:
                 raise UpstreamError(f"upstream stream broke: {type(exc).__name__}") from exc
             if not chunk:
-                tail = self._decoder.flush()
+                tail = _relayable(self.speakable, self._decoder.flush())
                 if tail:
                     yield tail
                 return
-            events = self._decoder.feed(chunk)
+            events = _relayable(self.speakable, self._decoder.feed(chunk))
             if events:
                 yield events
 
@@ -117,39 +120,45 @@ class UpstreamClient:
             timeout=timeout,
         )
 
-    async def open_stream(self, target: UpstreamTarget, body: bytes) -> UpstreamStream:
-        """Send the request and wait for the first SSE event, within the first-token timeout."""
+    async def open_stream(
+        self, target: UpstreamTarget, body: bytes, first_token_timeout: float | None = None
+    ) -> UpstreamStream:
+        """Send the request and wait for the first *speakable* event (text or a tool call,
+        ``proxy.upstream.speakable``), within the first-token timeout. Role-only, empty
+        and reasoning events before it are held (reasoning removed), not counted."""
         response: aiohttp.ClientResponse | None = None
+        speakable = SpeakableFilter()
+        held: list[bytes] = []
+        wait = target.first_token_timeout if first_token_timeout is None else first_token_timeout
         try:
-            async with asyncio.timeout(target.first_token_timeout):
+            async with asyncio.timeout(wait):
                 response = await self._post(target, body)
                 if response.status >= 400:
                     raise await _status_error(response)
                 decoder = SSEDecoder()
-                while True:
+                while not speakable.decisive:
                     chunk = await response.content.readany()
                     if not chunk:
-                        events = decoder.flush()
-                        if not events:
+                        held += _relayable(speakable, decoder.flush())
+                        if not held:
                             raise UpstreamError("upstream closed the stream before any event")
                         break
-                    events = decoder.feed(chunk)
-                    if events:
-                        break
+                    held += _relayable(speakable, decoder.feed(chunk))
         except BaseException as exc:
             if response is not None:
                 response.close()
             raise _translate(exc, target) from exc
-        return UpstreamStream(response, decoder, events, target)
+        return UpstreamStream(response, decoder, held, target, speakable)
 
     async def complete(self, target: UpstreamTarget, body: bytes) -> dict[str, Any]:
         """A non-streaming completion, decoded.
 
-        The first-token timeout applies to the response headers: an upstream that says
-        nothing at all in that time is given up on (and the next target tried).
+        ``completion_timeout`` (default: the first-token timeout) applies to the response
+        headers, which come with the whole answer: an upstream that says nothing in that
+        time is given up on (and the next target tried). Reasoning is removed.
         """
         try:
-            async with asyncio.timeout(target.first_token_timeout):
+            async with asyncio.timeout(target.completion_timeout or target.first_token_timeout):
                 response = await self._post(target, body)
             async with response:
                 if response.status >= 400:
@@ -163,6 +172,7 @@ class UpstreamClient:
             raise UpstreamError("upstream returned a body that is not JSON") from exc
         if not isinstance(decoded, dict):
             raise UpstreamError("upstream returned JSON that is not an object")
+        strip_reasoning_from_completion(decoded)
         return decoded
 
     async def list_models(
@@ -178,6 +188,16 @@ class UpstreamClient:
             payload = orjson.loads(await response.read())
         data = payload.get("data") if isinstance(payload, dict) else None
         return [item for item in data or [] if isinstance(item, dict)]
+
+
+def _relayable(speakable: SpeakableFilter, events: list[bytes]) -> list[bytes]:
+    """The events with reasoning removed (reasoning-only events dropped)."""
+    kept = []
+    for event in events:
+        cleaned = speakable.feed(event)
+        if cleaned is not None:
+            kept.append(cleaned)
+    return kept
 
 
 def _translate(exc: BaseException, target: UpstreamTarget) -> BaseException:

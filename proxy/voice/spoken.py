@@ -15,10 +15,20 @@ committed, perhaps on another replica; the engine does not order its callbacks a
 its LLM connection); a reply heard by a *later* 905 means this one was delivered late
 (retried) and belongs further back. Both times are the engine's clock (``EventMsTs``).
 
-A 905 whose reply is not written yet waits in the task's pending queue, and the next
-turn written applies it. One that still matches nothing after a grace period is text
-the proxy never generated (the welcome message, ``ServerPushText``): it is added to the
-history as an assistant turn, because the model must know what the user heard it say.
+A 905 that matches no written reply is settled at once from the task's one record of
+replies in flight (the in-flight leases every replica shares, ``HistoryStore.hold``):
+
+- no reply of the task is in flight: it is text the proxy never generated (the welcome
+  message, ``ServerPushText``) and joins the history now, as an assistant turn, because
+  the model must know what the user heard it say;
+- a reply is in flight (on any replica): it waits in the task's pending queue, and that
+  reply's commit applies it (to the reply, or in its place in time before or after it).
+
+The check and the append are one atomic store step that also verifies the history did
+not change since it was matched (else it is matched again), so a reply written in
+between is corrected, never doubled by a fragment. What still waits when nothing is in
+flight any more (its reply died with its replica) is settled when the next turn of the
+task starts, or after ``grace_seconds`` at the latest.
 """
 
 from __future__ import annotations
@@ -29,13 +39,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.context.call import CallContext
-from proxy.context.history import HistoryStore, StoredMessage
+from proxy.context.history import HistoryStore, SpokenOutcome, StoredMessage
 from proxy.context.matching import content_text, normalise
 from proxy.db.transcript import TranscriptWriter
 
 log = logging.getLogger(__name__)
 
 RECENT_MESSAGES = 40  # how far back a 905 may reach
+MATCH_ATTEMPTS = 4  # a turn written between matching and appending: match again
 
 
 @dataclass(slots=True)
@@ -67,15 +78,35 @@ class SpokenTextReconciler:
         self.appended = 0
 
     async def on_spoken(self, task_id: str, text: str, *, at: float) -> str:
-        """Apply a 905; returns "corrected", "unchanged" or "pending"."""
+        """Apply a 905; returns "corrected", "unchanged", "appended" or "pending"."""
         if not normalise(text):
             return "unchanged"  # nothing was said
-        outcome = await self._correct(task_id, text, at)
-        if outcome is not None:
-            return outcome
-        await self._store.push_pending(task_id, {"text": text, "at": at})
+        return await self._resolve(task_id, {"text": text, "at": at})
+
+    async def _resolve(self, task_id: str, item: dict[str, Any]) -> str:
+        text, at = item["text"], float(item["at"])
+        for _ in range(MATCH_ATTEMPTS):
+            history = await self._store.load(task_id, RECENT_MESSAGES)
+            outcome = await self._correct(task_id, text, at, history.messages)
+            if outcome is not None:
+                return outcome
+            newest = history.messages[-1].id if history.messages else None
+            message = _spoken_message(item)
+            added = await self._store.add_spoken(task_id, message, item, after=newest)
+            if added is SpokenOutcome.APPENDED:
+                self._recorded(task_id, message)
+                return "appended"
+            if added is SpokenOutcome.PENDING:
+                self._spawn(self._settle_later(task_id))
+                return "pending"
+        await self._store.push_pending(task_id, item)  # the history kept moving: later
         self._spawn(self._settle_later(task_id))
         return "pending"
+
+    async def settle(self, task_id: str) -> None:
+        """Settle the task's waiting 905s now (a turn starts and no reply is in flight)."""
+        for item in await self._store.take_pending(task_id):
+            await self._resolve(task_id, item)
 
     async def before_commit(
         self, task_id: str, messages: list[StoredMessage]
@@ -93,6 +124,7 @@ class SpokenTextReconciler:
         reply = groups[-1] if groups else None
         started = messages[0].created_at
         earlier: list[StoredMessage] = []
+        later: list[StoredMessage] = []
         for item in sorted(pending, key=lambda item: float(item["at"])):
             text, at = item["text"], float(item["at"])
             fixes = spoken_fixes(reply, text) if reply and heard_at(reply) is None else None
@@ -105,14 +137,16 @@ class SpokenTextReconciler:
             elif at < started:
                 earlier.append(_spoken_message(item))
                 self.appended += 1
-            else:
-                await self._store.push_pending(task_id, item)
-        return [*earlier, *messages]
+            else:  # said while this reply was being made: after it
+                later.append(_spoken_message(item))
+                self.appended += 1
+        return [*earlier, *messages, *later]
 
-    async def _correct(self, task_id: str, text: str, at: float) -> str | None:
+    async def _correct(
+        self, task_id: str, text: str, at: float, messages: list[StoredMessage]
+    ) -> str | None:
         """Settle the stored reply the 905 belongs to; None if it is not stored (yet)."""
-        history = await self._store.load(task_id, RECENT_MESSAGES)
-        for group in reversed(reply_groups(history.messages)):
+        for group in reversed(reply_groups(messages)):
             heard = heard_at(group)
             if heard is not None:
                 if heard == at:
@@ -126,6 +160,22 @@ class SpokenTextReconciler:
             if fixes is not None:
                 return await self._apply(task_id, fixes, at)
         return None
+
+    async def record_heard(self, task_id: str, fixes: list[SpokenFix]) -> None:
+        """Store cuts that other evidence of what was heard made (the engine's history)."""
+        for fix in fixes:
+            await self._store.update_message(
+                task_id,
+                fix.message.id,
+                content=fix.content,
+                interrupted=fix.interrupted,
+                heard_at=fix.message.heard_at,
+            )
+            if self._transcripts is not None:
+                self._transcripts.submit_update(
+                    task_id, fix.message.id, fix.content, fix.interrupted
+                )
+        self.corrected += 1
 
     async def _apply(self, task_id: str, fixes: list[SpokenFix], at: float) -> str:
         changed = False
@@ -149,21 +199,14 @@ class SpokenTextReconciler:
         return "corrected"
 
     async def _settle_later(self, task_id: str) -> None:
+        """The safety net: a 905 whose reply's commit missed it, and no turn follows."""
         await asyncio.sleep(self._grace)
-        await self._settle(task_id)
-
-    async def _settle(self, task_id: str) -> None:
-        """The grace is over: what still matches nothing was said outside any reply."""
         try:
-            for item in await self._store.take_pending(task_id):
-                if await self._correct(task_id, item["text"], float(item["at"])) is None:
-                    await self._append_spoken(task_id, item)
+            await self.settle(task_id)
         except Exception as exc:
             log.error("could not apply spoken text: %r", exc, extra={"task_id": task_id})
 
-    async def _append_spoken(self, task_id: str, item: dict[str, Any]) -> None:
-        message = _spoken_message(item)
-        await self._store.append(task_id, [message])
+    def _recorded(self, task_id: str, message: StoredMessage) -> None:
         if self._transcripts is not None:
             self._transcripts.submit(CallContext(task_id=task_id), [message])
         self.appended += 1

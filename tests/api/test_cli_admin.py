@@ -202,10 +202,22 @@ def test_tasks_show_prints_the_record_and_transcript(database, capsys):
     assert [m["content"] for m in shown["transcript"]] == ["Hi.", "Hello, how can I"]
 
 
-def test_an_unmigrated_database_is_a_clear_error(sqlite_url, monkeypatch, capsys):
-    monkeypatch.setenv("PROXY_DATABASE_URL", sqlite_url)
+def test_a_fresh_sqlite_file_is_migrated_as_serve_would(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no PROXY_DATABASE_URL: ./proxy.db, as `proxy serve` uses
+    monkeypatch.delenv("PROXY_DATABASE_URL", raising=False)
+    code, out, err = run(keys_main, ["list", "--json"], capsys)
+    assert (code, json.loads(out), err) == (0, [], "")
+    assert (tmp_path / "proxy.db").is_file()
+    assert run(keys_main, ["create", "engine"], capsys)[0] == 0
+    assert [k["name"] for k in json.loads(run(keys_main, ["list", "--json"], capsys)[1])] == [
+        "engine"
+    ]
+
+
+def test_an_unreachable_database_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("PROXY_DATABASE_URL", "postgresql://proxy@127.0.0.1:9/proxy")
     code, _, err = run(keys_main, ["list"], capsys)
-    assert code == 1 and "proxy migrate" in err
+    assert code == 1 and "proxy migrate" in err and err.count("\n") == 1
 
 
 def test_an_invalid_configuration_is_a_clear_error(database, monkeypatch, capsys):

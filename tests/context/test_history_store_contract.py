@@ -7,9 +7,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 import redis.asyncio as redis
 
-from proxy.context.history import ClaimState, HistoryStore, StoredAnswer, StoredMessage
+from proxy.context.history import (
+    ClaimState,
+    HistoryStore,
+    LeaseHeld,
+    SpokenOutcome,
+    StoredAnswer,
+    StoredMessage,
+)
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
 
@@ -178,11 +186,82 @@ async def test_an_unconfirmed_claim_is_adopted_where_the_claim_would_have_won(
     assert not await store.commit_turn("t", "r2", "x3", late, answer=ANSWER, adopt=True)
     await store.claim_request("t", "r3")
     streaming = [user("q3", "r3"), reply("other", "r3")]
-    assert not await store.commit_turn("t", "r3", "x4", streaming, answer=ANSWER, adopt=True)
+    with pytest.raises(LeaseHeld):  # its owner is alive: asked again later
+        await store.commit_turn("t", "r3", "x4", streaming, answer=ANSWER, adopt=True)
     assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
     # Retried after landing: recorded once.
     assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True, retry=True)
     assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
+
+
+async def test_a_dead_attempts_lease_is_adopted_and_a_live_one_is_not(
+    store: HistoryStore,
+) -> None:
+    """Replica A claimed and died mid-stream; B's claim timed out (unconfirmed)."""
+    dead = await store.claim_request("t", "r1", "a-dead", lease_seconds=0.05)
+    assert dead.state is ClaimState.NEW
+    turn = [user("q", "r1"), reply("from B", "r1")]
+    await asyncio.sleep(0.1)  # (the memory store's default clock is real time too)
+    assert await store.commit_turn("t", "r1", "b-1", turn, answer=ANSWER, adopt=True)
+    # A's late commit (it was alive after all) is refused: B took it over.
+    late = [user("q", "r1"), reply("from A", "r1")]
+    assert not await store.commit_turn("t", "r1", "a-dead", late, answer=ANSWER)
+    assert await contents(store, "t") == ["q", "from B"]
+    # Committing B's turn again (a retried call) records it once.
+    assert await store.commit_turn("t", "r1", "b-1", turn, answer=ANSWER, adopt=True)
+    assert await contents(store, "t") == ["q", "from B"]
+
+
+async def test_a_superseded_attempt_never_adopts_back(store: HistoryStore) -> None:
+    first = await store.claim_request("t", "r1", "x1")
+    second = await store.claim_request("t", "r1", "x2", lease_seconds=0.05)
+    assert second.state is ClaimState.TAKEOVER and second.previous_attempt_id == first.attempt_id
+    await asyncio.sleep(0.1)  # x2's replica died
+    turn = [user("q", "r1"), reply("a", "r1")]
+    assert not await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True)
+
+
+async def test_claiming_twice_with_one_attempt_id_is_one_claim(store: HistoryStore) -> None:
+    assert (await store.claim_request("t", "r1", "x1")).state is ClaimState.NEW
+    assert (await store.claim_request("t", "r1", "x1")).state is ClaimState.NEW
+    turn = [user("q", "r1"), reply("a", "r1")]
+    assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER)
+    assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER)  # once more: a no-op
+    assert await contents(store, "t") == ["q", "a"]
+
+
+async def test_the_claim_reports_leases_and_pending_spoken_text(store: HistoryStore) -> None:
+    await store.push_pending("t", {"text": "Welcome!", "at": 1.0})
+    first = await store.claim_request("t", "r1", "x1")
+    assert (first.pending_spoken, first.others_in_flight) == (1, 0)
+    await store.hold("t", "no-request-id", 5, holder="b", create=True)
+    other = await store.claim_request("t", "r2", "x2")
+    assert (other.pending_spoken, other.others_in_flight) == (1, 2)
+    await store.release("t", "no-request-id")
+    assert await store.commit_turn("t", "r1", "x1", [user("q", "r1")], answer=ANSWER)
+    assert (await store.claim_request("t", "r3", "x3")).others_in_flight == 1  # x2
+    # A refresh after the lease ended does not bring it back.
+    await store.hold("t", "x1", 5, holder="a", create=False)
+    assert (await store.claim_request("t", "r4", "x4")).others_in_flight == 2  # x2, x3
+
+
+async def test_spoken_text_joins_at_once_only_when_no_reply_is_in_flight(
+    store: HistoryStore,
+) -> None:
+    welcome = reply("Welcome! Are you calling about your card?")
+    item = {"text": welcome.content, "at": 1.0}
+    assert await store.add_spoken("t", welcome, item, after=None) is SpokenOutcome.APPENDED
+    assert await contents(store, "t") == [welcome.content]
+    second = reply("One more thing.")
+    # The history moved on since it was read: nothing is written.
+    assert await store.add_spoken("t", second, item, after="other") is SpokenOutcome.MOVED
+    claim = await store.claim_request("t", "r1", "x1")
+    outcome = await store.add_spoken("t", second, item, after=welcome.id)
+    assert outcome is SpokenOutcome.PENDING  # a reply is in flight: it waits for it
+    assert await store.take_pending("t") == [item]
+    await store.release("t", claim.attempt_id)
+    assert await store.add_spoken("t", second, item, after=welcome.id) is SpokenOutcome.APPENDED
+    assert await contents(store, "t") == [welcome.content, second.content]
 
 
 async def test_seed_is_written_only_when_the_task_is_empty(store: HistoryStore) -> None:

@@ -25,6 +25,7 @@ CI_VALUES = ROOT / "deploy" / "helm" / "ci-values"
 HELM_SCRIPT = ROOT / ".ci" / "helm.sh"
 RELEASE = "voice-llm-proxy"
 NAMESPACE = "voice"
+UPSTREAM = "https://api.openai.com/v1"
 
 VALUE_SETS = ["default", *sorted(path.stem for path in CI_VALUES.glob("*.yaml"))]
 # Env var names whose value must come from a Secret, never a plain `value:`.
@@ -44,9 +45,12 @@ class Helm:
     binary: str
     out_dir: Path
 
-    def template(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def template(self, *args: str, upstream: bool = True) -> subprocess.CompletedProcess[str]:
+        """Render the chart; ``upstream`` adds the one value the defaults lack on purpose."""
+        values = ["--set", f"upstream.baseUrl={UPSTREAM}"] if upstream else []
+        command = [self.binary, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
         return subprocess.run(
-            [self.binary, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
+            [*command, *values, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -58,8 +62,8 @@ class Helm:
         assert result.returncode == 0, result.stderr
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
-    def refuses(self, *args: str) -> str:
-        result = self.template(*args)
+    def refuses(self, *args: str, upstream: bool = True) -> str:
+        result = self.template(*args, upstream=upstream)
         assert result.returncode != 0, f"helm template {args} rendered; it should have failed"
         return result.stderr
 
@@ -319,7 +323,7 @@ def test_default_secret_references(rendered: dict[str, list[dict[str, Any]]]) ->
 def test_configmaps_hold_no_secrets(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
     docs = rendered[name]
     env = configmap(docs, "-env")["data"]
-    assert env["PROXY_ENV"] == "production"
+    assert env["PROXY_ENV"] == ("development" if name == "single-pod-dev" else "production")
     for key, value in env.items():
         assert not SECRET_CONFIG_NAME.search(key), key
         assert not SECRET_LOOKING_VALUE.search(value), key
@@ -383,6 +387,27 @@ def test_template_refuses_missing_or_inline_secrets(
 ) -> None:
     set_args = [item for arg in args for item in ("--set", arg)]
     assert message in helm.refuses(*set_args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "upstream.baseUrl or config.routes is required"),
+        (["redis.enabled=false"], "redis.enabled=false"),
+        (["database.enabled=false"], "database.enabled=false"),
+    ],
+)
+def test_production_defaults_never_deploy_the_echo_model(
+    helm: Helm, args: list[str], message: str
+) -> None:
+    """The chart runs PROXY_ENV=production, which refuses the laptop defaults: so does the
+    chart, with the value to set, instead of pods that crash-loop (or serve echo)."""
+    set_args = [item for arg in args for item in ("--set", arg)]
+    upstream = bool(args)  # the first case: the bare defaults
+    assert message in helm.refuses(*set_args, upstream=upstream)
+    development = helm.render(*set_args, "--set", "server.environment=development")
+    assert configmap(development, "-env")["data"]["PROXY_ENV"] == "development"
+    assert "schema" in helm.refuses("--set", "server.environment=staging")
 
 
 @pytest.mark.parametrize(
@@ -587,7 +612,7 @@ def test_rendered_config_builds_valid_settings(
         monkeypatch.setenv(variable, value)
 
     settings = Settings()
-    assert settings.env == "production"
+    assert settings.env == ("development" if name == "single-pod-dev" else "production")
     assert settings.host == "0.0.0.0"
     assert settings.auth_required
     config = yaml.safe_load(config_text)

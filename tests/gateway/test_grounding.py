@@ -1,4 +1,4 @@
-"""Retrieval in the chat path: chunks injected into the system message, sources in meta.info."""
+"""Retrieval in the chat path: chunks placed before the new turn, sources in meta.info."""
 
 from __future__ import annotations
 
@@ -49,10 +49,12 @@ def test_a_turn_is_grounded_in_the_profiles_knowledge(make_proxy, mock, monkeypa
     events = [
         orjson.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: {")
     ]
-    system = mock.requests[-1].body["messages"][0]
-    assert system["role"] == "system"
-    assert system["content"].startswith("You are Acme's assistant.")
-    assert "within 30 days" in system["content"]
+    sent = mock.requests[-1].body["messages"]
+    # The leading system message is unchanged (a stable, cacheable prefix); the knowledge
+    # comes after the history, just before the new turn.
+    assert sent[0] == {"role": "system", "content": "You are Acme's assistant."}
+    assert [m["role"] for m in sent] == ["system", "system", "user"]
+    assert "within 30 days" in sent[1]["content"]
     sources = [e["metainfo"]["sources"] for e in events if e.get("type") == "meta.info"]
     assert sources and sources[0][0]["source_id"] == "returns"
     # The stored history holds the conversation, not the injected knowledge.

@@ -31,7 +31,11 @@ def test_series_move_with_traffic(make_proxy, mock):
         UpstreamTarget(base_url=mock.base_url),
     ]
     proxy = make_proxy(
-        routes={"voice": ModelRoute(targets=targets), "down": ModelRoute(targets=targets[:1])},
+        # No cooldown: every request meets the failing target (a fallback each time).
+        routes={
+            "voice": ModelRoute(targets=targets, cooldown_seconds=0),
+            "down": ModelRoute(targets=targets[:1], cooldown_seconds=0),
+        },
         callback_sign_key="k",
     )
     url = proxy.base_url + "/chat/completions"

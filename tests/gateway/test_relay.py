@@ -35,12 +35,10 @@ def test_stream_relays_content_and_preserves_every_field(make_proxy, mock):
     assert all(c.model == "gpt-test" and c.id == chunks[0].id for c in chunks)
     assert all(c.system_fingerprint for c in chunks)
     assert all(c.model_extra.get("vendor_field") == {"a": 1} for c in chunks)
-    reasoning = "".join(
-        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-        for c in chunks
-        if c.choices
+    # Reasoning is never relayed: a voice engine would speak it (issue 17).
+    assert not any(
+        "reasoning_content" in (c.choices[0].delta.model_extra or {}) for c in chunks if c.choices
     )
-    assert reasoning == "thinking"
     # The upstream saw the body as sent, with its own key, not the caller's.
     seen = mock.requests[-1]
     assert seen.body["stream_options"] == {"include_usage": True}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.knowledge.chunking import chunk_spans, chunk_text, split_sentences
@@ -133,6 +133,7 @@ ALPHABET = st.sampled_from(
 
 
 @settings(max_examples=150, deadline=None)
+@example(pieces=["a", ". ", "本", "Dr. ", "货"], max_tokens=8, overlap=0)  # 7 + 1 tokens join as 9
 @given(
     pieces=st.lists(ALPHABET, max_size=400),
     max_tokens=st.integers(min_value=8, max_value=60),

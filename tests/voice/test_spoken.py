@@ -37,10 +37,19 @@ async def spoken(store: MemoryHistoryStore):
     await reconciler.close()
 
 
+STREAMING = "attempt-streaming"
+
+
+async def streaming(store, task: str) -> None:
+    """A reply of the task is in flight (its replica holds the lease)."""
+    await store.hold(task, STREAMING, 5.0, holder="replica-a", create=True)
+
+
 async def write_turn(store, spoken, task: str, messages: list[StoredMessage]) -> None:
-    """As ``TurnWriter`` does: waiting 905s are folded in, then the turn is stored."""
+    """As ``TurnWriter`` does: waiting 905s are folded in, then the turn is stored (and
+    its lease ends)."""
     messages = await spoken.before_commit(task, messages)
-    assert await store.commit_turn(task, None, None, messages, answer=None)
+    assert await store.commit_turn(task, None, STREAMING, messages, answer=None)
 
 
 async def stored(store, task: str) -> list[tuple[str, object, bool]]:
@@ -52,6 +61,7 @@ async def test_a_heard_reply_is_never_corrected_by_the_next_rounds_905(store, sp
     await write_turn(store, spoken, "t", [user("Can you help me?"), reply(FIRST)])
     assert await spoken.on_spoken("t", FIRST, at=10.0) == "unchanged"
     # The next reply, cut short after "Sure, ", is still streaming: its 905 comes first.
+    await streaming(store, "t")
     assert await spoken.on_spoken("t", "Sure, ", at=20.0) == "pending"
     assert (await stored(store, "t"))[-1] == ("assistant", FIRST, False)
     await write_turn(
@@ -99,8 +109,8 @@ async def test_the_same_905_twice_changes_nothing_more(store, spoken) -> None:
 async def test_text_the_proxy_never_generated_is_added_once(store, spoken) -> None:
     await write_turn(store, spoken, "t", [user("a"), reply(FIRST)])
     assert await spoken.on_spoken("t", FIRST, at=10.0) == "unchanged"
-    assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "pending"
-    await asyncio.sleep(0.1)
+    # No reply is in flight: it joins the history at once.
+    assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "appended"
     assert (await stored(store, "t"))[-1] == ("assistant", "Are you still there?", False)
     assert await spoken.on_spoken("t", "Are you still there?", at=20.0) == "unchanged"
     await asyncio.sleep(0.1)
@@ -147,6 +157,7 @@ async def test_a_tool_turn_is_heard_as_one_reply(store, spoken, heard, expected)
     history = (await store.load("t", 10)).messages
     assert history[1].tool_calls == CALLS and history[2].role == "tool"
     # Settled: the next round's 905 does not touch it.
+    await streaming(store, "t")
     assert await spoken.on_spoken("t", "Let me", at=20.0) == "pending"
     assert await said(store, "t") == expected
 
@@ -154,6 +165,7 @@ async def test_a_tool_turn_is_heard_as_one_reply(store, spoken, heard, expected)
 async def test_a_tool_turns_905_that_came_first_is_applied_when_it_is_written(
     store, spoken
 ) -> None:
+    await streaming(store, "t")
     assert await spoken.on_spoken("t", "Let me check. Sorry, the", at=10.0) == "pending"
     turn = tool_turn()
     turn[0].created_at = 5.0  # the turn started before the 905
@@ -161,6 +173,41 @@ async def test_a_tool_turns_905_that_came_first_is_applied_when_it_is_written(
     assert await said(store, "t") == [(FILLER, False), ("Sorry, the", True)]
     await asyncio.sleep(0.1)
     assert len(await stored(store, "t")) == 4
+
+
+async def test_a_welcome_905_joins_at_once_before_the_first_turn(store, spoken) -> None:
+    assert await spoken.on_spoken("t", "Hi! Are you calling about your card?", at=1.0) == (
+        "appended"
+    )
+    await write_turn(store, spoken, "t", [user("Yes."), reply("Great, let me help.")])
+    assert [m[1] for m in await stored(store, "t")] == [
+        "Hi! Are you calling about your card?",
+        "Yes.",
+        "Great, let me help.",
+    ]
+
+
+async def test_a_905_matching_nothing_while_a_reply_streams_goes_in_its_place(
+    store, spoken
+) -> None:
+    await streaming(store, "t")
+    assert await spoken.on_spoken("t", "Please hold the line.", at=5.0) == "pending"
+    turn = [user("What now?"), reply("Now we wait.")]
+    turn[0].created_at = 6.0  # the turn started after the push text was heard
+    await write_turn(store, spoken, "t", turn)
+    assert [m[1] for m in await stored(store, "t")] == [
+        "Please hold the line.",
+        "What now?",
+        "Now we wait.",
+    ]
+
+
+async def test_a_905_left_waiting_by_a_dead_reply_is_settled_when_asked(store, spoken) -> None:
+    await store.hold("t", "dies", 0.05, holder="replica-a", create=True)
+    assert await spoken.on_spoken("t", "Hello there.", at=5.0) == "pending"
+    await asyncio.sleep(0.06)  # the replica died: its lease ended, nobody commits
+    await spoken.settle("t")
+    assert [m[1] for m in await stored(store, "t")] == ["Hello there."]
 
 
 async def test_chinese_reply_cut_after_the_filler(store, spoken) -> None:

@@ -154,6 +154,17 @@ optional, what (for the error message). Fails when the Secret name is missing.
 {{- if and $v.redis.url (regexMatch "^rediss?://[^/@]*:[^/@]*@" $v.redis.url) }}
 {{- fail "redis.url carries a password: put the URL in a Secret (redis.existingSecret + redis.urlKey) or the password under redis.passwordKey" }}
 {{- end }}
+{{- if eq $v.server.environment "production" }}
+{{- if not (or $v.upstream.baseUrl $v.config.routes) }}
+{{- fail "upstream.baseUrl or config.routes is required: with neither, the built-in echo model would answer every call (PROXY_ENV=production refuses to start; server.environment=development is for trying the chart)" }}
+{{- end }}
+{{- if not $v.redis.enabled }}
+{{- fail "redis.enabled=false keeps history in each pod's memory: PROXY_ENV=production refuses it (set server.environment=development to try the chart)" }}
+{{- end }}
+{{- if not $v.database.enabled }}
+{{- fail "database.enabled=false puts SQLite on an emptyDir: PROXY_ENV=production refuses it (set server.environment=development to try the chart)" }}
+{{- end }}
+{{- end }}
 {{- if and $v.podDisruptionBudget.enabled $v.podDisruptionBudget.minAvailable $v.podDisruptionBudget.maxUnavailable }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}

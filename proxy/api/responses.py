@@ -1,0 +1,71 @@
+"""POST /v1/responses: the Responses API subset, served by the chat pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from proxy.api.chat import RequestCount, read_body
+from proxy.api.deps import require_caller
+from proxy.api.jsonresponse import ORJSONResponse
+from proxy.api.relay import RelayResponse, cancel_on_disconnect
+from proxy.chat.chunks import chunk_events
+from proxy.chat.profiles import select_profile
+from proxy.chat.service import ChatService
+from proxy.context.call import CallContext
+from proxy.errors import ProxyError
+from proxy.responses.conversation import resolve_turn
+from proxy.responses.events import ResponseEventStream, ResponseShell, from_completion
+from proxy.responses.references import resolve_references
+from proxy.responses.request import load_body, to_chat_request
+
+router = APIRouter()
+PATH = "/v1/responses"
+
+
+@router.post(PATH, summary="Responses (text and function tools, over chat completions)")
+async def create_response(request: Request) -> Response:
+    received_at = time.perf_counter()
+    state = request.app.state
+    count = RequestCount(state.metrics.requests, PATH)
+    try:
+        caller = await require_caller(request)
+        state.concurrency.enter()
+    except ProxyError as exc:
+        count.done(exc.status)
+        raise
+    service: ChatService = state.chat
+    streaming = False
+    try:
+        headers = CallContext.from_headers(request.headers)
+        raw = load_body(await read_body(request, state.settings.max_body_bytes))
+        store_wait = state.settings.redis_timeout_ms / 1000
+        await resolve_references(raw, caller, state.history, store_wait)
+        parsed = to_chat_request(raw)
+        body, profile = select_profile(parsed.chat_body, caller, state.catalog)
+        await state.rate_limiter.check(caller)
+        count.model = str(body["model"])
+        turn = await resolve_turn(parsed, headers, caller, state.history, store_wait)
+        shell = ResponseShell(turn.response_id, str(body["model"]), parsed.echo)
+        if parsed.stream:
+
+            async def opening() -> AsyncIterator[bytes]:
+                frames = await service.stream(body, turn.call, profile, received_at)
+                return ResponseEventStream(shell).frames(chunk_events(frames))
+
+            streaming = True  # the response leaves the gate when it ends
+            return RelayResponse(count.stream(opening()), on_close=state.concurrency.leave)
+        completion = await cancel_on_disconnect(
+            request.receive, service.complete(body, turn.call, profile)
+        )
+        count.done(200)
+        return ORJSONResponse(from_completion(shell, completion))
+    except ProxyError as exc:
+        count.done(exc.status)
+        raise
+    finally:
+        if not streaming:
+            state.concurrency.leave()

@@ -1,0 +1,81 @@
+"""Retell's custom-LLM WebSocket: ``/retell/llm-websocket/{call_id}``.
+
+Retell opens it for each call. The caller key comes as ``Authorization: Bearer`` or an
+``api_key`` query parameter (Retell's dashboard only takes a URL); with no keys
+configured the endpoint is open, like the chat endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+
+from proxy.api.chat import RequestCount
+from proxy.api.deps import bearer_token
+from proxy.context.call import CallContext
+from proxy.retell.protocol import ProtocolError, parse_event
+from proxy.retell.session import RetellCall, RetellSession
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+PATH = "/retell/llm-websocket/{call_id}"
+POLICY_VIOLATION = 1008
+
+
+@router.websocket(PATH)
+async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
+    state = websocket.app.state
+    settings = state.settings
+    token = bearer_token(websocket) or websocket.query_params.get("api_key")  # type: ignore[arg-type]
+    caller = state.catalog.authenticate(token)
+    if caller is None:
+        await websocket.close(POLICY_VIOLATION, "missing or invalid API key")
+        return
+    call = CallContext.from_headers({"x-task-id": call_id})  # the header's rules for a task id
+    if call.task_id is None:
+        await websocket.close(POLICY_VIOLATION, "invalid call id")
+        return
+    profile_name = settings.retell_profile or caller.profile
+    profile = state.catalog.profile(profile_name) if profile_name else None
+    setup = RetellCall(
+        call.for_tenant(caller.app_id),
+        profile,
+        settings.retell_model,
+        settings.retell_begin_message,
+    )
+    count = RequestCount(state.metrics.requests, "/retell/llm-websocket")
+    count.model = setup.model
+    await websocket.accept()
+    lock = asyncio.Lock()  # the stream and the receive loop both send
+
+    async def send(event: dict[str, Any]) -> None:
+        async with lock:
+            await websocket.send_text(orjson.dumps(event).decode())
+
+    session = RetellSession(setup, state.chat, getattr(state, "spoken", None), send, count.done)
+    log.info("Retell call connected", extra={"task_id": setup.call.task_id})
+    try:
+        await session.start()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text") or message.get("bytes") or b""
+            if len(raw) > settings.max_body_bytes:
+                log.warning("Retell message over %d bytes skipped", settings.max_body_bytes)
+                continue
+            try:
+                event = parse_event(orjson.loads(raw))
+            except (orjson.JSONDecodeError, ProtocolError) as exc:
+                log.warning("Retell message skipped: %s", exc)
+                continue
+            await session.handle(event)
+    except OSError:
+        pass  # the connection dropped while sending: Retell reconnects if configured
+    finally:
+        await session.close()
+        log.info("Retell call disconnected", extra={"task_id": setup.call.task_id})

@@ -1,0 +1,177 @@
+"""What the next upstream request carries after the 905s and engine histories a real engine
+produces, with two proxy processes on one Redis (the mock upstream records requests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import REDIS_URL
+from tests.conftest import _delete_keys as delete_keys
+from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
+from tests.e2e.procs import ProxyProcess
+from tests.faults.helpers import data_events, post_callback, spoken
+
+pytestmark = pytest.mark.slow  # two proxy processes (about 20 s in all)
+
+SIGN_KEY = "heardSignKey0123456789"
+ADMIN = "admin-token-for-heard-tests-0123456789"
+WELCOME = "Hello, this is your bank. Are you calling about your card?"
+PUSH = "Please note: our offices close early today."
+LONG = "Sure, I can block it right away, and then we will send you a new card by post."
+
+
+class Replica:
+    def __init__(self, process: ProxyProcess) -> None:
+        self.process = process
+        self.url = process.url
+        self.base_url = process.url + "/v1"
+
+
+@pytest.fixture(scope="module")
+def replica_pair(upstream, tmp_path_factory):
+    """Two replicas for the whole module (each test uses its own tasks)."""
+    prefix = f"proxytest:{uuid.uuid4().hex[:12]}:"
+    database = tmp_path_factory.mktemp("heard") / "shared.db"
+    env = {
+        "PROXY_UPSTREAM_BASE_URL": upstream.base_url,
+        "PROXY_REDIS_URL": REDIS_URL,
+        "PROXY_REDIS_PREFIX": prefix,
+        "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "PROXY_CALLBACK_SIGN_KEY": SIGN_KEY,
+        "PROXY_ADMIN_TOKEN": ADMIN,
+        # The safety net must not be what makes these pass.
+        "PROXY_SPOKEN_GRACE_SECONDS": "30",
+    }
+    processes = [ProxyProcess(env).start(), ProxyProcess(env).start()]
+    yield [Replica(p) for p in processes]
+    for process in processes:
+        process.stop()
+    delete_keys(prefix)
+
+
+@pytest.fixture
+def replicas(replica_pair, mock):
+    return replica_pair
+
+
+def new_task() -> str:
+    return f"heard-{uuid.uuid4().hex[:10]}"
+
+
+def spoken_905(replica: Replica, task: str, text: str) -> None:
+    response = post_callback(replica, SIGN_KEY, task, 905, {"UserId": "bot", "Text": text})
+    assert response.status_code == 200, response.text
+
+
+def turn(replica: Replica, task: str, messages: list[dict], reply: str) -> str:
+    body = {"model": "voice", "stream": True, "messages": messages, "mock": {"reply": reply}}
+    response = httpx.post(
+        replica.base_url + "/chat/completions", json=body, headers=engine_headers(task), timeout=15
+    )
+    assert response.status_code == 200, response.text
+    return spoken(data_events(response.text))
+
+
+def sent_upstream(mock) -> list[dict]:
+    return mock.requests[-1].body["messages"]
+
+
+def history(replica: Replica, task: str) -> list[tuple[str, str, bool]]:
+    response = httpx.get(
+        f"{replica.url}/admin/tasks/{task_key(task)}",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=15,
+    )
+    assert response.status_code == 200, response.text
+    return [(m["role"], m["content"], m["interrupted"]) for m in response.json()["messages"]]
+
+
+@pytest.mark.parametrize("answer_after", [0.4, 1.2])
+def test_a_welcome_905_goes_with_the_first_turn(replicas, mock, answer_after):
+    a, b = replicas
+    task = new_task()
+    spoken_905(a, task, WELCOME)
+    time.sleep(answer_after)
+    assert turn(b, task, [SYSTEM, user("Yes.")], "Let me look.") == "Let me look."
+    assert sent_upstream(mock) == [SYSTEM, assistant(WELCOME), user("Yes.")]
+
+
+def test_a_server_push_905_between_turns_goes_with_the_next_turn(replicas, mock):
+    a, b = replicas
+    task = new_task()
+    turn(a, task, [SYSTEM, user("Hi.")], "Hello!")
+    spoken_905(b, task, "Hello!")
+    spoken_905(a, task, PUSH)
+    turn(b, task, [SYSTEM, user("Thanks.")], "You're welcome.")
+    assert sent_upstream(mock) == [
+        SYSTEM,
+        user("Hi."),
+        assistant("Hello!"),
+        assistant(PUSH),
+        user("Thanks."),
+    ]
+
+
+def test_a_905_while_the_reply_streams_on_the_other_replica_cuts_it(replicas, mock):
+    a, b = replicas
+    task = new_task()
+    received: list[str] = []
+
+    def stream() -> None:
+        body = {
+            "model": "voice",
+            "stream": True,
+            "messages": [SYSTEM, user("Block my card.")],
+            "mock": {"reply": LONG, "chunks": 18, "gap_ms": 100},
+        }
+        with httpx.stream(
+            "POST",
+            a.base_url + "/chat/completions",
+            json=body,
+            headers=engine_headers(task),
+            timeout=15,
+        ) as response:
+            received.append(spoken(data_events(response.read().decode())))
+
+    streaming = threading.Thread(target=stream)
+    streaming.start()
+    time.sleep(0.6)  # the reply is streaming on A; the user barged in after "Sure, I can"
+    spoken_905(b, task, "Sure, I can")
+    streaming.join()
+    assert received == [LONG]  # the stream went on to its end on A
+    turn(b, task, [SYSTEM, user("Why?")], "Because.")
+    assert sent_upstream(mock) == [
+        SYSTEM,
+        user("Block my card."),
+        assistant("Sure, I can"),
+        user("Why?"),
+    ]
+    assert history(a, task)[:2] == [
+        ("user", "Block my card.", False),
+        ("assistant", "Sure, I can", True),
+    ]
+
+
+def test_engine_history_shorter_than_the_stored_reply_cuts_it(replicas, mock):
+    a, b = replicas
+    task = new_task()
+    turn(a, task, [SYSTEM, user("Block my card.")], LONG)
+    heard = "Sure, I can block it right away,"
+    turn(
+        b,
+        task,
+        [SYSTEM, user("Block my card."), assistant(heard), user("Why?")],
+        "Because.",
+    )
+    assert sent_upstream(mock) == [SYSTEM, user("Block my card."), assistant(heard), user("Why?")]
+    assert history(a, task) == [
+        ("user", "Block my card.", False),
+        ("assistant", heard, True),
+        ("user", "Why?", False),
+        ("assistant", "Because.", False),
+    ]

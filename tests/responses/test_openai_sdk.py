@@ -1,0 +1,250 @@
+"""The Responses API with the official openai SDK as the client, through a real proxy
+to the real mock upstream (chat completions), with the task history in real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from proxy.responses.ids import parse_response_id
+
+
+def client_for(proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0)
+
+
+def test_non_streaming_text_with_instructions(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    mock.script([{"reply": "Hi there, Ann.", "chunks": 3}])
+    response = client_for(proxy).responses.create(
+        model="gpt-test", instructions="Be brief.", input="Hello, I am Ann."
+    )
+    assert response.status == "completed"
+    assert response.output_text == "Hi there, Ann."
+    assert [item.type for item in response.output] == ["message"]
+    assert response.usage is not None and response.usage.output_tokens > 0
+    assert mock.requests[-1].body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello, I am Ann."},
+    ]
+    assert mock.requests[-1].body["stream"] is False
+    assert parse_response_id(response.id).task_key.startswith("resp-")
+
+
+def test_streaming_events_in_order(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    mock.script([{"reply": "One two three.", "chunks": 3}])
+    events = list(client_for(proxy).responses.create(model="gpt-test", input="Count.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "One two three."
+    final = events[-1].response
+    assert final.output_text == "One two three."
+    assert final.id == events[0].response.id
+    assert final.usage is not None and final.usage.input_tokens > 0
+
+
+def test_stream_helper_collects_the_final_response(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    mock.script([{"reply": "Streamed whole.", "chunks": 2}])
+    with client_for(proxy).responses.stream(model="gpt-test", input="Say it.") as stream:
+        texts = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(texts) == "Streamed whole."
+    assert final.output_text == "Streamed whole."
+
+
+def test_previous_response_id_continues_the_task_history(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    client = client_for(proxy)
+    mock.script([{"reply": "Nice to meet you, Ann."}, {"reply": "Your name is Ann."}])
+    first = client.responses.create(model="gpt-test", instructions="Be kind.", input="I am Ann.")
+    second = client.responses.create(
+        model="gpt-test",
+        instructions="Be kind.",
+        input="What is my name?",
+        previous_response_id=first.id,
+        stream=True,
+    )
+    final = next(e for e in list(second) if e.type == "response.completed").response
+    assert final.output_text == "Your name is Ann."
+    assert mock.requests[-1].body["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "I am Ann."},
+        {"role": "assistant", "content": "Nice to meet you, Ann."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    # Both turns belong to one task; the second id names its own turn in it.
+    assert parse_response_id(final.id).task_key == parse_response_id(first.id).task_key
+    assert final.id != first.id
+
+
+def test_an_older_response_cannot_be_continued(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    client = client_for(proxy)
+    mock.script([{"reply": "A."}, {"reply": "B."}])
+    first = client.responses.create(model="gpt-test", input="one")
+    client.responses.create(model="gpt-test", input="two", previous_response_id=first.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-test", input="three", previous_response_id=first.id)
+    assert caught.value.body["code"] == "previous_response_not_latest"
+    assert len(mock.requests) == 2
+
+
+def test_unknown_previous_response_id_is_a_400(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    client = client_for(proxy)
+    for bad in ("resp_nothing", "resp_" + "A" * 40):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="gpt-test", input="x", previous_response_id=bad)
+        assert caught.value.body["code"] == "previous_response_not_found"
+    assert mock.requests == []
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def test_function_tool_round_trip_non_streaming(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    client = client_for(proxy)
+    mock.script(
+        [
+            {"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]},
+            {"reply": "It is sunny in Paris."},
+        ]
+    )
+    first = client.responses.create(
+        model="gpt-test", input="Weather in Paris?", tools=[WEATHER_TOOL]
+    )
+    assert [item.type for item in first.output] == ["function_call"]
+    call = first.output[0]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    assert mock.requests[-1].body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": WEATHER_TOOL["parameters"],
+            },
+        }
+    ]
+    second = client.responses.create(
+        model="gpt-test",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=[WEATHER_TOOL],
+    )
+    assert second.output_text == "It is sunny in Paris."
+    messages = mock.requests[-1].body["messages"]
+    assert messages == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_call_id": call.call_id},
+    ]
+
+
+def test_function_tool_streaming_events(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    mock.script(
+        [{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Rome"}'}], "chunks": 4}]
+    )
+    events = list(
+        client_for(proxy).responses.create(
+            model="gpt-test", input="Rome?", tools=[WEATHER_TOOL], stream=True
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == '{"city": "Rome"}'
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == '{"city": "Rome"}'
+    final = events[-1].response
+    assert [(i.type, i.name) for i in final.output] == [("function_call", "get_weather")]
+
+
+def test_message_items_and_store_false(make_proxy, mock):
+    proxy = make_proxy(redis=True)
+    mock.script([{"reply": "Four."}])
+    response = client_for(proxy).responses.create(
+        model="gpt-test",
+        store=False,
+        input=[
+            {"role": "developer", "content": "Answer with one word."},
+            {"role": "user", "content": [{"type": "input_text", "text": "2+2?"}]},
+        ],
+    )
+    assert response.output_text == "Four."
+    assert mock.requests[-1].body["messages"] == [
+        {"role": "developer", "content": "Answer with one word."},
+        {"role": "user", "content": "2+2?"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:  # nothing was stored to continue
+        client_for(proxy).responses.create(
+            model="gpt-test", input="again", previous_response_id=response.id
+        )
+    assert caught.value.body["code"] == "previous_response_not_found"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
+        ({"background": True}, "background"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0.id"),
+        ({"input": [{"type": "reasoning", "summary": []}]}, "input.0.type"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input.0.content.0"),
+        ({"include": ["file_search_call.results"]}, "include"),
+    ],
+)
+def test_outside_the_subset_is_a_clear_400(make_proxy, mock, extra, param):
+    proxy = make_proxy()
+    body = {"model": "gpt-test", "input": "hi", **extra}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(proxy).responses.create(**body)
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == param
+    assert caught.value.body["type"] == "invalid_request_error"
+    assert mock.requests == []

@@ -1,0 +1,49 @@
+"""``proxy`` commands refuse a bad configuration with one line, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy import __version__
+from proxy.cli import main
+
+
+@pytest.fixture
+def misspelt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "proxy.yaml"
+    path.write_text("histroy:\n  max_turns: 3\n")
+    monkeypatch.setenv("PROXY_CONFIG", str(path))
+    monkeypatch.chdir(tmp_path)  # an accidental proxy.db stays in the temp dir
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        (["serve"], "proxy"),
+        (["migrate"], "proxy migrate"),
+        (["keys", "list"], "proxy keys"),
+        (["profiles", "list"], "proxy profiles"),
+        (["knowledge", "list"], "proxy knowledge"),
+    ],
+)
+def test_a_config_error_is_one_line(
+    misspelt: Path, argv: list[str], prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code in (1, 2) and out == ""
+    assert err == (
+        f"{prog}: invalid configuration: {misspelt}: unknown setting 'histroy'"
+        " (did you mean 'history'?)\n"
+    )
+    assert not (misspelt.parent / "proxy.db").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"proxy {__version__}\n"
