@@ -19,8 +19,10 @@ from proxy.api.deps import bearer_token
 from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
 from proxy.errors import ProxyError
+from proxy.observability import turnlog
 from proxy.retell.protocol import ProtocolError, parse_event
 from proxy.retell.session import RetellCall, RetellSession
+from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -64,8 +66,14 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         async with lock:
             await websocket.send_text(orjson.dumps(event).decode())
 
+    async def before_turn(turn: CallContext) -> None:
+        """What the chat endpoint does per request: the budget, then usage and traces."""
+        await state.budgets.check(caller, turn.app_id)
+        usage.bind(state.usage, usage.owner_for(caller, turn, setup.model))
+        turnlog.identify(turn.task_id, setup.model)
+
     spoken = getattr(state, "spoken", None)
-    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done)
+    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done, before_turn)
     log.info("Retell call connected", extra={"task_id": setup.call.task_id})
     try:
         await session.start()
