@@ -17,6 +17,7 @@ from proxy.context.matching import content_text
 from proxy.knowledge.context import CONTEXT_HEADER
 from proxy.knowledge.retrieval import Retriever, build_query, format_context, select_within_budget
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing
 from proxy.settings import Settings
 
 
@@ -39,9 +40,10 @@ async def retrieve_for_turn(
         return None
     recent = users[-1 - settings.retrieval_context_turns : -1][::-1]
     started = time.perf_counter()
-    chunks = await retriever.retrieve(
-        knowledge_bases, build_query(users[-1], recent), top_k=settings.retrieval_top_k
-    )
+    with tracing.child("proxy.retrieval", {"proxy.knowledge_bases": ",".join(knowledge_bases)}):
+        chunks = await retriever.retrieve(
+            knowledge_bases, build_query(users[-1], recent), top_k=settings.retrieval_top_k
+        )
     chunks = select_within_budget(chunks, settings.retrieval_token_budget, counter=counter)
     metrics.retrieval_time.observe(time.perf_counter() - started)
     if not chunks:

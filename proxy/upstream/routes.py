@@ -25,6 +25,7 @@ import orjson
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing, turnlog
 from proxy.settings import ECHO_MODEL, ModelRoute, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient, UpstreamStream
 from proxy.upstream.cooldown import Admission, CooldownBook, target_key
@@ -144,6 +145,14 @@ class UpstreamRouter:
 
     async def open_stream(self, body: dict[str, Any]) -> CompletionStream:
         model = str(body.get("model", ""))
+        with tracing.child(
+            "proxy.upstream.first_token", {"gen_ai.request.model": model}, client=True
+        ):
+            stream = await self._open_stream(model, body)
+        turnlog.upstream_waited(stream.waited)
+        return stream
+
+    async def _open_stream(self, model: str, body: dict[str, Any]) -> CompletionStream:
         plan = self.table.plan(model)
         if plan is None:
             return EchoStream(body)
