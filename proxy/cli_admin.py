@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -79,7 +79,11 @@ def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
     return 0
 
 
-def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+Model = TypeVar("Model", bound=BaseModel)
+Actions = argparse._SubParsersAction  # what add_subparsers returns (argparse names it so)
+
+
+def _validated(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -100,7 +104,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+def _parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, Actions[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     return parser, parser.add_subparsers(dest="action", required=True)
 
