@@ -15,9 +15,11 @@ from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
 from proxy.api import admin, callbacks, chat, health, responses, retell
+from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
+from proxy.console.install import install_console
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
@@ -29,11 +31,15 @@ from proxy.db.spool import Spool, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
+from proxy.observability.access import AccessMiddleware
+from proxy.observability.tracing import Tracing, traces_endpoint
+from proxy.observability.turnlog import TurnLogWriter
 from proxy.settings import ECHO_MODEL, Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
+from proxy.usage.setup import build_usage
 from proxy.voice.callbacks import CallbackService
 from proxy.voice.spoken import SpokenTextReconciler
 
@@ -154,6 +160,8 @@ def _expose_error_counters(state: Any) -> None:
     for queue, writer in (
         ("transcript", state.transcripts),
         ("callback_event", state.callbacks.writer),
+        ("usage", state.usage.writer),
+        ("turn_log", state.turn_logs),
     ):
         for reason in ("full", "closed", "rejected", "erased"):
             expose(
@@ -234,6 +242,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.transcripts.start()
+        state.usage = build_usage(settings, state.sessions, history, write_lock, state.spool)
+        state.budgets = state.usage.budgets
+        await state.usage.writer.start()
+        state.turn_logs = TurnLogWriter(
+            state.sessions,
+            queue_size=settings.transcript_queue_size,
+            batch_size=settings.transcript_batch_size,
+            flush_seconds=settings.transcript_flush_seconds,
+            write_lock=write_lock,
+            spool=state.spool,
+        )
+        await state.turn_logs.start()
         summariser = Summariser(history, table, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
@@ -288,6 +308,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await spoken.close()
             await summariser.close()
             await state.transcripts.close()
+            await state.budgets.drain()
+            await state.usage.writer.close()
+            await state.turn_logs.close()
             await state.catalog.close()
             await state.tools.close()
             await state.retriever.close()
@@ -296,6 +319,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.close()
             await history.close()
             await state.db_engine.dispose()
+            state.tracing.close()
             if state.spool is not None:
                 state.spool.close()
 
@@ -304,15 +328,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs (works offline)
+        redoc_url=None,  # ReDoc would load from a CDN
     )
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
     app.add_middleware(chat.ChatFastPath)
+    app.state.tracing = Tracing.start(
+        traces_endpoint(
+            settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
+        ),
+        __version__,
+    )
+    app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(responses.router)
     app.include_router(retell.router)
+    install_docs(app)
+    install_console(app)
     return app

@@ -19,6 +19,7 @@ from proxy.context.history import HistoryStore
 from proxy.db.base import utcnow, without_nul
 from proxy.db.events import CallbackEventWriter, EventRecord
 from proxy.db.spool import Spool
+from proxy.errors import ServiceUnavailable
 from proxy.metrics import ProxyMetrics
 from proxy.voice import events as ev
 from proxy.voice.events import EngineEvent
@@ -128,7 +129,15 @@ class CallbackService:
         await self.writer.start()
 
     async def handle(self, event: EngineEvent, app_id: str | None) -> str:
-        """Returns "duplicate" or "accepted"."""
+        """Returns "duplicate" or "accepted"; ServiceUnavailable when the event could not
+        be recorded (the engine retries: an acknowledged callback is never lost)."""
+        if not self.writer.accepting:
+            log.error(
+                "callback %d refused: its record cannot be queued now",
+                event.event_type,
+                extra={"task_id": event.task_id},
+            )
+            raise ServiceUnavailable("callback events cannot be recorded now; retry")
         if not await self._first_time(event):
             self.duplicates += 1
             return "duplicate"
@@ -142,7 +151,7 @@ class CallbackService:
             # applied again off the reply path (applying twice changes nothing more).
             log.warning("callback %d not applied yet: %r", event.event_type, exc)
             self._spawn(self._apply_later(event))
-        self.writer.submit(event_record(event, app_id))  # a full buffer drops and counts
+        self.writer.submit(event_record(event, app_id))  # accepting was checked above
         return "accepted"
 
     def _observe(self, event: EngineEvent) -> None:
