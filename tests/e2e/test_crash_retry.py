@@ -30,7 +30,13 @@ def replicas(mock, redis_prefix, tmp_path):
         "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/shared.db",
         "PROXY_ADMIN_TOKEN": ADMIN,
     }
-    processes = [LoggedProxy(env, tmp_path / f"replica-{n}.log").start() for n in range(2)]
+    # B's store calls get a tiny time box, so the retries' claims answer after it, as they
+    # do when 30 sessions land on a replica at once (each opening a Redis connection).
+    slow_b = {**env, "PROXY_REDIS_TIMEOUT_MS": "20"}
+    processes = [
+        LoggedProxy(env, tmp_path / "replica-0.log").start(),
+        LoggedProxy(slow_b, tmp_path / "replica-1.log").start(),
+    ]
     yield processes
     for process in processes:
         process.stop()
