@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
         "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
         "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
+        "bench-relay": ("proxy.bench.bare_relay", "main", "a bare aiohttp relay (bench floor)"),
         "soak": ("proxy.bench.soak", "main", "run many simulated voice sessions and check history"),
+        "chaos": ("proxy.chaos.cli", "main", "dev tooling: fault scenarios against real processes"),
     }
     for name, (_, _, help_text) in delegated.items():
         commands.add_parser(name, help=help_text, add_help=False)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, WebSocket
 from proxy.api.chat import RequestCount
 from proxy.api.deps import bearer_token
 from proxy.context.call import CallContext
+from proxy.context.history import HistoryStore
 from proxy.retell.protocol import ProtocolError, parse_event
 from proxy.retell.session import RetellCall, RetellSession
 
@@ -41,12 +42,11 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         return
     profile_name = settings.retell_profile or caller.profile
     profile = state.catalog.profile(profile_name) if profile_name else None
-    setup = RetellCall(
-        call.for_tenant(caller.app_id),
-        profile,
-        settings.retell_model,
-        settings.retell_begin_message,
-    )
+    call = call.for_tenant(caller.app_id)
+    begin = settings.retell_begin_message
+    if begin and await _call_has_history(state.history, call, settings.redis_timeout_ms / 1000):
+        begin = ""  # Retell reconnected mid-call: the agent does not greet again
+    setup = RetellCall(call, profile, settings.retell_model, begin)
     count = RequestCount(state.metrics.requests, "/retell/llm-websocket")
     count.model = setup.model
     await websocket.accept()
@@ -56,7 +56,8 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         async with lock:
             await websocket.send_text(orjson.dumps(event).decode())
 
-    session = RetellSession(setup, state.chat, getattr(state, "spoken", None), send, count.done)
+    spoken = getattr(state, "spoken", None)
+    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done)
     log.info("Retell call connected", extra={"task_id": setup.call.task_id})
     try:
         await session.start()
@@ -79,3 +80,14 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
     finally:
         await session.close()
         log.info("Retell call disconnected", extra={"task_id": setup.call.task_id})
+
+
+async def _call_has_history(history: HistoryStore, call: CallContext, wait_s: float) -> bool:
+    assert call.task_id is not None
+    try:
+        async with asyncio.timeout(wait_s):
+            stored = await history.load(call.task_id, 1)
+    except Exception as exc:  # unknown: greet (a new call is the common case)
+        log.warning("could not read the Retell call's history: %r", exc)
+        return False
+    return stored.total_messages > 0 or bool(stored.messages)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
-from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
+from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
@@ -197,10 +197,14 @@ class ChatService:
             log.error("retrieval failed, answering without it: %r", exc)
             return prepared
         if grounding is not None:
-            prepared.body = {
-                **prepared.body,
-                "messages": inject(prepared.body["messages"], grounding.context),
-            }
+            turn = prepared.turn
+            messages = ground(
+                prepared.body["messages"],
+                grounding.context,
+                turn.new_turn if turn is not None else None,
+                call.request_id,
+            )
+            prepared.body = {**prepared.body, "messages": messages}
             prepared.meta.append({"sources": grounding.sources})
         return prepared
 
@@ -262,14 +266,22 @@ class ChatService:
                     holder=self.leases.holder,
                 )
             )
-        with tracing.child("proxy.store", {"proxy.task_key": task_id}):
-            (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-                # Shielded: a claim that misses its time box still runs to its end, and the
-                # commit learns from it whether this attempt owns the request.
-                self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
-                self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-                self.guard(take_queued(self.history, task_id)),
-            )
+        try:
+            with tracing.child("proxy.store", {"proxy.task_key": task_id}):
+                (claim, claim_error), (history, load_error), queued = await asyncio.gather(
+                    # Shielded: a claim that misses its time box still runs to its end, and
+                    # the commit learns from it whether this attempt owns the request.
+                    self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
+                    self.guard.attempt(self.history.load(task_id, policy.load_limit)),
+                    self.guard(take_queued(self.history, task_id)),
+                )
+        except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
+            if claiming is not None:
+                said = split_request(body["messages"]).new_turn
+                new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                self.writer.interrupted(turn, [])
+            raise
         if queued is not FAILED:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Final, TypeVar
 
 from redis import exceptions as redis_errors
 
 log = logging.getLogger(__name__)
 
-FAILED: Any = object()  # what a guarded call returns when the store failed
+T = TypeVar("T")
+
+
+class Failed(enum.Enum):
+    """What a guarded call returns when the store failed: ``result is FAILED``."""
+
+    FAILED = "failed"
+
+
+FAILED: Final = Failed.FAILED
 
 # Failures a later attempt may well not meet: a stall, a lost connection, a failover.
 _TRANSIENT = (
@@ -43,13 +53,13 @@ class StoreGuard:
         self.timeout = timeout_seconds
         self.errors = 0
 
-    async def __call__(self, operation: Awaitable[Any]) -> Any:
+    async def __call__(self, operation: Awaitable[T]) -> T | Failed:
         result, error = await self.attempt(operation)
         if error is not None:
             log.error("history store unavailable, continuing without it: %r", error)
         return result
 
-    async def attempt(self, operation: Awaitable[Any]) -> tuple[Any, Exception | None]:
+    async def attempt(self, operation: Awaitable[T]) -> tuple[T | Failed, Exception | None]:
         """``(result, None)``, or ``(FAILED, the error)``: counted, left to the caller
         to log (it knows what happens next)."""
         try:

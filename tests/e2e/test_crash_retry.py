@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import time
 import uuid
-from pathlib import Path
 
 import httpx
 import orjson
@@ -17,34 +14,10 @@ import pytest
 
 from tests.conftest import REDIS_URL
 from tests.context.engine_calls import SYSTEM, engine_headers, task_key
-from tests.e2e.procs import ProxyProcess
+from tests.e2e.replicas import LoggedProxy
 
 SESSIONS = 30
 ADMIN = "admin-token-for-crash-tests-0123456789"
-
-
-class LoggedProxy(ProxyProcess):
-    """A replica whose log goes to a file (a pipe nobody reads would stall it)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(env)
-        self.log_path = log_path
-
-    def start(self) -> LoggedProxy:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("proxy did not start")
 
 
 @pytest.fixture

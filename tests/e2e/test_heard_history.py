@@ -14,6 +14,7 @@ from tests.conftest import REDIS_URL
 from tests.conftest import _delete_keys as delete_keys
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
 from tests.e2e.procs import ProxyProcess
+from tests.e2e.replicas import LoggedProxy
 from tests.faults.helpers import data_events, post_callback, spoken
 
 pytestmark = pytest.mark.slow  # two proxy processes (about 20 s in all)
@@ -47,7 +48,8 @@ def replica_pair(upstream, tmp_path_factory):
         # The safety net must not be what makes these pass.
         "PROXY_SPOKEN_GRACE_SECONDS": "30",
     }
-    processes = [ProxyProcess(env).start(), ProxyProcess(env).start()]
+    logs = tmp_path_factory.mktemp("heard-logs")
+    processes = [LoggedProxy(env, logs / f"replica-{n}.log").start() for n in range(2)]
     yield [Replica(p) for p in processes]
     for process in processes:
         process.stop()
