@@ -21,6 +21,7 @@ from proxy.responses.conversation import resolve_turn
 from proxy.responses.events import ResponseEventStream, ResponseShell, from_completion
 from proxy.responses.references import resolve_references
 from proxy.responses.request import load_body, to_chat_request
+from proxy.usage import recorder as usage
 
 router = APIRouter()
 PATH = "/v1/responses"
@@ -49,6 +50,8 @@ async def create_response(request: Request) -> Response:
         await state.rate_limiter.check(caller)
         count.model = str(body["model"])
         turn = await resolve_turn(parsed, headers, caller, state.history, store_wait)
+        await state.budgets.check(caller, turn.call.app_id)
+        usage.bind(state.usage, usage.owner_for(caller, turn.call, count.model))
         shell = ResponseShell(turn.response_id, str(body["model"]), parsed.echo)
         if parsed.stream:
 
@@ -62,6 +65,7 @@ async def create_response(request: Request) -> Response:
             request.receive, service.complete(body, turn.call, profile)
         )
         count.done(200)
+        usage.report_completion(completion)
         return ORJSONResponse(from_completion(shell, completion))
     except ProxyError as exc:
         count.done(exc.status)

@@ -163,3 +163,25 @@ def test_budgets_refuse_at_the_limit_across_two_replicas(make_proxy, mock, redis
     assert len(mock.requests) == answered
     # Another app's traffic is not charged to this budget.
     assert _today_tokens(redis_prefix, "app:other") == 0
+
+
+def test_responses_api_turns_are_recorded_and_budgeted(make_proxy, mock, redis_prefix):
+    proxy = make_proxy(
+        redis=True,
+        admin_token=ADMIN_TOKEN,
+        api_keys=["operator-key-0123456789"],
+        app_budgets={APP: Budget(max_tokens_per_day=1)},
+    )
+    headers = {"Authorization": "Bearer operator-key-0123456789", "X-Sdk-App-Id": APP}
+    body = {"model": "gpt-test", "input": "hello there", "stream": True}
+    first = httpx.post(proxy.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert first.status_code == 200, first.text
+    (request,) = mock.requests
+    spent = reported_usage(request.behaviour, request.body, request.cached_tokens or 0)
+    _wait_for_tokens(redis_prefix, f"app:{APP}", spent["total_tokens"])
+    refused = httpx.post(proxy.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert len(mock.requests) == 1
+    with admin_client(proxy) as admin:
+        totals = admin.get("/admin/usage", params={"app_id": APP}).json()["totals"]
+    assert (totals["requests"], totals["total_tokens"]) == (1, spent["total_tokens"])
