@@ -185,3 +185,32 @@ def test_responses_api_turns_are_recorded_and_budgeted(make_proxy, mock, redis_p
     with admin_client(proxy) as admin:
         totals = admin.get("/admin/usage", params={"app_id": APP}).json()["totals"]
     assert (totals["requests"], totals["total_tokens"]) == (1, spent["total_tokens"])
+
+
+async def test_retell_calls_are_recorded(make_proxy, mock):
+    from websockets.asyncio.client import connect
+
+    from tests.retell.test_llm_websocket import (
+        CALL_ID,
+        opened,
+        reply_to,
+        required,
+        send,
+        user,
+        ws_url,
+    )
+
+    proxy = make_proxy(redis=True, admin_token=ADMIN_TOKEN, retell_model="gpt-test")
+    mock.script([{"reply": "Sure.", "chunks": 2}, {"reply": "Tuesday works.", "chunks": 3}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, user("Book me in.")))
+        await reply_to(ws, 1)
+        await send(ws, required(2, user("Book me in."), {"role": "agent", "content": "Sure."}))
+        await reply_to(ws, 2)
+    reported = [reported_usage(r.behaviour, r.body, r.cached_tokens or 0) for r in mock.requests]
+    assert len(reported) == 2
+    with admin_client(proxy) as admin:
+        answer = admin.get("/admin/usage", params={"group_by": "task"}).json()
+    assert [(row["task_id"], row["requests"]) for row in answer["items"]] == [(CALL_ID, 2)]
+    assert answer["totals"]["total_tokens"] == sum(u["total_tokens"] for u in reported)
