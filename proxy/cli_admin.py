@@ -127,6 +127,8 @@ async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Na
             "allow_profile_override": args.allow_profile_override,
             "app_id": args.app_id,
             "rate_limit_per_minute": args.rate_limit,
+            "max_tokens_per_day": args.max_tokens_per_day,
+            "max_cost_per_day": args.max_cost_per_day,
             "expires_at": args.expires_at,
         },
     )
@@ -167,6 +169,8 @@ def keys_main(argv: list[str] | None = None) -> int:
     create.add_argument("--allow-profile-override", action="store_true")
     create.add_argument("--app-id", help="TRTC SdkAppId (tenant) the key may act for")
     create.add_argument("--rate-limit", type=int, help="requests per minute")
+    create.add_argument("--max-tokens-per-day", type=int, help="daily token budget")
+    create.add_argument("--max-cost-per-day", type=float, help="daily cost budget")
     create.add_argument("--expires-at", help="ISO 8601 date-time (naive = UTC)")
     create.add_argument("--json", action="store_true")
     listing = actions.add_parser("list", help="list keys (never the keys themselves)")
