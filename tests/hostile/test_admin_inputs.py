@@ -60,7 +60,7 @@ REFUSED_IDS = {
     "newline-at-end": "abc%0A",
     "escape": "%1B%5B31m",
     "delete": "a%7F",
-    "194-chars": "t" * 194,  # longer than any task key ("<64-char app>:<128-char task>")
+    "322-chars": "t" * 322,  # longer than any task key ("<64-char app>:<256-char task>")
     "10-kb": "t" * 10_240,
 }
 OPERATIONS = [
