@@ -93,11 +93,16 @@ class SpokenTextReconciler:
             newest = history.messages[-1].id if history.messages else None
             message = _spoken_message(item)
             last = history.messages[-1] if history.messages else None
-            if last is not None and last.role == "user" and last.source == "turn":
-                if last.request_id is not None and last.created_at < at:
-                    # A turn cut short before any text was counted as sent, heard after
-                    # all: this is its reply.
-                    message.request_id, message.interrupted = last.request_id, True
+            if (
+                last is not None
+                and last.role == "user"
+                and last.source == "turn"
+                and last.request_id is not None
+                and last.created_at < at
+            ):
+                # A turn cut short before any text was counted as sent, heard after
+                # all: this is its reply.
+                message.request_id, message.interrupted = last.request_id, True
             added = await self._store.add_spoken(task_id, message, item, after=newest)
             if added is SpokenOutcome.APPENDED:
                 self._recorded(task_id, message)
