@@ -41,6 +41,8 @@ class Caller:
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
     expires_at: datetime | None = None
+    max_tokens_per_day: int | None = None  # daily budgets (proxy.usage.budgets)
+    max_cost_per_day: float | None = None
     meta_info_events: str | None = None  # overrides PROXY_META_INFO_EVENTS
 
 
@@ -99,6 +101,8 @@ class Catalog:
                 allow_profile_override=spec.allow_profile_override,
                 app_id=spec.app_id,
                 rate_limit_per_minute=spec.rate_limit_per_minute,
+                max_tokens_per_day=spec.max_tokens_per_day,
+                max_cost_per_day=spec.max_cost_per_day,
                 meta_info_events=spec.meta_info_events,
             )
         return keys
@@ -129,6 +133,8 @@ class Catalog:
                 app_id=key.app_id,
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expires_at=key.expires_at,
+                max_tokens_per_day=key.max_tokens_per_day,
+                max_cost_per_day=key.max_cost_per_day,
                 meta_info_events=key.meta_info_events,
             )
             for key in keys

@@ -23,6 +23,8 @@ from proxy.context.call import CallContext
 from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
+from proxy.observability import tracing, turnlog
+from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -103,7 +105,17 @@ async def handle_chat(request: Request) -> Response:
         body, profile = select_profile(body, caller, state.catalog)
         profile = with_variables(profile, engine.variables)
         await state.rate_limiter.check(caller)
+        await state.budgets.check(caller, call.app_id)
         count.model = str(body["model"])
+        usage.bind(state.usage, usage.owner_for(caller, call, count.model))
+        turnlog.identify(call.task_id, count.model)
+        tracing.annotate_turn(
+            model=count.model,
+            task_key=call.task_id,
+            app_id=call.app_id,
+            key_name=caller.name,
+            body=body,
+        )
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends
@@ -113,6 +125,7 @@ async def handle_chat(request: Request) -> Response:
             request.receive, service.complete(body, call, profile)
         )
         count.done(200)
+        usage.report_completion(completion)
         return ORJSONResponse(completion)
     except ProxyError as exc:
         count.done(exc.status)

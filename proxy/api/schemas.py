@@ -96,6 +96,10 @@ class KeyCreate(StoredIn):
         description="The TRTC SdkAppId (tenant) it may act for.",
     )
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1, description="Daily token budget.")
+    max_cost_per_day: float | None = Field(
+        default=None, gt=0, description="Daily cost budget, in the price table's currency."
+    )
     meta_info_events: MetaInfoEvents | None = Field(
         default=None, description="Overrides PROXY_META_INFO_EVENTS for this key's calls."
     )
@@ -120,6 +124,8 @@ class KeyOut(_Out):
     allow_profile_override: bool = False
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
+    max_tokens_per_day: int | None = None
+    max_cost_per_day: float | None = None
     meta_info_events: str | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -138,6 +144,8 @@ class KeyOut(_Out):
             allow_profile_override=key.allow_profile_override,
             app_id=key.app_id,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            max_tokens_per_day=key.max_tokens_per_day,
+            max_cost_per_day=key.max_cost_per_day,
             meta_info_events=key.meta_info_events,
             expires_at=expires_at,
             revoked_at=key.revoked_at,
@@ -156,6 +164,8 @@ class KeyOut(_Out):
             allow_profile_override=spec.allow_profile_override,
             app_id=spec.app_id,
             rate_limit_per_minute=spec.rate_limit_per_minute,
+            max_tokens_per_day=spec.max_tokens_per_day,
+            max_cost_per_day=spec.max_cost_per_day,
             meta_info_events=spec.meta_info_events,
             active=True,
             origin="config",

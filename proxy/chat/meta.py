@@ -27,6 +27,7 @@ import orjson
 from proxy.chat.sse import json_frame
 from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
+from proxy.observability import turnlog
 
 QUEUE_SUFFIX = "#metainfo"
 MARKER = b'"meta.info"'  # a cheap test before decoding an upstream event
@@ -57,6 +58,7 @@ def meta_info_event(
 def meta_info_frame(
     completion_id: str, metainfo: dict[str, Any], model: str | None = None
 ) -> bytes:
+    turnlog.meta_sent(metainfo)  # the console's timeline shows what the client app got
     return json_frame(meta_info_event(completion_id, metainfo, model))
 
 

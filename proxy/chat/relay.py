@@ -31,11 +31,13 @@ from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
+from proxy.observability import turnlog
 from proxy.tools.belt import ToolBelt
 from proxy.tools.steps import handed_back, next_body, run_step
 from proxy.upstream.routes import CompletionStream
 from proxy.upstream.sse import DONE
 from proxy.upstream.usage import UpstreamUsage
+from proxy.usage.recorder import report as report_usage
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ class StreamRelay:
             yield DONE_FRAME
         except UpstreamError as exc:
             log.warning("upstream failed mid-stream: %s", exc.message)
+            turnlog.failed(exc.message)
             yield error_frame(exc) + DONE_FRAME
         finally:
             if stream is not None:
@@ -211,6 +214,7 @@ class StreamRelay:
             if reply.done:
                 if reply.usage is not None:
                     self._usages.append(reply.usage)
+                report_usage(reply.model, reply.usage)
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")

@@ -124,6 +124,14 @@ class WriteBehindQueue(Generic[Item]):
         return self.refused["rejected"]
 
     @property
+    def accepting(self) -> bool:
+        """A submission now would be accepted (callers that must not acknowledge what
+        cannot be recorded ask first)."""
+        if self.spool is not None:
+            return self._spooled < self.spool_max_items
+        return not self._closed and len(self._buffer) < self.queue_size
+
+    @property
     def pending(self) -> int:
         """Submissions accepted and not yet committed (including the batch in flight)."""
         return self._spooled if self.spool is not None else len(self._buffer)
@@ -195,6 +203,7 @@ class WriteBehindQueue(Generic[Item]):
             self._spooled = self.spool.count(self.queue_name)
             self._spilled = self._spooled > 0
             if self._spooled:
+                self._drained.clear()
                 self._log.warning(
                     "%s: %d spooled submission(s) from an earlier run; writing them",
                     self.what,

@@ -15,6 +15,7 @@ from typing import Any
 
 from proxy.context.history import StoredMessage
 from proxy.metrics import ProxyMetrics
+from proxy.observability import turnlog
 from proxy.tools.belt import ToolBelt
 from proxy.tools.runner import ToolCall, ToolResult
 
@@ -66,6 +67,7 @@ async def run_step(
     )
     for call, result in zip(calls, results, strict=True):
         call["id"] = result.call_id
+        turnlog.tool_done(result.name, result.ok, result.elapsed_ms)
         metrics.tool_calls.labels(result.name, "ok" if result.ok else "error").inc()
     assistant = StoredMessage(
         role="assistant", content=content or None, tool_calls=calls, request_id=request_id

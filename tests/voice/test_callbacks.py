@@ -19,6 +19,7 @@ import pytest
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.db.repositories import EventRepository, TaskRepository
 from proxy.db.session import make_engine, make_sessionmaker
+from proxy.errors import ServiceUnavailable
 from proxy.voice.callbacks import CallbackService
 from proxy.voice.events import EngineEvent, parse_event
 from proxy.voice.signing import sign
@@ -370,17 +371,19 @@ async def test_a_duplicate_in_a_batch_loses_none_of_the_others(event_db) -> None
         assert task is not None and task.status == "ready"
 
 
-async def test_a_full_buffer_drops_and_counts_but_still_answers(event_db, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="proxy.db.events")
+async def test_a_full_buffer_refuses_so_that_the_engine_retries(event_db, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="proxy.voice.callbacks")
     callbacks = service(event_db, queue_size=3)  # not started: nothing leaves the buffer
     t = new_task()
-    for n in range(5):
+    for n in range(3):
         assert await callbacks.handle(engine_event(903, t, {"Text": f"{n}"}, 2000 + n), None) == (
             "accepted"
         )
-    assert (callbacks.writer.pending, callbacks.writer.dropped) == (3, 2)
-    assert callbacks.persist_failures == 2
-    assert caplog.text.count("callback event not recorded (full)") == 2
+    for n in range(3, 5):  # never acknowledged when it could not be recorded
+        with pytest.raises(ServiceUnavailable):
+            await callbacks.handle(engine_event(903, t, {"Text": f"{n}"}, 2000 + n), None)
+    assert (callbacks.writer.pending, callbacks.writer.dropped) == (3, 0)
+    assert caplog.text.count("callback 903 refused") == 2
     await callbacks.start()
     await callbacks.drain()
     assert await stored_events(event_db, t) == [(903, 2000), (903, 2001), (903, 2002)]
@@ -396,5 +399,6 @@ async def test_drain_writes_what_is_queued_then_refuses_more(event_db) -> None:
     assert callbacks.writer.pending == 3
     await callbacks.drain()
     assert len(await stored_events(event_db, t)) == 3
-    assert await callbacks.handle(engine_event(904, t, {"UserId": "u"}, 3100), None) == "accepted"
-    assert callbacks.writer.pending == 0  # closed: answered, not queued
+    with pytest.raises(ServiceUnavailable):  # closed, no spool: refused, not acknowledged
+        await callbacks.handle(engine_event(904, t, {"UserId": "u"}, 3100), None)
+    assert callbacks.writer.pending == 0
