@@ -4,6 +4,7 @@ real Redis, for the real client libraries. meta.info goes to every task's caller
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from proxy.mock.upstream import MockUpstreamThread
-from tests.clients.scenario import ADMIN_TOKEN
+from tests.clients.scenario import ADMIN_TOKEN, API_KEY, APP_ID
 from tests.conftest import REDIS_URL, _delete_keys
 from tests.e2e.procs import ProxyProcess
 
@@ -34,6 +35,11 @@ def client_proxy(
             "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
             "PROXY_META_INFO_EVENTS": "always",
+            # The clients' key acts for one app: their tasks live under "<app>:<task id>".
+            "PROXY_KEYS": json.dumps(
+                [{"name": "clients", "key_env": "TEST_CLIENTS_KEY", "app_id": APP_ID}]
+            ),
+            "TEST_CLIENTS_KEY": API_KEY,
         }
     )
     _start(proxy, within_s=90)  # a loaded 2-core CI machine can take 20 s to import it all

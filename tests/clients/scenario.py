@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 
 ADMIN_TOKEN = "admin-token-for-client-tests-0123"
+API_KEY = "client-key-0123456789"  # bound to APP_ID (tests/clients/conftest.py)
+APP_ID = "clients"
 MODEL = "mock-voice"
 CLIENT_TIMEOUT_S = 1.0
 
@@ -62,6 +64,7 @@ def script(mock: Any) -> None:
 def queue_meta(proxy_url: str, task_id: str) -> None:
     response = httpx.post(
         f"{proxy_url}/admin/tasks/{task_id}/metainfo",
+        params={"app_id": APP_ID},  # before the task's first turn: name its app
         json={"metainfo": OPERATOR_META},
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
@@ -70,7 +73,9 @@ def queue_meta(proxy_url: str, task_id: str) -> None:
 
 def stored(proxy_url: str, task_id: str) -> list[dict[str, Any]]:
     response = httpx.get(
-        f"{proxy_url}/admin/tasks/{task_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        f"{proxy_url}/admin/tasks/{task_id}",
+        params={"app_id": APP_ID},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert response.status_code == 200, response.text
     return [

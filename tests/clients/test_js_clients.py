@@ -24,7 +24,7 @@ def run(flow: str, proxy_url: str, task_id: str) -> dict:
     assert node, "node is required (installed by .ci/run)"
     assert (JS / "node_modules" / "ai").is_dir(), "run `npm ci` in tests/clients/js (.ci/run does)"
     done = subprocess.run(
-        [node, "clients.mjs", flow, proxy_url + "/v1", task_id],
+        [node, "clients.mjs", flow, proxy_url + "/v1", task_id, s.API_KEY],
         cwd=JS,
         capture_output=True,
         text=True,

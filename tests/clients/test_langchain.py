@@ -17,7 +17,7 @@ def test_langchain_streams_uses_tools_retries_and_keeps_history(client_proxy, mo
     llm = ChatOpenAI(
         model=s.MODEL,
         base_url=client_proxy.url + "/v1",
-        api_key="unused",
+        api_key=s.API_KEY,
         default_headers={"X-Task-Id": task_id},
         timeout=s.CLIENT_TIMEOUT_S,
         max_retries=1,

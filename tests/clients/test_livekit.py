@@ -38,7 +38,7 @@ async def test_livekit_streams_uses_tools_retries_and_keeps_history(client_proxy
     model = livekit_openai.LLM(
         model=s.MODEL,
         base_url=client_proxy.url + "/v1",
-        api_key="unused",
+        api_key=s.API_KEY,
         extra_headers={"X-Task-Id": task_id},
     )
     ctx = llm.ChatContext.empty()

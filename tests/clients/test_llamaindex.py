@@ -26,7 +26,7 @@ def test_llamaindex_streams_uses_tools_retries_and_keeps_history(client_proxy, m
     llm = OpenAI(
         model="gpt-4o-mini",  # a name LlamaIndex knows; the mock answers any
         api_base=client_proxy.url + "/v1",
-        api_key="unused",
+        api_key=s.API_KEY,
         default_headers={"X-Task-Id": task_id},
         timeout=s.CLIENT_TIMEOUT_S,
         max_retries=1,

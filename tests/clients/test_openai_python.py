@@ -15,7 +15,7 @@ def test_openai_sdk_streams_uses_tools_retries_and_keeps_history(client_proxy, m
     s.queue_meta(client_proxy.url, task_id)
     client = openai.OpenAI(
         base_url=client_proxy.url + "/v1",
-        api_key="unused",
+        api_key=s.API_KEY,
         default_headers={"X-Task-Id": task_id},
         timeout=s.CLIENT_TIMEOUT_S,
         max_retries=1,

@@ -58,7 +58,7 @@ async def test_pipecat_streams_uses_tools_retries_and_keeps_history(client_proxy
     llm = OpenAILLMService(
         model=s.MODEL,
         base_url=client_proxy.url + "/v1",
-        api_key="unused",
+        api_key=s.API_KEY,
         default_headers={"X-Task-Id": task_id},
         retry_on_timeout=True,
         retry_timeout_secs=s.CLIENT_TIMEOUT_S,

@@ -2,12 +2,12 @@
 // `.stream()` helper as clients of a real proxy: one conversation each (see
 // tests/clients/scenario.py), printed as JSON for tests/clients/test_js_clients.py.
 //
-//   node clients.mjs ai|openai-node <proxy base URL> <task id>
+//   node clients.mjs ai|openai-node <proxy base URL> <task id> <API key>
 import { createOpenAI } from '@ai-sdk/openai';
 import { generateText, jsonSchema, streamText, tool } from 'ai';
 import OpenAI from 'openai';
 
-const [flow, baseURL, taskId] = process.argv.slice(2);
+const [flow, baseURL, taskId, apiKey] = process.argv.slice(2);
 const MODEL = 'mock-voice';
 const TIMEOUT_MS = 1000;
 const TOOL_RESULT = '{"sky": "sunny", "celsius": 24}';
@@ -18,7 +18,7 @@ const WEATHER = {
 };
 
 async function vercel() {
-  const provider = createOpenAI({ baseURL, apiKey: 'unused', headers: { 'X-Task-Id': taskId } });
+  const provider = createOpenAI({ baseURL, apiKey, headers: { 'X-Task-Id': taskId } });
   const model = provider.chat(MODEL);
   const errors = [];
   const onError = ({ error }) => errors.push(String(error));
@@ -84,7 +84,7 @@ async function vercel() {
 async function openaiNode() {
   const client = new OpenAI({
     baseURL,
-    apiKey: 'unused',
+    apiKey,
     defaultHeaders: { 'X-Task-Id': taskId },
     timeout: TIMEOUT_MS,
     maxRetries: 1,
