@@ -10,8 +10,9 @@ test:
 	uv run pytest -q
 
 # The unit tier: pure tests (no servers, subprocesses or network), under a minute.
+# Two pytest plugins it does not use are skipped: they cost seconds of start-up.
 test-fast:
-	uv run pytest -q -m "not slow" tests/unit
+	uv run pytest -q -m "not slow" -p no:langsmith_plugin -p no:schemathesis tests/unit
 
 lint:
 	uv run ruff check proxy tests

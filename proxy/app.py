@@ -15,82 +15,51 @@ from proxy import __version__
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
 from proxy.api import admin, callbacks, chat, health, responses, retell
+from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
+from proxy.console.install import install_console
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_client import connect_redis
 from proxy.context.redis_store import RedisHistoryStore
+from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.spool import Spool, SpoolError, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
+from proxy.observability.access import AccessMiddleware
+from proxy.observability.tracing import Tracing, traces_endpoint
+from proxy.observability.turnlog import TurnLogWriter
 from proxy.settings import ECHO_MODEL, Settings
 from proxy.tools.registry import ToolRegistry
 from proxy.tools.runner import ToolRunner
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.routes import RouteTable, UpstreamRouter
+from proxy.usage.setup import build_usage
 from proxy.voice.callbacks import CallbackService
 from proxy.voice.spoken import SpokenTextReconciler
 
 log = logging.getLogger("proxy")
 
 
-def stale_connection_retry() -> dict[str, Any]:
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    return {
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        "retry_on_error": [RedisConnectionError],
-    }
-
-
-def build_history_store(settings: Settings) -> HistoryStore:
+async def build_history_store(settings: Settings) -> HistoryStore:
     if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
-    import redis.asyncio as redis
-    from redis.asyncio.sentinel import Sentinel
-
-    timeout = settings.redis_timeout_ms / 1000
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
-        "health_check_interval": 30,
-        # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
-        "max_connections": settings.redis_max_connections,
-        # After a Redis restart every pooled connection is stale: one that fails is
-        # retried once, at once, on a fresh connection, instead of counting as "down"
-        # (claims and commits are idempotent per attempt; a timeout is never retried).
-        **stale_connection_retry(),
-    }
-    if settings.redis_password is not None:
-        options["password"] = settings.redis_password.get_secret_value()
-    client: redis.Redis
-    if settings.redis_sentinels:
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
-        sentinel_password = settings.redis_sentinel_password
-        sentinel = Sentinel(
-            hosts,
-            sentinel_kwargs={
-                "password": sentinel_password.get_secret_value() if sentinel_password else None,
-                "socket_timeout": timeout,
-            },
-            **options,
-        )
-        client = sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
-    else:
-        assert settings.redis_url is not None
-        client = redis.Redis.from_url(settings.redis_url, **options)
-    return RedisHistoryStore(
+    client = await connect_redis(settings)
+    store = RedisHistoryStore(
         client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
     )
+    try:
+        await asyncio.wait_for(store.load_scripts(), timeout=2.0)
+    except Exception as exc:  # Redis down on start: the turns load them on first use
+        log.warning("could not load the Redis scripts on start: %r", exc)
+    return store
 
 
 async def _prepare_database(settings: Settings) -> None:
@@ -158,6 +127,8 @@ def _expose_error_counters(state: Any) -> None:
     for queue, writer in (
         ("transcript", state.transcripts),
         ("callback_event", state.callbacks.writer),
+        ("usage", state.usage.writer),
+        ("turn_log", state.turn_logs),
     ):
         for reason in ("full", "closed", "rejected", "erased"):
             expose(
@@ -177,6 +148,14 @@ def _expose_error_counters(state: Any) -> None:
         "Background summaries that failed.",
         lambda: state.summariser.failures,
     )
+    faults = state.store_guard.faults
+    for fault in FAULTS:  # a closed set: every label is there from the start
+        expose(
+            "proxy_store_config_faults",
+            "Redis errors that are configuration faults (MOVED, NOPERM, ...), by error.",
+            lambda fault=fault: faults.counts[fault],
+            error=fault,
+        )
 
 
 def _announce(settings: Settings, table: RouteTable, catalog: Catalog) -> None:
@@ -211,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         table = RouteTable(settings)
         metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
-        state.history = history = build_history_store(settings)
+        state.history = history = await build_history_store(settings)
         if isinstance(history, RedisHistoryStore):  # replicas share which targets are down
             state.router.cooldowns.share_through(history._client, settings.redis_prefix)
         await _prepare_database(settings)
@@ -238,11 +217,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.transcripts.start()
+        state.usage = build_usage(settings, state.sessions, history, write_lock, state.spool)
+        state.budgets = state.usage.budgets
+        await state.usage.writer.start()
+        state.turn_logs = TurnLogWriter(
+            state.sessions,
+            queue_size=settings.transcript_queue_size,
+            batch_size=settings.transcript_batch_size,
+            flush_seconds=settings.transcript_flush_seconds,
+            write_lock=write_lock,
+            spool=state.spool,
+        )
+        await state.turn_logs.start()
         summariser = Summariser(history, table, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
-        guard = StoreGuard(settings.redis_timeout_ms / 1000)
+        state.store_guard = guard = StoreGuard(settings.redis_timeout_ms / 1000)
         counter = TokenCounter()
         writer = TurnWriter(
             history,
@@ -292,6 +283,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await spoken.close()
             await summariser.close()
             await state.transcripts.close()
+            await state.budgets.drain()
+            await state.usage.writer.close()
+            await state.turn_logs.close()
             await state.catalog.close()
             await state.tools.close()
             await state.retriever.close()
@@ -300,6 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.close()
             await history.close()
             await state.db_engine.dispose()
+            state.tracing.close()
             if state.spool is not None:
                 state.spool.close()
 
@@ -308,15 +303,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs (works offline)
+        redoc_url=None,  # ReDoc would load from a CDN
     )
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
     app.add_middleware(chat.ChatFastPath)
+    app.state.tracing = Tracing.start(
+        traces_endpoint(
+            settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
+        ),
+        __version__,
+    )
+    app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(responses.router)
     app.include_router(retell.router)
+    install_docs(app)
+    install_console(app)
     return app

@@ -10,6 +10,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from proxy.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -24,7 +26,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def create_app_from_env() -> Any:
+def create_app_from_env() -> FastAPI:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
     from proxy.logs import configure_logging
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
         "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
         "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
+        "bench-relay": ("proxy.bench.bare_relay", "main", "a bare aiohttp relay (bench floor)"),
         "soak": ("proxy.bench.soak", "main", "run many simulated voice sessions and check history"),
         "chaos": ("proxy.chaos.cli", "main", "dev tooling: fault scenarios against real processes"),
     }

@@ -45,7 +45,9 @@ ENGINE_METRICS = frozenset(
 )
 EVENT_TYPES = frozenset({"901", "902", "903", "904", "905", "906", "908", "909"})
 STATUSES = frozenset(str(code) for code in range(100, 600))
-ROUTES = frozenset({"/v1/chat/completions", "/chat/completions"})
+ROUTES = frozenset(
+    {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/retell/llm-websocket"}
+)
 OUTCOMES = frozenset({"ok", "error"})
 MAX_SPARE_LABELS = 32  # first-seen values admitted where no configuration names them
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -22,6 +29,7 @@ from pydantic_settings import (
 
 from proxy.config_file import read_config_file
 from proxy.context.call import APP_ID_PATTERN
+from proxy.usage.specs import Budget, ModelPrice
 
 ECHO_MODEL = "echo"
 # The voice budget (README "Time budget"): the engine's Timeout defaults to 3 s.
@@ -139,6 +147,8 @@ class KeySpec(BaseModel):
     allow_profile_override: bool = False
     app_id: str | None = Field(default=None, pattern=APP_ID_PATTERN)  # no ":" (task keys)
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1)
+    max_cost_per_day: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> KeySpec:
@@ -253,6 +263,29 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long a 905 waits for its turn before it is added."
     )
 
+    # Usage, budgets and cost (proxy.usage).
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Per-model prices (the model the upstream reports)."
+    )
+    app_budgets: dict[str, Budget] = Field(
+        default_factory=dict, description="Daily token and cost caps per app id."
+    )
+
+    # Observability (proxy.observability): the standard OpenTelemetry variables.
+    access_log: bool = Field(default=True, description="One JSON line per request.")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otel_exporter_otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector base URL; set = export traces.",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "otel_exporter_otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
+        description="Full OTLP/HTTP traces URL (wins over the base URL).",
+    )
+
     # Retell's LLM WebSocket (/retell/llm-websocket/{call_id}).
     retell_model: str = Field(
         default="gpt-4o-mini", description="Model for Retell calls (a profile's model wins)."
@@ -271,11 +304,20 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: SecretStr | None = None
     redis_db: int = Field(default=0, ge=0)
+    redis_cluster: bool | None = Field(
+        default=None,
+        description="Redis Cluster: true uses the cluster client (PROXY_REDIS_URL names any "
+        "node), false a standalone client; unset asks the server on start (INFO cluster).",
+    )
     ready_requires_history: bool = Field(
         default=False,
         description="Fail /readyz while Redis is down (off: answer statelessly, report degraded).",
     )
-    redis_prefix: str = "proxy:"
+    redis_prefix: str = Field(
+        default="proxy:",
+        pattern=r"^[^{}\s]*$",
+        description="Key prefix; no braces: each task's keys share one cluster hash slot.",
+    )
     redis_timeout_ms: int = Field(default=250, ge=10)
     redis_max_connections: int = Field(
         default=1000,

@@ -41,6 +41,8 @@ class Caller:
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
     expires_at: datetime | None = None
+    max_tokens_per_day: int | None = None  # daily budgets (proxy.usage.budgets)
+    max_cost_per_day: float | None = None
 
 
 ANONYMOUS = Caller(name="anonymous", origin="anonymous")
@@ -98,6 +100,8 @@ class Catalog:
                 allow_profile_override=spec.allow_profile_override,
                 app_id=spec.app_id,
                 rate_limit_per_minute=spec.rate_limit_per_minute,
+                max_tokens_per_day=spec.max_tokens_per_day,
+                max_cost_per_day=spec.max_cost_per_day,
             )
         return keys
 
@@ -127,6 +131,8 @@ class Catalog:
                 app_id=key.app_id,
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expires_at=key.expires_at,
+                max_tokens_per_day=key.max_tokens_per_day,
+                max_cost_per_day=key.max_cost_per_day,
             )
             for key in keys
         }

@@ -43,6 +43,8 @@ class KeyAdmin:
                 allow_profile_override=body.allow_profile_override,
                 app_id=body.app_id,
                 rate_limit_per_minute=body.rate_limit_per_minute,
+                max_tokens_per_day=body.max_tokens_per_day,
+                max_cost_per_day=body.max_cost_per_day,
                 expires_at=body.expires_at,
             )
             created = KeyCreated(**KeyOut.from_row(key).model_dump(), key=plain)

@@ -21,6 +21,8 @@ from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
+from proxy.observability import tracing, turnlog
+from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -98,7 +100,17 @@ async def handle_chat(request: Request) -> Response:
         body = parse_body(await read_body(request, state.settings.max_body_bytes))
         body, profile = select_profile(body, caller, state.catalog)
         await state.rate_limiter.check(caller)
+        await state.budgets.check(caller, call.app_id)
         count.model = str(body["model"])
+        usage.bind(state.usage, usage.owner_for(caller, call, count.model))
+        turnlog.identify(call.task_id, count.model)
+        tracing.annotate_turn(
+            model=count.model,
+            task_key=call.task_id,
+            app_id=call.app_id,
+            key_name=caller.name,
+            body=body,
+        )
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends
@@ -108,6 +120,7 @@ async def handle_chat(request: Request) -> Response:
             request.receive, service.complete(body, call, profile)
         )
         count.done(200)
+        usage.report_completion(completion)
         return ORJSONResponse(completion)
     except ProxyError as exc:
         count.done(exc.status)

@@ -96,6 +96,10 @@ class KeyCreate(StoredIn):
         description="The TRTC SdkAppId (tenant) it may act for.",
     )
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1, description="Daily token budget.")
+    max_cost_per_day: float | None = Field(
+        default=None, gt=0, description="Daily cost budget, in the price table's currency."
+    )
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
 
     @field_validator("expires_at")
@@ -117,6 +121,8 @@ class KeyOut(_Out):
     allow_profile_override: bool = False
     app_id: str | None = None
     rate_limit_per_minute: int | None = None
+    max_tokens_per_day: int | None = None
+    max_cost_per_day: float | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     created_at: datetime | None = None
@@ -134,6 +140,8 @@ class KeyOut(_Out):
             allow_profile_override=key.allow_profile_override,
             app_id=key.app_id,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            max_tokens_per_day=key.max_tokens_per_day,
+            max_cost_per_day=key.max_cost_per_day,
             expires_at=expires_at,
             revoked_at=key.revoked_at,
             created_at=key.created_at,
@@ -151,6 +159,8 @@ class KeyOut(_Out):
             allow_profile_override=spec.allow_profile_override,
             app_id=spec.app_id,
             rate_limit_per_minute=spec.rate_limit_per_minute,
+            max_tokens_per_day=spec.max_tokens_per_day,
+            max_cost_per_day=spec.max_cost_per_day,
             active=True,
             origin="config",
         )

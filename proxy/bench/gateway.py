@@ -47,6 +47,7 @@ from proxy.bench.procs import (
     redis_error,
     start_mock,
     start_proxy,
+    start_relay,
     wait_ready,
 )
 
@@ -63,7 +64,8 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="proxy bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--profile", choices=("latency", "throughput", "all"), default="all")
+    add("--profile", choices=("latency", "throughput", "prefix", "all"), default="all")
+    add("--prefix-turns", type=int, default=40, help="prefix-reuse turns after the budget (40)")
     add("--requests", type=int, help="per concurrency level and target (default max(80, 30*c))")
     add("--concurrency", type=_ints, default=[1, 10, 100], help="latency levels (1,10,100)")
     add("--first-token-ms", type=float, default=50.0, help="latency mock: to first token (50)")
@@ -160,15 +162,21 @@ async def latency_profile(
     mock_settings["chunks"] = args.chunks
     mock, proxy = await _start_pair(session, procs, args, mock_settings, redis_prefix)
     direct, proxied = _targets(mock, proxy)
+    # The floor: a bare aiohttp relay to the same mock, in the same alternating blocks.
+    relay_child = start_relay(procs, upstream_base_url=f"{mock.url}/v1")
+    await wait_ready(session, relay_child, "/healthz")
+    relay = Target("relay", f"{relay_child.url}/v1/chat/completions", direct.body, direct.headers)
+    targets = [direct, proxied, relay]
     top = max(args.concurrency)
     _progress(f"latency: warm-up at concurrency {top}")
-    await _warm(session, [direct, proxied], top, max(args.warmup, top) if args.warmup else 0)
+    await _warm(session, targets, top, max(args.warmup, top) if args.warmup else 0)
     for level in args.concurrency:
         total = _requests_for(args, level)
         _progress(f"latency: concurrency {level}, {total} requests per target")
-        await _warm(session, [direct, proxied], level, level if args.warmup else 0)
-        d, p = await _alternate(session, [direct, proxied], level, total, args)
-        rows.append(Row("latency", "stateless", level, d, p))
+        await _warm(session, targets, level, level if args.warmup else 0)
+        d, p, r = await _alternate(session, targets, level, total, args)
+        rows.append(Row("latency", "stateless", level, d, p, relay=r))
+    procs.stop(relay_child)
     if args.history and redis_prefix:
         rows += await history_section(session, args, direct, proxied, redis_prefix)
     rss = proxy.peak_rss_mib()
@@ -227,6 +235,8 @@ async def throughput_profile(session: Any, procs: Processes, args: argparse.Name
 
 async def run(args: argparse.Namespace, procs: Processes, redis_prefix: str | None) -> list[Row]:
     rows: list[Row] = []
+    if args.profile == "prefix":
+        return rows
     async with new_session() as session:
         if args.profile in ("latency", "all"):
             rows += await latency_profile(session, procs, args, redis_prefix)
@@ -294,7 +304,12 @@ def main(argv: list[str]) -> int:
             delete_keys(args.redis_url, redis_prefix)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    print(render_table(rows))
+    if rows:
+        print(render_table(rows))
+    if args.profile in ("prefix", "all"):
+        from proxy.bench.prefix_reuse import report
+
+        print(report(args.prefix_turns))
     print(_foreign_cpu(cpu))
     if args.json:
         print(orjson.dumps([row.summary() for row in rows], option=orjson.OPT_INDENT_2).decode())

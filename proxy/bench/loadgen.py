@@ -228,6 +228,7 @@ class Row:
     direct: Samples
     proxy: Samples
     rss_mib: float | None = None
+    relay: Samples | None = None  # the bare aiohttp relay, measured in the same blocks
 
     def summary(self) -> dict[str, Any]:
         d_ttft = percentiles(self.direct.ttft, POINTS)
@@ -248,6 +249,12 @@ class Row:
         out["rps_direct"], out["rps_proxy"] = self.direct.rps, self.proxy.rps
         out["errors_direct"], out["errors_proxy"] = self.direct.errors, self.proxy.errors
         out["proxy_peak_rss_mib"] = self.rss_mib
+        if self.relay is not None:
+            r_ttft = percentiles(self.relay.ttft, POINTS)
+            for point, d, r in zip(POINTS, d_ttft, r_ttft, strict=True):
+                out[f"ttft_p{point}_relay_ms"] = r * 1000
+                out[f"ttft_p{point}_relay_added_ms"] = (r - d) * 1000
+            out["errors_relay"] = self.relay.errors
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
@@ -277,6 +284,17 @@ def render_table(rows: list[Row]) -> str:
         line += f" {s['errors_direct']:>3}/{s['errors_proxy']:<3}"
         line += f" {_ms(row.rss_mib):>8}"
         lines.append(line)
+    for row in rows:
+        s = row.summary()
+        if row.relay is None or s["ttft_p50_relay_added_ms"] is None:
+            continue
+        proxy_added, relay_added = s["ttft_p50_added_ms"], s["ttft_p50_relay_added_ms"]
+        ratio = proxy_added / relay_added if relay_added and relay_added > 0 else math.nan
+        lines.append(
+            f"  floor, concurrency {row.concurrency}: added TTFT p50 proxy {proxy_added:.2f} ms,"
+            f" bare aiohttp relay {relay_added:.2f} ms (p95 {s['ttft_p95_added_ms']:.2f} /"
+            f" {s['ttft_p95_relay_added_ms']:.2f}), proxy/relay {ratio:.2f}x"
+        )
     off = next((r.summary() for r in rows if r.case == "history off"), None)
     if off is not None and off["ttft_p50_added_ms"] is not None:
         for row in rows:

@@ -204,6 +204,13 @@ def start_proxy(
     return procs.start(name, args, port, env)
 
 
+def start_relay(procs: Processes, *, upstream_base_url: str, name: str = "relay") -> Child:
+    """The bare aiohttp relay (``proxy.bench.bare_relay``): the floor for added latency."""
+    port = free_port()
+    args = ["bench-relay", "--host", HOST, "--port", str(port), "--upstream", upstream_base_url]
+    return procs.start(name, args, port, clean_env())
+
+
 async def wait_ready(
     session: aiohttp.ClientSession, child: Child, path: str, timeout_s: float = READY_TIMEOUT_S
 ) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from proxy.context.guard import transient
 from proxy.context.history import HistoryStore, LeaseHeld, StoredAnswer, StoredMessage
-from proxy.metrics import ProxyMetrics
+from proxy.metrics import ProxyMetrics, bounded_label
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,12 @@ class CommitRetrier:
         """Count and log an answered turn the history will not hold (``reason``: one of
         ``NOT_RECORDED_REASONS``)."""
         if self._metrics is not None:
-            self._metrics.turns_not_recorded.labels(reason).inc()
-        log.warning("turn not recorded (%s)", reason, extra=commit.log_fields)
+            self._metrics.turns_not_recorded.labels(
+                bounded_label(reason, NOT_RECORDED_REASONS)
+            ).inc()
+        # A superseded attempt is the usual end of an abandoned one (its retry is recorded).
+        level = logging.INFO if reason == "superseded" else logging.WARNING
+        log.log(level, "turn not recorded (%s)", reason, extra=commit.log_fields)
 
     def submit(self, commit: TurnCommit) -> bool:
         """Retry ``commit`` in the background, after the task's commits already here."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from proxy.chat.sse import json_frame
 from proxy.context.history import HistoryStore
+from proxy.observability import turnlog
 
 QUEUE_SUFFIX = "#metainfo"
 
@@ -30,6 +31,7 @@ def meta_info_event(completion_id: str, metainfo: dict[str, Any]) -> dict[str, A
 
 
 def meta_info_frame(completion_id: str, metainfo: dict[str, Any]) -> bytes:
+    turnlog.meta_sent(metainfo)  # the console's timeline shows what the client app got
     return json_frame(meta_info_event(completion_id, metainfo))
 
 

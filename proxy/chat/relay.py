@@ -27,8 +27,10 @@ from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
+from proxy.observability import turnlog
 from proxy.upstream.routes import CompletionStream
 from proxy.upstream.usage import UpstreamUsage
+from proxy.usage.recorder import report as report_usage
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class StreamRelay:
             yield DONE_FRAME
         except UpstreamError as exc:
             log.warning("upstream failed mid-stream: %s", exc.message)
+            turnlog.failed(exc.message)
             yield error_frame(exc) + DONE_FRAME
         finally:
             if stream is not None:
@@ -191,6 +194,7 @@ class StreamRelay:
             if reply.done:
                 if reply.usage is not None:
                     self._usages.append(reply.usage)
+                report_usage(reply.model, reply.usage)
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")
@@ -216,6 +220,7 @@ class StreamRelay:
         )
         for call, result in zip(calls, results, strict=True):
             call["id"] = result.call_id
+            turnlog.tool_done(result.name, result.ok, result.elapsed_ms)
             self._metrics.tool_calls.labels(result.name, "ok" if result.ok else "error").inc()
         assistant = StoredMessage(
             role="assistant",

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
-from proxy.chat.grounding import Grounding, inject, retrieve_for_turn
+from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, take_queued
 from proxy.chat.profiles import apply_profile
@@ -39,6 +39,7 @@ from proxy.context.history import (
 )
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing, turnlog
 from proxy.settings import Settings
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 from proxy.voice.spoken import SpokenFix
@@ -196,10 +197,14 @@ class ChatService:
             log.error("retrieval failed, answering without it: %r", exc)
             return prepared
         if grounding is not None:
-            prepared.body = {
-                **prepared.body,
-                "messages": inject(prepared.body["messages"], grounding.context),
-            }
+            turn = prepared.turn
+            messages = ground(
+                prepared.body["messages"],
+                grounding.context,
+                turn.new_turn if turn is not None else None,
+                call.request_id,
+            )
+            prepared.body = {**prepared.body, "messages": messages}
             prepared.meta.append({"sources": grounding.sources})
         return prepared
 
@@ -261,13 +266,22 @@ class ChatService:
                     holder=self.leases.holder,
                 )
             )
-        (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-            # Shielded: a claim that misses its time box still runs to its end, and the
-            # commit learns from it whether this attempt owns the request.
-            self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
-            self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-            self.guard(take_queued(self.history, task_id)),
-        )
+        try:
+            with tracing.child("proxy.store", {"proxy.task_key": task_id}):
+                (claim, claim_error), (history, load_error), queued = await asyncio.gather(
+                    # Shielded: a claim that misses its time box still runs to its end, and
+                    # the commit learns from it whether this attempt owns the request.
+                    self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
+                    self.guard.attempt(self.history.load(task_id, policy.load_limit)),
+                    self.guard(take_queued(self.history, task_id)),
+                )
+        except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
+            if claiming is not None:
+                said = split_request(body["messages"]).new_turn
+                new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                self.writer.interrupted(turn, [])
+            raise
         if queued is not FAILED:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):
@@ -283,6 +297,7 @@ class ChatService:
             if claim.state is ClaimState.REPLAY and claim.answer is not None:
                 log.info("replaying a finished request", extra=call.log_fields())
                 self.metrics.replays.inc()
+                turnlog.replayed()
                 if queued is not FAILED and queued:  # not delivered: keep for the next reply
                     for item in queued:
                         await self.guard(queue_for_task(self.history, task_id, item))
@@ -313,6 +328,7 @@ class ChatService:
             )
             return plan
         assert isinstance(history, TaskHistory)
+        tracing.annotate_round(history.messages, history.total_messages)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
             history.messages = [m for m in history.messages if m.request_id != call.request_id]
         parts = split_request(body["messages"])

@@ -21,6 +21,7 @@ from proxy.context.history import (
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing, turnlog
 from proxy.settings import HistoryPolicy
 from proxy.voice.spoken import SpokenTextReconciler
 
@@ -81,12 +82,15 @@ class TurnWriter:
         self, turn: PendingTurn, replies: list[StoredMessage], answer: StoredAnswer
     ) -> None:
         """The reply went out whole: written before ``[DONE]`` so the next turn sees it."""
-        await self._write(turn, [*turn.new_turn, *replies], answer)
+        turnlog.sent(_said(replies), interrupted=False)
+        with tracing.child("proxy.commit", {"proxy.interrupted": False}):
+            await self._write(turn, [*turn.new_turn, *replies], answer)
 
     def interrupted(self, turn: PendingTurn, replies: list[StoredMessage]) -> None:
         """The caller left: what it received is written in the background (this task may
         be cancelled already); the next request of the task waits for it."""
         self._metrics.interruptions.inc()
+        turnlog.sent(_said(replies), interrupted=True)
         spoken = sum(len(str(m.content or "")) for m in replies if m.role == "assistant")
         log.info("reply interrupted after %d characters", spoken, extra=turn.call.log_fields())
         task = asyncio.create_task(self._write(turn, [*turn.new_turn, *replies], None))
@@ -112,7 +116,9 @@ class TurnWriter:
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
     ) -> None:
         if self._spoken is not None:  # a 905 may have arrived before its turn
-            folded = await self._guard(self._spoken.before_commit(turn.task_id, messages))
+            folded = await self._guard(
+                self._spoken.before_commit(turn.task_id, messages, interrupted=answer is None)
+            )
             if folded is not FAILED:
                 messages = folded
         for message in [*(turn.seed or ()), *messages]:
@@ -195,3 +201,7 @@ class TurnWriter:
         if self._background:
             await asyncio.wait(set(self._background.values()), timeout=5)
         await self.retries.close(timeout=5)
+
+
+def _said(replies: list[StoredMessage]) -> str:
+    return "".join(str(m.content or "") for m in replies if m.role == "assistant")

@@ -25,6 +25,7 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3  # once per request: for the caller's fixed_tokens
 # Estimates for what the tokenizer cannot see.
 TOKENS_PER_TOOL_CALL = 3  # the function-call wrapper around name and arguments
+RETRIEVAL_SOURCE = "retrieval"  # StoredMessage.source of the knowledge kept with a turn
 RECENT_COUNTS = 4096  # texts whose counts are remembered (then the memo starts over)
 TOKENS_PER_IMAGE = 765  # a 1024x1024 high-detail image; overestimating is the safe side
 
@@ -120,18 +121,23 @@ def group_turns(messages: list[StoredMessage]) -> list[list[StoredMessage]]:
 
     A turn starts at a ``user`` message and holds everything up to the next one
     (assistant replies, tool calls and their results), so a tool call never leaves
-    its results. Messages before the first user message (a welcome line, operator
-    context) have no user to belong to: each starts its own turn, except ``tool``
-    messages, which stay with the message before them.
+    its results; the knowledge retrieved for a turn (``source="retrieval"``, stored
+    just before its user message) belongs to that turn. Messages before the first user
+    message (a welcome line, operator context) have no user to belong to: each starts
+    its own turn, except ``tool`` messages, which stay with the message before them.
     """
     turns: list[list[StoredMessage]] = []
     seen_user = False
+    opened_by_knowledge = False
     for message in messages:
         if message.role == "user":
-            starts_turn = True
+            starts_turn = not opened_by_knowledge  # its knowledge opened the turn
             seen_user = True
+        elif message.source == RETRIEVAL_SOURCE:
+            starts_turn = True
         else:
             starts_turn = not seen_user and message.role != "tool"
+        opened_by_knowledge = message.source == RETRIEVAL_SOURCE
         if starts_turn or not turns:
             turns.append([message])
         else:

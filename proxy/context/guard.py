@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Final, TypeVar
 
 from redis import exceptions as redis_errors
 
+from proxy.context.store_faults import FaultRecord
+
 log = logging.getLogger(__name__)
 
-FAILED: Any = object()  # what a guarded call returns when the store failed
+T = TypeVar("T")
+
+
+class Failed(enum.Enum):
+    """What a guarded call returns when the store failed: ``result is FAILED``."""
+
+    FAILED = "failed"
+
+
+FAILED: Final = Failed.FAILED
 
 # Failures a later attempt may well not meet: a stall, a lost connection, a failover.
 _TRANSIENT = (
@@ -27,7 +39,8 @@ _TRANSIENT = (
 
 def transient(exc: BaseException) -> bool:
     """The store may answer the same call a moment later (nothing refused it as wrong)."""
-    return isinstance(exc, _TRANSIENT)
+    # A refused password is a ConnectionError to redis-py, but no retry will fix it.
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis_errors.AuthenticationError)
 
 
 def slow(exc: BaseException) -> bool:
@@ -42,14 +55,15 @@ class StoreGuard:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout = timeout_seconds
         self.errors = 0
+        self.faults = FaultRecord()  # errors that are configuration faults, by name
 
-    async def __call__(self, operation: Awaitable[Any]) -> Any:
+    async def __call__(self, operation: Awaitable[T]) -> T | Failed:
         result, error = await self.attempt(operation)
         if error is not None:
             log.error("history store unavailable, continuing without it: %r", error)
         return result
 
-    async def attempt(self, operation: Awaitable[Any]) -> tuple[Any, Exception | None]:
+    async def attempt(self, operation: Awaitable[T]) -> tuple[T | Failed, Exception | None]:
         """``(result, None)``, or ``(FAILED, the error)``: counted, left to the caller
         to log (it knows what happens next)."""
         try:
@@ -57,4 +71,5 @@ class StoreGuard:
                 return await operation, None
         except Exception as exc:
             self.errors += 1
+            self.faults.note(exc)
             return FAILED, exc

@@ -58,6 +58,8 @@ class ApiKey(Base):
     allow_profile_override: Mapped[bool] = mapped_column(Boolean, default=False)
     app_id: Mapped[str | None] = mapped_column(String(64))  # the tenant it may act for
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # budget (UTC day)
+    max_cost_per_day: Mapped[float | None] = mapped_column(Float)  # in the price table's unit
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -218,3 +220,45 @@ class TaskErasure(Base):
 
     task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), primary_key=True)
     erased_at: Mapped[float] = mapped_column(Float)
+
+
+class UsageRecord(Base):
+    """The tokens one upstream completion reported, and what they cost (``proxy.usage``)."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # UTC "YYYY-MM-DD", for grouping
+    app_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    key_name: Mapped[str | None] = mapped_column(String(128))
+    task_id: Mapped[str | None] = mapped_column(String(TASK_KEY_LENGTH), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(128))  # the model name the caller sent
+    model: Mapped[str] = mapped_column(String(128))  # the model the upstream reported
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TurnRecord(Base):
+    """One chat request of a task as the proxy served it (``proxy.observability.turnlog``)."""
+
+    __tablename__ = "turn_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(TASK_KEY_LENGTH), index=True)
+    request_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    model: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # answered|interrupted|replayed|failed
+    sent_text: Mapped[str | None] = mapped_column(Text)  # what reached the caller
+    proxy_ms: Mapped[float | None] = mapped_column(Float)
+    upstream_ms: Mapped[float | None] = mapped_column(Float)  # to the upstream's first event
+    total_ms: Mapped[float | None] = mapped_column(Float)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    meta: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)

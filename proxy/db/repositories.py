@@ -28,6 +28,7 @@ from proxy.db.models import (
     Route,
     Task,
     TranscriptMessage,
+    TurnRecord,
 )
 
 KEY_PREFIX = "vp-"
@@ -225,7 +226,7 @@ class TaskRepository:
 
     async def delete(self, task_id: str) -> bool:
         """The task and everything recorded about it (privacy requests)."""
-        for model in (TranscriptMessage, CallbackEvent, RoundMetric):
+        for model in (TranscriptMessage, CallbackEvent, RoundMetric, TurnRecord):
             await self.session.execute(delete(model).where(model.task_id == task_id))
         result = await self.session.execute(delete(Task).where(Task.task_id == task_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]

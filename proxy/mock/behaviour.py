@@ -380,3 +380,9 @@ def error_body(status: int, message: str | None = None) -> bytes:
         "param": None,
     }
     return orjson.dumps({"error": error})
+
+
+def reported_usage(b: MockBehaviour, body: dict[str, Any], cached: int) -> dict[str, Any]:
+    """The usage the mock reports for a request (its last chunk, or the completion), given
+    the cached tokens its prompt cache found (``RecordedRequest.cached_tokens``)."""
+    return _usage(body, len(_deltas(b, body, "chatcmpl-usage")), cached)

@@ -40,3 +40,4 @@ class RecordedRequest:
     # in_progress | completed | client_closed | error_status | failed_mid_stream | server_stopped
     outcome: str = "in_progress"
     ended_at: float | None = None
+    cached_tokens: int | None = None  # what the prompt cache reported (answered requests)

@@ -199,7 +199,7 @@ class MockUpstream:
         )
         outcome = "in_progress"
         try:
-            response, outcome = await self._respond(request, body, behaviour)
+            response, outcome = await self._respond(request, body, behaviour, record)
             return response
         except asyncio.CancelledError:
             outcome = "server_stopped" if self._stopping else "client_closed"
@@ -238,7 +238,11 @@ class MockUpstream:
         return record
 
     async def _respond(
-        self, request: web.Request, body: dict[str, Any], b: MockBehaviour
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        b: MockBehaviour,
+        record: RecordedRequest | None = None,
     ) -> tuple[web.StreamResponse, str]:
         if b.hang:
             await asyncio.get_running_loop().create_future()  # only a hang-up or stop() ends this
@@ -250,6 +254,8 @@ class MockUpstream:
         completion_id = f"chatcmpl-mock{next(self._ids)}"
         messages = body.get("messages")
         cached = self.prompt_cache.cached_tokens(messages, prompt_tokens(messages))
+        if record is not None:
+            record.cached_tokens = cached
         if body.get("stream"):
             return await self._stream(request, body, b, completion_id, cached)
         delay_s, payload = render_json(b, body, completion_id, int(time.time()), cached)

@@ -79,7 +79,8 @@ def to_chat_request(body: dict[str, Any]) -> ResponsesRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    stream = body.get("stream") or False
+    stream = body.get("stream")
+    stream = False if stream is None else stream
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     store = body.get("store")
@@ -106,7 +107,8 @@ def to_chat_request(body: dict[str, Any]) -> ResponsesRequest:
         if body.get(name) is not None:
             chat[name] = body[name]
     if body.get("max_output_tokens") is not None:
-        if not isinstance(body["max_output_tokens"], int) or body["max_output_tokens"] < 1:
+        limit = body["max_output_tokens"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise InvalidRequest(
                 "'max_output_tokens' must be a positive integer", param="max_output_tokens"
             )
@@ -121,7 +123,7 @@ def to_chat_request(body: dict[str, Any]) -> ResponsesRequest:
     effort = _reasoning_effort(body.get("reasoning"))
     if effort is not None:
         chat["reasoning_effort"] = effort
-    if isinstance(body.get("profile"), str):
+    if "profile" in body:  # checked where chat completions check it (select_profile)
         chat["profile"] = body["profile"]
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):

@@ -14,6 +14,7 @@ utterance on the next turn.
 A newer ``response_id`` ends the older stream first (its upstream connection closes
 and the reply is stored as interrupted), then the transcript settles what was heard
 of it, then the new turn starts: in that order, so the new turn reads a true history.
+A reply the agent never began to say (the caller kept talking) is stored as unheard.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from proxy.access.catalog import ResolvedProfile
 from proxy.chat.chunks import chunk_events
 from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
+from proxy.context.history import HistoryStore
 from proxy.errors import ProxyError
 from proxy.retell import protocol as rp
 from proxy.retell.protocol import RetellEvent, Utterance
@@ -44,6 +46,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # has said nothing new: the reminder after a silence.
 NUDGE = "(The caller has been silent for a while. Say something brief to re-engage them.)"
 SEED_UTTERANCES = 40  # earlier utterances a connection may seed an empty history with
+UNSPOKEN_REACH = 16  # the newest stored messages, enough to hold the last turn's reply
 _ROLES = {"agent": "assistant", "user": "user"}
 
 
@@ -60,15 +63,19 @@ class RetellSession:
         self,
         setup: RetellCall,
         chat: ChatService,
+        history: HistoryStore,
         spoken: SpokenTextReconciler | None,
         send: Send,
         on_turn: Callable[[int], None] | None = None,
+        before_turn: Callable[[CallContext], Awaitable[None]] | None = None,
     ) -> None:
         self.setup = setup
         self._chat = chat
+        self._history = history
         self._spoken = spoken
         self._send = send
         self._on_turn = on_turn  # counts each turn by its status
+        self._before_turn = before_turn  # budgets and usage, in the turn's own task
         self._nonce = uuid.uuid4().hex[:12]  # request ids are unique per connection
         self._latest_id = -1
         self._current: asyncio.Task[None] | None = None
@@ -115,6 +122,7 @@ class RetellSession:
         if self._responded:
             await self._chat.writer.settled(self.task_id)  # the cut reply is written
             await self._settle_spoken(event.transcript, include_last=True)
+            await self._forget_unspoken(event.transcript)
         body = self._body(event)
         self._responded = True
         request_id = self._request_id(event)
@@ -161,6 +169,8 @@ class RetellSession:
         status = 200
         self._finished = False
         try:
+            if self._before_turn is not None:
+                await self._before_turn(call)
             frames = await self._chat.stream(body, call, self.setup.profile, received_at)
             async for event in chunk_events(frames):
                 if event.metainfo is not None:
@@ -174,11 +184,17 @@ class RetellSession:
         except asyncio.CancelledError:
             status = 499  # a newer response_id, or the call ended
             raise
+        except Exception:  # the socket went away mid-send, or a bug: end this turn only
+            status = 500
+            log.exception("Retell turn ended by an error", extra=call.log_fields())
         finally:
             if self._on_turn is not None:
                 self._on_turn(status)
         # Ended (answered or failed): Retell may speak and move on.
-        await self._send(rp.response_event(response_id, "", True))
+        try:
+            await self._send(rp.response_event(response_id, "", True))
+        except Exception as exc:  # the call is gone: nobody to tell
+            log.info("Retell call gone before content_complete: %r", exc)
 
     async def _stop_current(self) -> None:
         current, self._current = self._current, None
@@ -190,6 +206,24 @@ class RetellSession:
             await current
 
     # What was said.
+
+    async def _forget_unspoken(self, transcript: tuple[Utterance, ...]) -> None:
+        """The last reply went out whole, but the caller kept talking and the agent never
+        said it (no agent utterance after the caller's words): it is kept as unheard,
+        emptied and marked interrupted, as a 905 does for text nobody heard."""
+        if self._turn is None or not self._finished or self._turn[0] != _turn_start(transcript):
+            return
+        request_id = self._turn[1]
+        self._turn = None  # settled; the next turn is a new request (this one finished)
+        try:
+            stored = await self._history.load(self.task_id, UNSPOKEN_REACH)
+            for message in stored.messages:
+                if message.request_id == request_id and message.role == "assistant":
+                    await self._history.update_message(
+                        self.task_id, message.id, content="", interrupted=True
+                    )
+        except Exception as exc:  # the store is down: the turn still goes ahead
+            log.error("could not mark an unspoken reply: %r", exc)
 
     async def _settle_spoken(
         self, transcript: tuple[Utterance, ...], *, include_last: bool

@@ -25,10 +25,12 @@ import orjson
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.metrics import ProxyMetrics
+from proxy.observability import tracing, turnlog
 from proxy.settings import ECHO_MODEL, ModelRoute, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient, UpstreamStream
 from proxy.upstream.cooldown import Admission, CooldownBook, target_key
 from proxy.upstream.echo import EchoStream, echo_completion
+from proxy.upstream.usage import parse_usage
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +145,21 @@ class UpstreamRouter:
 
     async def open_stream(self, body: dict[str, Any]) -> CompletionStream:
         model = str(body.get("model", ""))
+        with tracing.child(
+            "proxy.upstream.first_token", {"gen_ai.request.model": model}, client=True
+        ):
+            stream = await self._open_stream(model, body)
+        turnlog.upstream_waited(stream.waited)
+        return stream
+
+    async def _open_stream(self, model: str, body: dict[str, Any]) -> CompletionStream:
         plan = self.table.plan(model)
         if plan is None:
             return EchoStream(body)
         started = time.perf_counter()
         deadline = started + plan.first_token_budget_ms / 1000
+        if plan.hedge_after_ms is None:
+            return await self._in_turn(plan, body, model, started, deadline)
         upcoming = list(enumerate(plan.targets))
         skipped: list[tuple[int, UpstreamTarget]] = []
         running: dict[asyncio.Task[UpstreamStream], _Attempt] = {}
@@ -186,6 +198,62 @@ class UpstreamRouter:
         if last_error is None:
             raise UpstreamTimeout(f"no target of route {plan.name!r} answered in time")
         raise last_error
+
+    async def _in_turn(
+        self, plan: RoutePlan, body: dict[str, Any], model: str, started: float, deadline: float
+    ) -> UpstreamStream:
+        """No hedging: one target at a time, awaited in place (no task per attempt: this
+        is the hot path of every request). When every target is cooling down, the first
+        is tried all the same."""
+        cooling: list[tuple[int, UpstreamTarget, str]] = []
+        last_error: UpstreamError | None = None
+        tried = False
+        for position, target in enumerate(plan.targets):
+            key = target_key(target.base_url, target.model)
+            if await self.cooldowns.admit(key, target.first_token_timeout) is Admission.SKIP:
+                cooling.append((position, target, key))
+                if self.metrics is not None:
+                    self.metrics.cooldown_skips.labels(plan.name, _label(target)).inc()
+                continue
+            tried = True
+            stream, last_error = await self._attempt(
+                plan, body, model, position, target, key, started, deadline
+            )
+            if stream is not None:
+                return stream
+        if not tried and cooling:
+            position, target, key = cooling[0]
+            stream, last_error = await self._attempt(
+                plan, body, model, position, target, key, started, deadline
+            )
+            if stream is not None:
+                return stream
+        if last_error is None:
+            raise UpstreamTimeout(f"no target of route {plan.name!r} answered in time")
+        raise last_error
+
+    async def _attempt(
+        self,
+        plan: RoutePlan,
+        body: dict[str, Any],
+        model: str,
+        position: int,
+        target: UpstreamTarget,
+        key: str,
+        started: float,
+        deadline: float,
+    ) -> tuple[UpstreamStream | None, UpstreamError | None]:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return None, UpstreamTimeout(f"no target of route {plan.name!r} answered in time")
+        attempt = _Attempt(position, target, key, time.perf_counter())
+        wait = min(target.first_token_timeout, remaining)
+        try:
+            stream = await self.client.open_stream(target, _body_for(target, body), wait)
+        except UpstreamError as exc:
+            has_next = position + 1 < len(plan.targets)
+            return None, self._note_failure(exc, attempt, model, plan, has_next)
+        return self._won(plan, stream, attempt, {}, started, False, model), None
 
     def _hedge_in(
         self,
@@ -294,6 +362,10 @@ class UpstreamRouter:
                 last_error = self._note_failure(exc, attempt, model, plan, has_next)
                 continue
             self.cooldowns.succeeded(key)
+            usage = parse_usage(response.get("usage"))
+            if usage is not None and self.metrics is not None:
+                self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+                self.metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
             return response
         assert last_error is not None
         raise last_error

@@ -32,6 +32,7 @@ MAX_HELD_EVENTS = 10_000  # events waiting for the database, at most (memory bou
 BATCH_SIZE = 200
 FLUSH_SECONDS = 0.1  # under load batches gather while the previous one is written
 RETRY_MAX_SECONDS = 5.0  # the longest pause between writes while the database is down
+LATE_APPLY_FACTOR = 20  # a live-state update that missed its time box gets this much longer
 
 
 def _when(ms: int) -> datetime:
@@ -74,6 +75,16 @@ def event_record(event: EngineEvent, app_id: str | None) -> EventRecord:
     return EventRecord(event.task_id, task=task, event=row, metric=metric)
 
 
+LLM_TIMEOUT = 30200  # the engine's "LLM timeout": it gave up before a first token
+
+
+def engine_gave_up(payload: dict[str, Any]) -> bool:
+    """A 908 that says the engine spoke nothing of the round's reply (CONTRACT §2)."""
+    tag = payload.get("Tag")
+    code = tag.get("Code") if isinstance(tag, dict) else None
+    return payload.get("Metric") == "llm_error" and str(code) == str(LLM_TIMEOUT)
+
+
 class CallbackService:
     def __init__(
         self,
@@ -105,6 +116,7 @@ class CallbackService:
             write_lock=write_lock,
             spool=spool,
         )
+        self._later: set[asyncio.Task[None]] = set()  # live-state updates applied late
         self.received: Counter[int] = Counter()
         self.duplicates = 0
 
@@ -135,7 +147,10 @@ class CallbackService:
             async with asyncio.timeout(self._timeout * 4):
                 await self._update_live_state(event)
         except Exception as exc:  # never fail the callback on the live store
-            log.error("callback %d not applied to live state: %r", event.event_type, exc)
+            # It is deduplicated already, so the engine's retry would not bring it back:
+            # applied again off the reply path (applying twice changes nothing more).
+            log.warning("callback %d not applied yet: %r", event.event_type, exc)
+            self._spawn(self._apply_later(event))
         self.writer.submit(event_record(event, app_id))  # accepting was checked above
         return "accepted"
 
@@ -155,6 +170,24 @@ class CallbackService:
         except Exception:
             return True  # the database's unique key still deduplicates the record
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def _apply_later(self, event: EngineEvent) -> None:
+        await asyncio.sleep(self._timeout)
+        try:
+            async with asyncio.timeout(self._timeout * LATE_APPLY_FACTOR):
+                await self._update_live_state(event)
+        except Exception as exc:
+            log.error(
+                "callback %d not applied to live state: %r",
+                event.event_type,
+                exc,
+                extra={"task_id": event.task_id},
+            )
+
     async def _update_live_state(self, event: EngineEvent) -> None:
         if event.event_type == ev.SPEAKING_FINISHED:
             text = event.payload.get("Text")
@@ -163,9 +196,14 @@ class CallbackService:
                     event.task_id, text, at=event.event_ms_ts / 1000
                 )
                 log.info("905 %s", outcome, extra={"task_id": event.task_id})
+        elif event.event_type == ev.ERROR_METRIC and engine_gave_up(event.payload):
+            outcome = await self._spoken.on_gave_up(event.task_id, at=event.event_ms_ts / 1000)
+            log.info("908 llm timeout: %s", outcome, extra={"task_id": event.task_id})
         elif event.event_type == ev.TASK_STOPPED:
             await self._store.expire(event.task_id, self._closed_ttl)
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Graceful shutdown: write what is queued (retrying within ``timeout``), then stop."""
+        if self._later:
+            await asyncio.wait(list(self._later), timeout=timeout)
         await self.writer.close(timeout)

@@ -92,6 +92,17 @@ class SpokenTextReconciler:
                 return outcome
             newest = history.messages[-1].id if history.messages else None
             message = _spoken_message(item)
+            last = history.messages[-1] if history.messages else None
+            if (
+                last is not None
+                and last.role == "user"
+                and last.source == "turn"
+                and last.request_id is not None
+                and last.created_at < at
+            ):
+                # A turn cut short before any text was counted as sent, heard after
+                # all: this is its reply.
+                message.request_id, message.interrupted = last.request_id, True
             added = await self._store.add_spoken(task_id, message, item, after=newest)
             if added is SpokenOutcome.APPENDED:
                 self._recorded(task_id, message)
@@ -103,13 +114,37 @@ class SpokenTextReconciler:
         self._spawn(self._settle_later(task_id))
         return "pending"
 
+    async def on_gave_up(self, task_id: str, *, at: float) -> str:
+        """The engine gave up on the round's LLM request (its timeout, 30200): the user
+        heard nothing of that reply, whatever the proxy streamed after. The reply of the
+        newest turn that started before ``at`` is emptied (``interrupted``) and marked
+        heard at ``at``; if it is not written yet, its commit does that."""
+        item = {"text": "", "at": at, "gave_up": True}
+        if await self._gave_up_written(task_id, at):
+            return "corrected"
+        await self._store.push_pending(task_id, item)  # its reply is (or was) in flight
+        self._spawn(self._settle_later(task_id))
+        return "pending"
+
+    async def _gave_up_written(self, task_id: str, at: float) -> bool:
+        history = await self._store.load(task_id, RECENT_MESSAGES)
+        group = reply_started_before(history.messages, at)
+        if group is None or heard_at(group) is not None:
+            return False
+        fixes = [SpokenFix(m, "" if m.content is not None else None, True) for m in group]
+        await self._apply(task_id, fixes, at)
+        return True
+
     async def settle(self, task_id: str) -> None:
         """Settle the task's waiting 905s now (a turn starts and no reply is in flight)."""
         for item in await self._store.take_pending(task_id):
-            await self._resolve(task_id, item)
+            if item.get("gave_up"):
+                await self._gave_up_written(task_id, float(item["at"]))
+            else:
+                await self._resolve(task_id, item)
 
     async def before_commit(
-        self, task_id: str, messages: list[StoredMessage]
+        self, task_id: str, messages: list[StoredMessage], *, interrupted: bool = False
     ) -> list[StoredMessage]:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
@@ -125,8 +160,21 @@ class SpokenTextReconciler:
         started = messages[0].created_at
         earlier: list[StoredMessage] = []
         later: list[StoredMessage] = []
+        seen: set[tuple[str, float, bool]] = set()
         for item in sorted(pending, key=lambda item: float(item["at"])):
             text, at = item["text"], float(item["at"])
+            if (text, at, bool(item.get("gave_up"))) in seen:
+                continue  # the same 905 queued twice (applied again after a timeout)
+            seen.add((text, at, bool(item.get("gave_up"))))
+            if item.get("gave_up"):  # the engine gave up on this turn: nothing was heard
+                if reply and heard_at(reply) is None and started < at:
+                    for message in reply:
+                        message.content = "" if message.content is not None else None
+                        message.interrupted, message.heard_at = True, at
+                    self.corrected += 1
+                else:  # an older turn's, written already: settled from the history
+                    await self._store.push_pending(task_id, item)
+                continue
             fixes = spoken_fixes(reply, text) if reply and heard_at(reply) is None else None
             if fixes is not None:
                 if any(fix.changed for fix in fixes):
@@ -138,7 +186,10 @@ class SpokenTextReconciler:
                 earlier.append(_spoken_message(item))
                 self.appended += 1
             else:  # said while this reply was being made: after it
-                later.append(_spoken_message(item))
+                message = _spoken_message(item)
+                if reply is None and interrupted:  # the turn's own reply, heard after all
+                    message.request_id, message.interrupted = messages[0].request_id, True
+                later.append(message)
                 self.appended += 1
         return [*earlier, *messages, *later]
 
@@ -251,6 +302,18 @@ def reply_groups(messages: list[StoredMessage]) -> list[list[StoredMessage]]:
             groups.append(current)
         current.append(message)
     return groups
+
+
+def reply_started_before(messages: list[StoredMessage], at: float) -> list[StoredMessage] | None:
+    """The reply of the newest turn whose user message came before ``at``, if written."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.role == "user" and message.source == "turn" and message.created_at < at:
+            after = messages[index + 1 :]
+            end = next((i for i, m in enumerate(after) if m.role == "user"), len(after))
+            groups = [g for g in reply_groups(after[:end]) if g[0].source == "turn"]
+            return groups[0] if groups else None
+    return None
 
 
 def heard_at(group: list[StoredMessage]) -> float | None:

@@ -97,7 +97,9 @@ def test_fast_first_words_waits_for_a_speakable_token(make_proxy, mock, monkeypa
 
 
 def test_time_to_first_token_is_measured_to_the_speakable_token(make_proxy, mock):
-    proxy = make_proxy()
+    proxy = make_proxy(
+        routes={"voice": ModelRoute(targets=[UpstreamTarget(base_url=mock.base_url)])}
+    )
     chat(proxy, mock={"role_first": True, "first_token_ms": 400})
     name = "gen_ai_server_time_to_first_token_seconds_bucket"
     assert metric(proxy, name, le="0.25", gen_ai_request_model="voice") == 0

@@ -1,4 +1,4 @@
-"""Retrieval in the chat path: chunks placed before the new turn, sources in meta.info."""
+"""Retrieval in the chat path: chunks kept with their turn, sources in meta.info."""
 
 from __future__ import annotations
 
@@ -57,6 +57,24 @@ def test_a_turn_is_grounded_in_the_profiles_knowledge(make_proxy, mock, monkeypa
     assert "within 30 days" in sent[1]["content"]
     sources = [e["metainfo"]["sources"] for e in events if e.get("type") == "meta.info"]
     assert sources and sources[0][0]["source_id"] == "returns"
-    # The stored history holds the conversation, not the injected knowledge.
+    # The knowledge is kept with its turn (marked), so that the next request repeats
+    # this prompt as its prefix (upstream prompt caches) instead of replacing its tail.
     stored = httpx.get(f"{proxy.url}/admin/tasks/shop-task", headers=admin).json()["messages"]
-    assert all("within 30 days" not in str(m["content"]) for m in stored)
+    assert [(m["role"], m["source"]) for m in stored] == [
+        ("system", "retrieval"),
+        ("user", "turn"),
+        ("assistant", "turn"),
+    ]
+    assert stored[0]["content"] == sent[1]["content"]
+    # The same question again: the chunks already in the prompt are not added twice,
+    # and the previous request is this one's prefix.
+    first_prompt = sent
+    body["messages"] = [{"role": "user", "content": "And how many days for returns again?"}]
+    httpx.post(
+        proxy.base_url + "/chat/completions",
+        json=body,
+        headers={**headers, "X-Request-Id": "r2"},
+    )
+    second_prompt = mock.requests[-1].body["messages"]
+    assert second_prompt[: len(first_prompt)] == first_prompt
+    assert [m["role"] for m in second_prompt[len(first_prompt) :]] == ["assistant", "user"]

@@ -101,7 +101,10 @@ def test_the_same_task_id_is_two_tasks_for_two_apps(proxy, mock):
         "What did you tell me before?",
         "Nothing yet.",
     ]
-    assert view(proxy, task).status_code == 404  # nothing was kept unscoped
+    # The bare id names both apps' tasks and nothing unscoped: a 409 that lists them.
+    both = view(proxy, task)
+    assert both.status_code == 409
+    assert both.json()["error"]["task_keys"] == [f"app-a:{task}", f"app-b:{task}"]
 
 
 def test_a_bound_key_naming_another_app_is_refused_and_changes_nothing(proxy, mock):

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from tests.api.conftest import ADMIN_TOKEN, admin_client
-from tests.knowledge.test_extract import tiny_pdf
+from tests.unit.knowledge.test_extract import tiny_pdf
 
 BASES = "/admin/knowledge-bases"
 

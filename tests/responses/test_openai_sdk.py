@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from proxy.responses.ids import parse_response_id
+from tests.gateway.test_metrics import scrape, value
 
 
 def client_for(proxy) -> openai.OpenAI:
@@ -31,6 +32,11 @@ def test_non_streaming_text_with_instructions(make_proxy, mock):
     ]
     assert mock.requests[-1].body["stream"] is False
     assert parse_response_id(response.id).task_key.startswith("resp-")
+    series = scrape(proxy)
+    assert (
+        value(series, "proxy_requests_total", route="/v1/responses", model="other", status="200")
+        == 1
+    )
 
 
 def test_streaming_events_in_order(make_proxy, mock):

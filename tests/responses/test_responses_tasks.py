@@ -147,3 +147,52 @@ async def test_leaving_mid_stream_closes_the_upstream_and_keeps_what_was_sent(
     role, content, interrupted = history[1]
     assert role == "assistant" and interrupted
     assert str(content).split() in (["one", "two"], ["one", "two", "three"])
+
+
+def test_the_profile_tools_run_server_side(make_proxy, mock, monkeypatch):
+    from proxy.settings import ProfileSpec
+    from tests.gateway.test_tool_loop import ToolServer
+
+    monkeypatch.setenv("TEST_AGENT_KEY", "agent-key")
+    tools = ToolServer()
+    admin = "admin-token-for-tests-0123456789"
+    try:
+        proxy = make_proxy(
+            redis=True,
+            admin_token=admin,
+            keys=[KeySpec(name="agent", key_env="TEST_AGENT_KEY", profile="concierge")],
+            profiles={"concierge": ProfileSpec(tools=["weather"])},
+        )
+        created = httpx.post(
+            f"{proxy.url}/admin/tools",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={
+                "name": "weather",
+                "description": "The weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                "url": f"{tools.url}/weather",
+                "allow_private_network": True,
+                "filler": "Let me check.",
+            },
+        )
+        assert created.status_code == 201, created.text
+        mock.script(
+            [
+                {"tool_calls": [{"name": "weather", "arguments": {"city": "Paris"}}]},
+                {"reply": "Sunny in Paris."},
+            ]
+        )
+        events = list(
+            client_for(proxy, "agent-key").responses.create(
+                model="gpt-test", input="Weather in Paris?", stream=True
+            )
+        )
+    finally:
+        tools.httpd.shutdown()
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in final.output] == ["message"]  # the tool stayed server-side
+    assert final.output_text.replace(" ", "") == "Letmecheck.SunnyinParis."
+    assert [call[0] for call in tools.calls] == ["/weather"]
+    assert len(mock.requests) == 2
+    assert [m["role"] for m in mock.requests[1].body["messages"]] == ["user", "assistant", "tool"]

@@ -8,12 +8,14 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.retell.session import NUDGE
 from tests.conftest import REDIS_URL
+from tests.gateway.test_metrics import scrape, value
 
 CALL_ID = "Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6"  # the docs' example call id
 
@@ -123,6 +125,17 @@ async def test_begin_message_then_a_streamed_response(make_proxy, mock, redis_pr
         ("user", "I'd like to book an appointment.", False),
         ("assistant", "Sure, what day would you like?", False),
     ]
+    series = scrape(proxy)
+    assert (
+        value(
+            series,
+            "proxy_requests_total",
+            route="/retell/llm-websocket",
+            model="other",
+            status="200",
+        )
+        == 1
+    )
 
 
 async def test_shortened_agent_utterance_is_what_the_model_sees_next(
@@ -256,3 +269,173 @@ async def test_call_hangup_mid_reply_closes_the_upstream(make_proxy, mock, redis
     assert history[0] == ("user", "Count for me.", False)
     assert history[1][0] == "assistant" and history[1][2] is True
     assert str(history[1][1]).split() in (["one", "two"], ["one", "two", "three"])
+
+
+async def test_a_whole_reply_the_agent_never_said_is_kept_as_unheard(
+    make_proxy, mock, redis_prefix
+):
+    proxy = make_proxy(redis=True, retell_model="gpt-test")
+    mock.script([{"reply": "Nice to meet you, Mike."}, {"reply": "Hello, Mike Trump."}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, user("My name is Mike")))
+        await reply_to(ws, 1)  # sent whole, but the caller went on talking
+        await send(ws, update_only(user("My name is Mike Trump")))
+        await send(ws, required(2, user("My name is Mike Trump")))
+        pieces, _ = await reply_to(ws, 2)
+    assert "".join(pieces) == "Hello, Mike Trump."
+    assert mock.requests[1].body["messages"] == [
+        {"role": "user", "content": "My name is Mike"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "My name is Mike Trump"},
+    ]
+    assert await stored(redis_prefix) == [
+        ("user", "My name is Mike", False),
+        ("assistant", "", True),
+        ("user", "My name is Mike Trump", False),
+        ("assistant", "Hello, Mike Trump.", False),
+    ]
+
+
+async def test_a_reconnect_does_not_greet_again(make_proxy, mock):
+    begin = "Hello, this is Ava."
+    proxy = make_proxy(redis=True, retell_model="gpt-test", retell_begin_message=begin)
+    mock.script([{"reply": "Sure."}, {"reply": "Done."}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws, begin)
+        await send(ws, required(1, agent(begin), user("Book Monday.")))
+        await reply_to(ws, 1)
+    # Retell's auto_reconnect: the same call id, the conversation goes on.
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws, "")
+        transcript = (agent(begin), user("Book Monday."), agent("Sure."), user("At nine."))
+        await send(ws, required(3, *transcript))
+        pieces, _ = await reply_to(ws, 3)
+    assert "".join(pieces) == "Done."
+    assert mock.requests[1].body["messages"] == [
+        {"role": "assistant", "content": begin},
+        {"role": "user", "content": "Book Monday."},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "At nine."},
+    ]
+
+
+async def test_the_profile_tools_run_for_retell_and_their_card_is_metadata(
+    make_proxy, mock, redis_prefix
+):
+    from proxy.settings import ProfileSpec
+    from tests.gateway.test_tool_loop import ToolServer
+
+    tools = ToolServer()
+    try:
+        admin = "admin-token-for-tests-0123456789"
+        proxy = make_proxy(
+            redis=True,
+            admin_token=admin,
+            retell_model="gpt-test",
+            retell_profile="concierge",
+            meta_info_events="always",
+            profiles={"concierge": ProfileSpec(tools=["weather"], system_prompt="Be kind.")},
+        )
+        created = await asyncio.to_thread(
+            httpx.post,
+            f"{proxy.url}/admin/tools",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={
+                "name": "weather",
+                "description": "The weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                "url": f"{tools.url}/weather",
+                "allow_private_network": True,
+                "filler": "Let me check the weather.",
+                "show_result": True,
+            },
+        )
+        assert created.status_code == 201, created.text
+        mock.script(
+            [
+                {"tool_calls": [{"name": "weather", "arguments": {"city": "Paris"}}]},
+                {"reply": "It is sunny in Paris."},
+            ]
+        )
+        async with connect(ws_url(proxy)) as ws:
+            await opened(ws)
+            await send(ws, required(1, user("Weather in Paris?")))
+            pieces, others = await reply_to(ws, 1)
+    finally:
+        tools.httpd.shutdown()
+    assert pieces[0].strip() == "Let me check the weather."
+    assert "".join(pieces[1:]).strip() == "It is sunny in Paris."
+    card = {"tool": "weather", "result": {"city": "Paris", "sky": "sunny", "celsius": 24}}
+    assert others == [{"response_type": "metadata", "metadata": card}]
+    assert [call[0] for call in tools.calls] == ["/weather"]
+    assert len(mock.requests) == 2
+    first = mock.requests[0].body
+    assert first["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    assert [t["function"]["name"] for t in first["tools"]] == ["weather"]
+    assert [m["role"] for m in mock.requests[1].body["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
+    assert [role for role, _, _ in await stored(redis_prefix)] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+async def test_a_cut_reply_still_streaming_is_settled_once(make_proxy, mock, redis_prefix):
+    """The caller cuts in while the model still streams, and talks for longer than the
+    reconciler's grace: the shortened utterance still replaces the reply, once."""
+    proxy = make_proxy(redis=True, retell_model="gpt-test", spoken_grace_seconds=0.3)
+    long_reply = "one two three four five six seven eight nine ten eleven twelve"
+    mock.script([{"reply": long_reply, "chunks": 12, "gap_ms": 150}, {"reply": "Sure."}])
+    question = user("Count to twelve.")
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, question))
+        [await recv(ws) for _ in range(4)]
+        said, more = agent("one two"), user("Stop, please count in French instead.")
+        await send(ws, update_only(question, said, more))
+        await asyncio.sleep(0.8)  # the caller is still talking; the grace runs out
+        await send(ws, required(2, question, said, more))
+        await reply_to(ws, 2)
+    assert mock.requests[1].body["messages"] == [
+        {"role": "user", "content": "Count to twelve."},
+        {"role": "assistant", "content": "one two"},
+        {"role": "user", "content": "Stop, please count in French instead."},
+    ]
+    await asyncio.sleep(0.5)  # nothing settles late either
+    assert await stored(redis_prefix) == [
+        ("user", "Count to twelve.", False),
+        ("assistant", "one two", True),
+        ("user", "Stop, please count in French instead.", False),
+        ("assistant", "Sure.", False),
+    ]
+
+
+async def test_a_key_over_its_rate_limit_is_told_to_try_later(make_proxy, mock, monkeypatch):
+    from websockets.exceptions import ConnectionClosed
+
+    from proxy.settings import KeySpec
+
+    monkeypatch.setenv("TEST_RETELL_KEY", "retell-key")
+    proxy = make_proxy(
+        retell_model="gpt-test",
+        keys=[KeySpec(name="retell", key_env="TEST_RETELL_KEY", rate_limit_per_minute=1)],
+    )
+    async with connect(ws_url(proxy) + "?api_key=retell-key") as ws:
+        await opened(ws)
+    async with connect(ws_url(proxy) + "?api_key=retell-key") as ws:
+        try:
+            await ws.recv()
+            closed = None
+        except ConnectionClosed as exc:
+            closed = exc.rcvd.code if exc.rcvd else None
+    assert closed == 1013

@@ -108,6 +108,15 @@ def test_defaults_an_sdk_sends_unset_are_accepted():
         ({"model": "m", "input": [{"type": "function_call", "name": "w"}]}, "input.0.call_id"),
         ({"model": "m", "input": "x", "reasoning": {"summary": "auto"}}, "reasoning.summary"),
         ({"model": "m", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"model": "m", "input": "x", "max_output_tokens": True}, "max_output_tokens"),
+        ({"model": "m", "input": "x", "stream": "yes"}, "stream"),
+        ({"model": "m", "input": "x", "store": 1}, "store"),
+        ({"model": "m", "input": 5}, "input"),
+        ({"model": "m", "input": [{"role": "tool", "content": "x"}]}, "input.0.role"),
+        (
+            {"model": "m", "input": [{"type": "function_call_output", "call_id": "c"}]},
+            "input.0.output",
+        ),
         ({"model": "m", "input": "x", "previous_response_id": "resp_abc"}, "previous_response_id"),
     ],
 )

@@ -220,3 +220,67 @@ async def test_chinese_reply_cut_after_the_filler(store, spoken) -> None:
     await write_turn(store, spoken, "t", turn)
     assert await spoken.on_spoken("t", "请稍等，我查一下。您的订单已经", at=10.0) == "corrected"
     assert await said(store, "t") == [("请稍等，我查一下。", False), ("您的订单已经", True)]
+
+
+# The engine gave up on a round (908 llm_error 30200): nothing of its reply was heard.
+
+
+async def test_a_reply_written_after_the_engine_gave_up_is_emptied(store, spoken) -> None:
+    turn = [user("Hello?"), reply("A reply streamed after the engine gave up.")]
+    turn[0].created_at = 10.0
+    await write_turn(store, spoken, "t", turn)
+    assert await spoken.on_gave_up("t", at=12.0) == "corrected"
+    assert await stored(store, "t") == [("user", "Hello?", False), ("assistant", "", True)]
+    # A 908 of a round that had not started yet changes nothing written.
+    assert await spoken.on_gave_up("t", at=9.0) == "pending"
+    await spoken.settle("t")
+    assert await stored(store, "t") == [("user", "Hello?", False), ("assistant", "", True)]
+
+
+async def test_a_reply_still_in_flight_when_the_engine_gave_up_is_emptied_at_its_commit(
+    store, spoken
+) -> None:
+    await write_turn(store, spoken, "t", [user("first"), reply("heard")])
+    await spoken.on_spoken("t", "heard", at=5.0)
+    await streaming(store, "t")
+    assert await spoken.on_gave_up("t", at=12.0) == "pending"
+    turn = [user("second"), reply("too late", interrupted=True)]
+    turn[0].created_at = 10.0
+    await write_turn(store, spoken, "t", turn)
+    assert await stored(store, "t") == [
+        ("user", "first", False),
+        ("assistant", "heard", False),
+        ("user", "second", False),
+        ("assistant", "", True),
+    ]
+
+
+# A turn cut short before any text was counted as sent: the engine heard some after all.
+
+
+def turn_of(request_id: str, text: str, at: float) -> StoredMessage:
+    message = StoredMessage(role="user", content=text, request_id=request_id)
+    message.created_at = at
+    return message
+
+
+async def test_a_905_for_a_turn_stored_without_a_reply_becomes_its_reply(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [turn_of("r1", "Tell me.", 10.0)])
+    assert await spoken.on_spoken("t", "Well, the", at=12.0) == "appended"
+    history = (await store.load("t", 10)).messages
+    assert [(m.role, m.content, m.request_id, m.interrupted) for m in history] == [
+        ("user", "Tell me.", "r1", False),
+        ("assistant", "Well, the", "r1", True),
+    ]
+
+
+async def test_a_905_waiting_for_a_turn_cut_before_any_text_becomes_its_reply(
+    store, spoken
+) -> None:
+    await streaming(store, "t")
+    assert await spoken.on_spoken("t", "Well, the", at=12.0) == "pending"
+    messages = await spoken.before_commit("t", [turn_of("r1", "Tell me.", 10.0)], interrupted=True)
+    assert [(m.role, m.content, m.request_id, m.interrupted) for m in messages] == [
+        ("user", "Tell me.", "r1", False),
+        ("assistant", "Well, the", "r1", True),
+    ]

@@ -1,0 +1,1 @@
+"""Request ids, the access log and OpenTelemetry traces."""

@@ -1,0 +1,72 @@
+"""Traces reach a real OTLP/HTTP receiver: a span per turn naming the task, child spans."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from proxy.mock.behaviour import reported_usage
+from proxy.observability.tracing import Tracing
+from tests.observability.otlp_receiver import OtlpReceiver
+
+APP = "1400000001"
+
+
+def test_a_turn_is_exported_as_a_span_naming_the_task(make_proxy, mock, caplog):
+    caplog.set_level(logging.INFO, logger="proxy.access")
+    with OtlpReceiver() as receiver:
+        proxy = make_proxy(redis=True, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+        headers = {"X-Task-Id": "task-traced", "X-Sdk-App-Id": APP, "X-Request-Id": "req-7"}
+        body = {
+            "model": "gpt-test",
+            "stream": True,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "what is the weather like?"}],
+            "mock": {"chunks": 5},
+        }
+        for request_id in ("req-7", "req-8"):
+            reply = httpx.post(
+                proxy.base_url + "/chat/completions",
+                json=body,
+                headers={**headers, "X-Request-Id": request_id},
+                timeout=10,
+            )
+            assert reply.status_code == 200
+            assert reply.headers["x-request-id"] == request_id
+        proxy.stop()  # the provider's shutdown exports what is batched
+
+    assert set(receiver.paths) == {"/v1/traces"}
+    turns = [s for s in receiver.spans if s.name == "chat gpt-test"]
+    assert [t.attributes["proxy.request_id"] for t in turns] == ["req-7", "req-8"]
+    first, second = turns
+    assert first.attributes["gen_ai.conversation.id"] == f"{APP}:task-traced"
+    assert first.attributes["proxy.task_key"] == f"{APP}:task-traced"
+    assert first.attributes["gen_ai.operation.name"] == "chat"
+    assert first.attributes["gen_ai.request.model"] == "gpt-test"
+    assert first.attributes["gen_ai.request.max_tokens"] == 64
+    assert first.attributes["gen_ai.usage.output_tokens"] == 5
+    for span, request in zip(turns, mock.requests, strict=True):
+        reported = reported_usage(request.behaviour, request.body, request.cached_tokens or 0)
+        assert span.attributes["gen_ai.usage.input_tokens"] == reported["prompt_tokens"]
+        cached = reported["prompt_tokens_details"]["cached_tokens"]
+        assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == cached
+    assert second.attributes["gen_ai.usage.cache_read.input_tokens"] > 0  # a shared prefix
+    assert (first.attributes["proxy.round"], second.attributes["proxy.round"]) == (1, 2)
+    assert first.resource["service.name"] == "voice-llm-proxy"
+    children = {s.name: s for s in receiver.spans if s.parent_span_id == first.span_id}
+    assert set(children) == {"proxy.store", "proxy.upstream.first_token", "proxy.commit"}
+    assert all(c.trace_id == first.trace_id for c in children.values())
+    # The access log line of each turn carries its trace id, request id and task.
+    lines = [r for r in caplog.records if r.name == "proxy.access"]
+    assert [(r.request_id, r.trace_id, r.status) for r in lines] == [
+        ("req-7", first.trace_id, 200),
+        ("req-8", second.trace_id, 200),
+    ]
+
+
+def test_tracing_is_off_without_an_endpoint():
+    tracing = Tracing.start(None, "0")
+    assert not tracing.enabled and tracing.tracer is None
+    with tracing.turn({"a": 1}) as span:
+        assert span is None
