@@ -27,6 +27,7 @@ CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 REQUEST_ID_HEADERS = (b"x-request-id", b"x-rquest-id")
 USABLE_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in a header
 MAX_LOGGED = 128  # characters of a header value in a log line
+LOGGABLE = re.compile(rb"^[\x21-\x7e]+$")
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -39,9 +40,11 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """A header value for the log: printable ASCII only (a refused request's raw header
+    may hold anything the HTTP parser lets through: spaces, UTF-8, latin-1)."""
     for key, value in headers:
         if key == name:
-            return value.decode("latin-1")[:MAX_LOGGED]
+            return value.decode("ascii")[:MAX_LOGGED] if LOGGABLE.match(value) else "<invalid>"
     return None
 
 
