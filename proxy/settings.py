@@ -304,11 +304,20 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: SecretStr | None = None
     redis_db: int = Field(default=0, ge=0)
+    redis_cluster: bool | None = Field(
+        default=None,
+        description="Redis Cluster: true uses the cluster client (PROXY_REDIS_URL names any "
+        "node), false a standalone client; unset asks the server on start (INFO cluster).",
+    )
     ready_requires_history: bool = Field(
         default=False,
         description="Fail /readyz while Redis is down (off: answer statelessly, report degraded).",
     )
-    redis_prefix: str = "proxy:"
+    redis_prefix: str = Field(
+        default="proxy:",
+        pattern=r"^[^{}\s]*$",
+        description="Key prefix; no braces: each task's keys share one cluster hash slot.",
+    )
     redis_timeout_ms: int = Field(default=250, ge=10)
     redis_max_connections: int = Field(
         default=1000,

@@ -10,6 +10,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from proxy.access.catalog import Caller
 from proxy.chat.service import ChatService
@@ -25,7 +26,7 @@ async def get_chat_service(request: Request) -> ChatService:
     return request.app.state.chat
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:  # a Request or a WebSocket
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None

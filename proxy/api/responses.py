@@ -17,6 +17,7 @@ from proxy.chat.profiles import select_profile
 from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
 from proxy.errors import ProxyError
+from proxy.observability import tracing, turnlog
 from proxy.responses.conversation import resolve_turn
 from proxy.responses.events import ResponseEventStream, ResponseShell, from_completion
 from proxy.responses.references import resolve_references
@@ -52,6 +53,14 @@ async def create_response(request: Request) -> Response:
         turn = await resolve_turn(parsed, headers, caller, state.history, store_wait)
         await state.budgets.check(caller, turn.call.app_id)
         usage.bind(state.usage, usage.owner_for(caller, turn.call, count.model))
+        turnlog.identify(turn.call.task_id, count.model)
+        tracing.annotate_turn(
+            model=count.model,
+            task_key=turn.call.task_id,
+            app_id=turn.call.app_id,
+            key_name=caller.name,
+            body=body,
+        )
         shell = ResponseShell(turn.response_id, str(body["model"]), parsed.echo)
         if parsed.stream:
 

@@ -12,12 +12,14 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from proxy.api.chat import RequestCount
 from proxy.api.deps import bearer_token
 from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
+from proxy.errors import ProxyError
+from proxy.observability import turnlog
 from proxy.retell.protocol import ProtocolError, parse_event
 from proxy.retell.session import RetellCall, RetellSession
 from proxy.usage import recorder as usage
@@ -26,16 +28,23 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 PATH = "/retell/llm-websocket/{call_id}"
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 @router.websocket(PATH)
 async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
     state = websocket.app.state
     settings = state.settings
-    token = bearer_token(websocket) or websocket.query_params.get("api_key")  # type: ignore[arg-type]
+    token = bearer_token(websocket) or websocket.query_params.get("api_key")
     caller = state.catalog.authenticate(token)
     if caller is None:
         await websocket.close(POLICY_VIOLATION, "missing or invalid API key")
+        return
+    try:
+        await state.rate_limiter.check(caller)  # a call counts as one request of its key
+    except ProxyError as exc:  # accepted first, so that Retell sees why (a 1013 close)
+        await websocket.accept()
+        await websocket.close(TRY_AGAIN_LATER, exc.message[:120])
         return
     call = CallContext.from_headers({"x-task-id": call_id})  # the header's rules for a task id
     if call.task_id is None:
@@ -58,8 +67,14 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         async with lock:
             await websocket.send_text(orjson.dumps(event).decode())
 
+    async def before_turn(turn: CallContext) -> None:
+        """What the chat endpoint does per request: the budget, then usage and traces."""
+        await state.budgets.check(caller, turn.app_id)
+        usage.bind(state.usage, usage.owner_for(caller, turn, setup.model))
+        turnlog.identify(turn.task_id, setup.model)
+
     spoken = getattr(state, "spoken", None)
-    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done)
+    session = RetellSession(setup, state.chat, state.history, spoken, send, count.done, before_turn)
     log.info("Retell call connected", extra={"task_id": setup.call.task_id})
     try:
         await session.start()
@@ -77,7 +92,7 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
                 log.warning("Retell message skipped: %s", exc)
                 continue
             await session.handle(event)
-    except OSError:
+    except (OSError, WebSocketDisconnect):
         pass  # the connection dropped while sending: Retell reconnects if configured
     finally:
         await session.close()

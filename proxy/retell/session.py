@@ -67,6 +67,7 @@ class RetellSession:
         spoken: SpokenTextReconciler | None,
         send: Send,
         on_turn: Callable[[int], None] | None = None,
+        before_turn: Callable[[CallContext], Awaitable[None]] | None = None,
     ) -> None:
         self.setup = setup
         self._chat = chat
@@ -74,6 +75,7 @@ class RetellSession:
         self._spoken = spoken
         self._send = send
         self._on_turn = on_turn  # counts each turn by its status
+        self._before_turn = before_turn  # budgets and usage, in the turn's own task
         self._nonce = uuid.uuid4().hex[:12]  # request ids are unique per connection
         self._latest_id = -1
         self._current: asyncio.Task[None] | None = None
@@ -167,6 +169,8 @@ class RetellSession:
         status = 200
         self._finished = False
         try:
+            if self._before_turn is not None:
+                await self._before_turn(call)
             frames = await self._chat.stream(body, call, self.setup.profile, received_at)
             async for event in chunk_events(frames):
                 if event.metainfo is not None:

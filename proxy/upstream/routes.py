@@ -30,6 +30,7 @@ from proxy.settings import ECHO_MODEL, ModelRoute, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient, UpstreamStream
 from proxy.upstream.cooldown import Admission, CooldownBook, target_key
 from proxy.upstream.echo import EchoStream, echo_completion
+from proxy.upstream.usage import parse_usage
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +362,10 @@ class UpstreamRouter:
                 last_error = self._note_failure(exc, attempt, model, plan, has_next)
                 continue
             self.cooldowns.succeeded(key)
+            usage = parse_usage(response.get("usage"))
+            if usage is not None and self.metrics is not None:
+                self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+                self.metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
             return response
         assert last_error is not None
         raise last_error

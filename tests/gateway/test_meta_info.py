@@ -18,12 +18,13 @@ def test_operator_metainfo_goes_out_with_the_next_reply_only(make_proxy, mock):
     proxy = make_proxy(redis=True, admin_token=ADMIN)
     queued = httpx.post(
         f"{proxy.url}/admin/tasks/meta-task/metainfo",
+        params={"app_id": "app-1"},  # before the task's first turn: named with its app
         json={"metainfo": {"card": "vip", "points": 1200}},
         headers={"Authorization": f"Bearer {ADMIN}"},
     )
     assert queued.status_code == 202
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"X-Task-Id": "meta-task", "X-Request-Id": "r1"}
+    headers = {"X-Task-Id": "meta-task", "X-Request-Id": "r1", "X-Sdk-App-Id": "app-1"}
     first = events(
         httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers).text
     )
@@ -48,13 +49,14 @@ def test_non_streaming_replies_carry_metainfo(make_proxy, mock):
     proxy = make_proxy(redis=True, admin_token=ADMIN)
     httpx.post(
         f"{proxy.url}/admin/tasks/meta-task-2/metainfo",
+        params={"app_id": "app-1"},
         json={"metainfo": {"order": "A-17"}},
         headers={"Authorization": f"Bearer {ADMIN}"},
     )
     reply = httpx.post(
         proxy.base_url + "/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"X-Task-Id": "meta-task-2"},
+        headers={"X-Task-Id": "meta-task-2", "X-Sdk-App-Id": "app-1"},
     ).json()
     assert reply["metainfo"] == {"order": "A-17"}
 

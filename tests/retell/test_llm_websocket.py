@@ -418,3 +418,24 @@ async def test_a_cut_reply_still_streaming_is_settled_once(make_proxy, mock, red
         ("user", "Stop, please count in French instead.", False),
         ("assistant", "Sure.", False),
     ]
+
+
+async def test_a_key_over_its_rate_limit_is_told_to_try_later(make_proxy, mock, monkeypatch):
+    from websockets.exceptions import ConnectionClosed
+
+    from proxy.settings import KeySpec
+
+    monkeypatch.setenv("TEST_RETELL_KEY", "retell-key")
+    proxy = make_proxy(
+        retell_model="gpt-test",
+        keys=[KeySpec(name="retell", key_env="TEST_RETELL_KEY", rate_limit_per_minute=1)],
+    )
+    async with connect(ws_url(proxy) + "?api_key=retell-key") as ws:
+        await opened(ws)
+    async with connect(ws_url(proxy) + "?api_key=retell-key") as ws:
+        try:
+            await ws.recv()
+            closed = None
+        except ConnectionClosed as exc:
+            closed = exc.rcvd.code if exc.rcvd else None
+    assert closed == 1013
