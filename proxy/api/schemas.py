@@ -95,10 +95,17 @@ class KeyCreate(StoredIn):
         pattern=APP_ID_PATTERN,  # no ":" (it separates the app from the task in a task key)
         description="The TRTC SdkAppId (tenant) it may act for.",
     )
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
-    max_tokens_per_day: int | None = Field(default=None, ge=1, description="Daily token budget.")
+    # Bounded by the columns that hold them (PostgreSQL INTEGER / BIGINT / DOUBLE).
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_tokens_per_day: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="Daily token budget."
+    )
     max_cost_per_day: float | None = Field(
-        default=None, gt=0, description="Daily cost budget, in the price table's currency."
+        default=None,
+        gt=0,
+        le=1e15,
+        allow_inf_nan=False,
+        description="Daily cost budget, in the price table's currency.",
     )
     meta_info_events: MetaInfoEvents | None = Field(
         default=None, description="Overrides PROXY_META_INFO_EVENTS for this key's calls."

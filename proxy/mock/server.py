@@ -257,7 +257,14 @@ class MockUpstream:
             return _json_response(b.status, error_body(b.status), headers), "error_status"
         completion_id = f"chatcmpl-mock{next(self._ids)}"
         messages = body.get("messages")
-        cached = self.prompt_cache.cached_tokens(messages, prompt_tokens(messages))
+        reports_usage = not body.get("stream") or (body.get("stream_options") or {}).get(
+            "include_usage"
+        )
+        cached = (
+            self.prompt_cache.cached_tokens(messages, prompt_tokens(messages))
+            if reports_usage
+            else 0
+        )
         if record is not None:
             record.cached_tokens = cached
         if body.get("stream"):

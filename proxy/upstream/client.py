@@ -62,7 +62,9 @@ class UpstreamStream:
                 if tail:
                     yield tail
                 return
-            events = _relayable(self.speakable, self._decoder.feed(chunk))
+            events = self._decoder.feed(chunk)
+            if not self.speakable.passes(chunk):  # else: nothing to strip (the usual case)
+                events = _relayable(self.speakable, events)
             if events:
                 yield events
 
