@@ -24,10 +24,12 @@ from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_client import connect_redis
 from proxy.context.redis_store import RedisHistoryStore
+from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
-from proxy.db.spool import Spool, spool_directory
+from proxy.db.spool import Spool, SpoolError, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
@@ -46,57 +48,18 @@ from proxy.voice.spoken import SpokenTextReconciler
 log = logging.getLogger("proxy")
 
 
-def stale_connection_retry() -> dict[str, Any]:
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    return {
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        "retry_on_error": [RedisConnectionError],
-    }
-
-
-def build_history_store(settings: Settings) -> HistoryStore:
+async def build_history_store(settings: Settings) -> HistoryStore:
     if not settings.redis_url and not settings.redis_sentinels:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
-    import redis.asyncio as redis
-    from redis.asyncio.sentinel import Sentinel
-
-    timeout = settings.redis_timeout_ms / 1000
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
-        "health_check_interval": 30,
-        # redis-py's own default (100) refused calls at 200 concurrent voice sessions.
-        "max_connections": settings.redis_max_connections,
-        # After a Redis restart every pooled connection is stale: one that fails is
-        # retried once, at once, on a fresh connection, instead of counting as "down"
-        # (claims and commits are idempotent per attempt; a timeout is never retried).
-        **stale_connection_retry(),
-    }
-    if settings.redis_password is not None:
-        options["password"] = settings.redis_password.get_secret_value()
-    client: redis.Redis
-    if settings.redis_sentinels:
-        hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
-        sentinel_password = settings.redis_sentinel_password
-        sentinel = Sentinel(
-            hosts,
-            sentinel_kwargs={
-                "password": sentinel_password.get_secret_value() if sentinel_password else None,
-                "socket_timeout": timeout,
-            },
-            **options,
-        )
-        client = sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
-    else:
-        assert settings.redis_url is not None
-        client = redis.Redis.from_url(settings.redis_url, **options)
-    return RedisHistoryStore(
+    client = await connect_redis(settings)
+    store = RedisHistoryStore(
         client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
     )
+    try:
+        await asyncio.wait_for(store.load_scripts(), timeout=2.0)
+    except Exception as exc:  # Redis down on start: the turns load them on first use
+        log.warning("could not load the Redis scripts on start: %r", exc)
+    return store
 
 
 async def _prepare_database(settings: Settings) -> None:
@@ -133,7 +96,11 @@ def _open_spool(settings: Settings) -> Spool | None:
             "taken yet are kept in memory only (lost if the process stops)"
         )
         return None
-    return Spool(directory, fsync=settings.spool_fsync).open()
+    try:
+        return Spool(directory, fsync=settings.spool_fsync).open()
+    except SpoolError as exc:
+        log.error("%s: set PROXY_SPOOL_DIR to a writable directory", exc)
+        raise
 
 
 def _expose_error_counters(state: Any) -> None:
@@ -181,6 +148,14 @@ def _expose_error_counters(state: Any) -> None:
         "Background summaries that failed.",
         lambda: state.summariser.failures,
     )
+    faults = state.store_guard.faults
+    for fault in FAULTS:  # a closed set: every label is there from the start
+        expose(
+            "proxy_store_config_faults",
+            "Redis errors that are configuration faults (MOVED, NOPERM, ...), by error.",
+            lambda fault=fault: faults.counts[fault],
+            error=fault,
+        )
 
 
 def _announce(settings: Settings, table: RouteTable, catalog: Catalog) -> None:
@@ -215,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         table = RouteTable(settings)
         metrics.models.allow(_configured_models(settings), lambda: table.aliases)
         state.router = UpstreamRouter(client, table, metrics)
-        state.history = history = build_history_store(settings)
+        state.history = history = await build_history_store(settings)
         if isinstance(history, RedisHistoryStore):  # replicas share which targets are down
             state.router.cooldowns.share_through(history._client, settings.redis_prefix)
         await _prepare_database(settings)
@@ -242,7 +217,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.transcripts.start()
-        state.usage = build_usage(settings, state.sessions, history, write_lock, state.spool)
+        state.store_guard = guard = StoreGuard(settings.redis_timeout_ms / 1000)
+        state.usage = build_usage(
+            settings, state.sessions, history, write_lock, state.spool, guard=guard
+        )
         state.budgets = state.usage.budgets
         await state.usage.writer.start()
         state.turn_logs = TurnLogWriter(
@@ -258,7 +236,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
-        guard = StoreGuard(settings.redis_timeout_ms / 1000)
         counter = TokenCounter()
         writer = TurnWriter(
             history,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.admin import Admin, AdminStore
+from proxy.api.admin_task_ids import AmbiguousTask, choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import (
     KeyCreate,
     KeyOut,
@@ -32,7 +33,7 @@ from proxy.context.call import task_key
 from proxy.db.migrate import migrate_embedded
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.session import make_engine, make_sessionmaker
-from proxy.errors import ProxyError
+from proxy.errors import NotFound, ProxyError
 from proxy.settings import Settings
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -78,7 +79,11 @@ def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
     return 0
 
 
-def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+Model = TypeVar("Model", bound=BaseModel)
+Actions = argparse._SubParsersAction  # what add_subparsers returns (argparse names it so)
+
+
+def _validated(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -99,7 +104,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+def _parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, Actions[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     return parser, parser.add_subparsers(dest="action", required=True)
 
@@ -120,6 +127,8 @@ async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Na
             "allow_profile_override": args.allow_profile_override,
             "app_id": args.app_id,
             "rate_limit_per_minute": args.rate_limit,
+            "max_tokens_per_day": args.max_tokens_per_day,
+            "max_cost_per_day": args.max_cost_per_day,
             "expires_at": args.expires_at,
         },
     )
@@ -160,6 +169,8 @@ def keys_main(argv: list[str] | None = None) -> int:
     create.add_argument("--allow-profile-override", action="store_true")
     create.add_argument("--app-id", help="TRTC SdkAppId (tenant) the key may act for")
     create.add_argument("--rate-limit", type=int, help="requests per minute")
+    create.add_argument("--max-tokens-per-day", type=int, help="daily token budget")
+    create.add_argument("--max-cost-per-day", type=float, help="daily cost budget")
     create.add_argument("--expires-at", help="ISO 8601 date-time (naive = UTC)")
     create.add_argument("--json", action="store_true")
     listing = actions.add_parser("list", help="list keys (never the keys themselves)")
@@ -247,8 +258,18 @@ def profiles_main(argv: list[str] | None = None) -> int:
 
 
 async def _tasks_show(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
-    key = task_key(args.app_id, args.task_id)
     async with sessions() as session:
+        key = task_key(args.app_id, args.task_id)
+        if args.app_id is None and not is_task_key(args.task_id):  # the engine's TaskId
+            try:
+                key = choose(args.task_id, await recorded_task_keys(session, args.task_id))
+            except AmbiguousTask as exc:
+                raise CommandFailed(
+                    f"several apps have a task {args.task_id!r}: "
+                    f"{', '.join(exc.task_keys)}; name one with --app-id"
+                ) from exc
+            except NotFound as exc:
+                raise CommandFailed(f"no task {args.task_id!r} in the database") from exc
         row = await TaskRepository(session).get(key)
         messages = await TranscriptRepository(session).for_task(key)
     if row is None and not messages:
@@ -282,7 +303,9 @@ def tasks_main(argv: list[str] | None = None) -> int:
     parser, actions = _parser("proxy tasks", "Inspect conversation tasks.")
     show = actions.add_parser("show", help="a task's record and durable transcript")
     show.add_argument(
-        "task_id", help='a task key ("<app id>:<task id>") or, with --app-id, a task id'
+        "task_id",
+        help='a task key ("<app id>:<task id>"), or the engine\'s TaskId: found in the one '
+        "app that has it, or in the app named by --app-id",
     )
     show.add_argument("--app-id", help="the tenant (SdkAppId) the task id belongs to")
     show.add_argument("--json", action="store_true")

@@ -1,7 +1,8 @@
 """Admin API: conversation tasks (durable record, live history, callbacks, metrics).
 
 A task is addressed by its task key, ``<app id>:<task id>`` when the engine named an
-app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same.
+app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same;
+the engine's bare TaskId finds the one app that has it (``admin_task_ids``).
 
 Two views of a task: the live history in the history store (what the next request
 builds on; operators may reset it or add context to it) and the durable record in
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from redis.exceptions import RedisError
 
 from proxy.api.admin_db import transaction
+from proxy.api.admin_task_ids import choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import (
     ContextMessageIn,
     EventOut,
@@ -66,8 +68,21 @@ AppId = Annotated[
 ]
 
 
-async def _task_key(task_id: TaskId, app_id: AppId = None) -> str:
-    return task_key(app_id, task_id)
+async def _task_key(task_id: TaskId, request: Request, app_id: AppId = None) -> str:
+    """The task key: as given when scoped (``app_id``, or ``<app>:<task>``); a bare
+    TaskId resolves to the one task that has it (409 if several apps do, 404 if none)."""
+    if app_id is not None or is_task_key(task_id):
+        return task_key(app_id, task_id)
+    live = await _live(request.app.state.history.find_task_keys(task_id))
+    try:
+        async with transaction(request) as session:
+            recorded = await recorded_task_keys(session, task_id)
+    except ServiceUnavailable:
+        if not live:
+            raise
+        log.warning("admin API: database down, %r resolved from live tasks only", task_id)
+        recorded = []
+    return choose(task_id, sorted({*live, *recorded}))
 
 
 TaskKey = Annotated[str, Depends(_task_key)]

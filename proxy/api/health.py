@@ -12,6 +12,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from proxy.api.deps import CallerDep
+from proxy.context.store_faults import ADVICE, FaultRecord, config_fault
 from proxy.settings import ECHO_MODEL
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,13 @@ async def readyz(request: Request) -> JSONResponse:
     degraded = False
     if not ready:
         checks["server"] = "shutting down"
-    try:
-        async with asyncio.timeout(1.0):
-            await state.history.ping()
-        checks["history"] = "ok"
-    except Exception as exc:
+    history_check, history_ready = await _history_check(state)
+    checks["history"] = history_check
+    if history_ready is False:
+        ready = False
+    elif history_ready is None:
         # Chat still answers without Redis (statelessly); failing readiness would take
         # every replica out of service at once, unless the operator wants exactly that.
-        checks["history"] = f"unavailable: {type(exc).__name__}"
         if state.settings.ready_requires_history:
             ready = False
         else:
@@ -58,6 +58,28 @@ async def readyz(request: Request) -> JSONResponse:
         },
         status_code=200 if ready else 503,
     )
+
+
+async def _history_check(state: Any) -> tuple[str, bool | None]:
+    """What /readyz says of the history store, and whether it is ready (None: down).
+
+    A configuration fault (``MOVED``, ``NOPERM``, ...) is not ready, by name: unlike an
+    outage it never heals by itself, and a new rollout with it must not take traffic.
+    """
+    faults: FaultRecord | None = getattr(getattr(state, "store_guard", None), "faults", None)
+    try:
+        async with asyncio.timeout(1.0):
+            await state.history.ping()  # a real write and read under the key prefix
+    except Exception as exc:
+        name = faults.note(exc) if faults is not None else config_fault(exc)
+        if name is not None:
+            fault = faults.latest if faults is not None else None
+            return (fault.describe() if fault else f"{name}: {ADVICE[name]}"), False
+        return f"unavailable: {type(exc).__name__}", None
+    recent = faults.recent() if faults is not None else None
+    if recent is not None:  # the probe's key works, but turns met a fault (another slot)
+        return recent.describe(), False
+    return "ok", True
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -10,6 +10,8 @@ from typing import Final, TypeVar
 
 from redis import exceptions as redis_errors
 
+from proxy.context.store_faults import FaultRecord
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,7 +39,8 @@ _TRANSIENT = (
 
 def transient(exc: BaseException) -> bool:
     """The store may answer the same call a moment later (nothing refused it as wrong)."""
-    return isinstance(exc, _TRANSIENT)
+    # A refused password is a ConnectionError to redis-py, but no retry will fix it.
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis_errors.AuthenticationError)
 
 
 def slow(exc: BaseException) -> bool:
@@ -52,6 +55,7 @@ class StoreGuard:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout = timeout_seconds
         self.errors = 0
+        self.faults = FaultRecord()  # errors that are configuration faults, by name
 
     async def __call__(self, operation: Awaitable[T]) -> T | Failed:
         result, error = await self.attempt(operation)
@@ -67,4 +71,5 @@ class StoreGuard:
                 return await operation, None
         except Exception as exc:
             self.errors += 1
+            self.faults.note(exc)
             return FAILED, exc

@@ -156,6 +156,11 @@ class HistoryStore(Protocol):
         """The newest ``limit`` messages (oldest first) and the summary, if any."""
         ...
 
+    async def find_task_keys(self, task_id: str) -> list[str]:
+        """Keys of live tasks (a turn, a summary or a request marker) that an engine's
+        bare ``task_id`` names: itself and ``<app id>:<task_id>`` (sorted, bounded)."""
+        ...
+
     async def claim_request(
         self,
         task_id: str,

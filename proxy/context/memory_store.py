@@ -28,6 +28,7 @@ from proxy.context.history import (
     StoredMessage,
     TaskHistory,
 )
+from proxy.context.task_lookup import MAX_MATCHES, names_task
 
 # A full scan for expired tasks runs at most this often (bounded by the TTL itself).
 MAX_SWEEP_INTERVAL_SECONDS = 60.0
@@ -115,6 +116,17 @@ class MemoryHistoryStore:
             summary=task.summary,
             total_messages=len(task.messages),
         )
+
+    async def find_task_keys(self, task_id: str) -> list[str]:
+        now = self.clock()
+        found = [
+            key
+            for key, task in self._tasks.items()
+            if names_task(key, task_id)
+            and task.expires_at > now
+            and (task.messages or task.summary is not None or task.markers)
+        ]
+        return sorted(found)[:MAX_MATCHES]
 
     # Writes.
 

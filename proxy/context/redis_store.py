@@ -31,6 +31,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
@@ -52,16 +55,52 @@ from proxy.context.redis_lua import (
     SET_SUMMARY_SCRIPT,
     UPDATE_MESSAGE_SCRIPT,
 )
+from proxy.context.task_lookup import MAX_MATCHES, names_task
+
+RedisClient = redis.Redis | RedisCluster
 
 # update_message rewrites these; they must stay the last keys of an encoded message.
 MUTABLE_FIELDS = ("content", "interrupted", "tokens", "heard_at")
+
+
+# The per-turn reads and queues are scripts too, not MULTI/EXEC pipelines: atomic alike,
+# and on a cluster redis-py's transactions cost several times a script (store bench:
+# tests/bench/store_cluster.py).
+
+# KEYS: messages, meta; ARGV: how many of the newest messages. {messages, summary, total}.
+_LOAD_SCRIPT = r"""
+local limit = tonumber(ARGV[1])
+local messages = {}
+if limit > 0 then messages = redis.call('LRANGE', KEYS[1], -limit, -1) end
+return {messages, redis.call('HGET', KEYS[2], 'summary'), redis.call('LLEN', KEYS[1])}
+"""
+
+# KEYS: a queue. Returns its items and deletes it.
+_TAKE_SCRIPT = r"""
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return items
+"""
+
+# KEYS: a counter; ARGV: its window in seconds (set by the first hit only).
+_HIT_SCRIPT = r"""
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return count
+"""
+
+# Readiness: a write and a read under the prefix, by a script (the turns use scripts).
+_PROBE_SCRIPT = r"""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', 60000)
+return redis.call('GET', KEYS[1])
+"""
 
 
 class RedisHistoryStore:
     """``HistoryStore`` on Redis (standalone or cluster), redis-py asyncio."""
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "proxy:", ttl_seconds: int = 86400
+        self, client: RedisClient, *, prefix: str = "proxy:", ttl_seconds: int = 86400
     ) -> None:
         self._client = client
         self.prefix = prefix
@@ -74,6 +113,19 @@ class RedisHistoryStore:
         self._add_spoken = client.register_script(LUA_HELPERS + ADD_SPOKEN_SCRIPT)
         self._update = client.register_script(LUA_HELPERS + UPDATE_MESSAGE_SCRIPT)
         self._set_summary = client.register_script(LUA_HELPERS + SET_SUMMARY_SCRIPT)
+        self._probe = client.register_script(_PROBE_SCRIPT)
+        self._load = client.register_script(_LOAD_SCRIPT)
+        self._take = client.register_script(_TAKE_SCRIPT)
+        self._hit = client.register_script(_HIT_SCRIPT)
+
+    async def load_scripts(self) -> None:
+        """Load the scripts on every primary ahead of the turns (start, readiness).
+
+        A script the server lacks makes redis-py retry it after a NOSCRIPT error; on
+        a cluster, many such retries at once on new connections sometimes fail inside
+        redis-py (8.1), so the turns should find the scripts already there."""
+        for script in [value for value in vars(self).values() if isinstance(value, AsyncScript)]:
+            await self._client.script_load(script.script)
 
     def task_keys(self, task_id: str) -> list[str]:
         """The task's keys: messages, meta, request markers (the scripts' KEYS order)."""
@@ -83,14 +135,9 @@ class RedisHistoryStore:
     async def load(self, task_id: str, limit: int) -> TaskHistory:
         messages_key, meta_key, _ = self.task_keys(task_id)
         # One round trip; only the tail is read, whatever the length of the list.
-        async with self._client.pipeline(transaction=True) as pipe:
-            if limit > 0:
-                pipe.lrange(messages_key, -limit, -1)
-            pipe.hget(meta_key, "summary")
-            pipe.llen(messages_key)
-            results = await pipe.execute()
-        encoded = results[0] if limit > 0 else []
-        summary, total = results[-2], results[-1]
+        encoded, summary, total = await self._load(
+            keys=[messages_key, meta_key], args=[max(limit, 0)]
+        )
         return TaskHistory(
             messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
             summary=_text(summary) if summary is not None else None,
@@ -232,20 +279,12 @@ class RedisHistoryStore:
             await pipe.execute()
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
-        key = self.pending_key(task_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.delete(key)
-            items, _ = await pipe.execute()
+        items = await self._take(keys=[self.pending_key(task_id)])
         return [orjson.loads(item) for item in items]
 
     async def hit(self, key: str, window_seconds: int) -> int:
         counter = f"{self.prefix}count:{key}"
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.incr(counter)
-            pipe.expire(counter, window_seconds, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+        return int(await self._hit(keys=[counter], args=[window_seconds]))
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         return bool(
@@ -260,9 +299,36 @@ class RedisHistoryStore:
             self._queue_expire(pipe, self.task_keys(task_id), ttl_seconds)
             await pipe.execute()
 
+    async def find_task_keys(self, task_id: str) -> list[str]:
+        # Every task has a request or messages key; SCAN visits every primary of a cluster.
+        pattern = f"{_glob(self.prefix)}{{*{_glob(task_id)}}}:*"
+        found: set[str] = set()
+        async for raw in self._client.scan_iter(match=pattern, count=1000):
+            key = _text(raw)
+            tag, _, suffix = key[len(self.prefix) + 1 :].rpartition("}:")
+            if suffix in ("msgs", "meta", "req") and names_task(tag, task_id):
+                found.add(tag)
+                if len(found) >= MAX_MATCHES:
+                    break
+        return sorted(found)
+
     async def ping(self) -> None:
-        if not await self._client.ping():
-            raise ConnectionError("redis did not answer PING")
+        """Readiness: a real write and read under the prefix (a script, as the turns use),
+        and a standalone client must not be talking to a cluster node."""
+        token = uuid.uuid4().hex
+        key = f"{self.prefix}{{ready}}:probe"
+        await self.load_scripts()  # a restarted or promoted node starts without them
+        if _text(await self._probe(keys=[key], args=[token]) or b"") != token:
+            raise ConnectionError("redis did not read back what the readiness probe wrote")
+        if not isinstance(self._client, RedisCluster):
+            try:
+                info = await self._client.info("cluster")
+            except ResponseError:
+                return  # INFO not granted: the proxy does not need it
+            if info.get("cluster_enabled"):
+                raise ResponseError(
+                    "MOVED: this Redis is a cluster node and the client is standalone"
+                )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -294,6 +360,11 @@ def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
         finish_reason=data.get("finish_reason"),
         completion_id=data.get("completion_id"),
     )
+
+
+def _glob(value: str) -> str:
+    """``value`` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in value)
 
 
 def _text(value: bytes | str) -> str:

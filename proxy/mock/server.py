@@ -178,6 +178,9 @@ class MockUpstream:
         routes.add_delete("/_mock/script", self._delete_script)
         routes.add_get("/_mock/requests", self._get_requests)
         routes.add_delete("/_mock/requests", self._delete_requests)
+        # Upstreams shaped otherwise (Azure's deployments, MiniMax's chatcompletion_v2):
+        # any other POST is a chat request too, recorded with its path and query.
+        routes.add_post("/{path:.+}", self._chat)
         return app
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -233,6 +236,7 @@ class MockUpstream:
         record = RecordedRequest(
             index, request.path, scenario, headers, body, behaviour, started_at, outcome, ended_at
         )
+        record.query = dict(request.query)
         self._requests.append(record)
         self._notify_change()
         return record

@@ -64,7 +64,8 @@ class CooldownBook:
 
     def share_through(self, client: redis.Redis, prefix: str) -> None:
         """Share cooldowns through Redis; call from a running event loop."""
-        self._redis, self._prefix = client, f"{prefix}upstream:"
+        # One hash tag: MGET and DEL span several keys, which a cluster keeps in one slot.
+        self._redis, self._prefix = client, f"{prefix}{{upstream}}:"
         self._sync = asyncio.ensure_future(self._sync_forever())
 
     async def close(self) -> None:

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
+from tests.redis_cluster import ThrowawayRedisCluster
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -47,8 +49,24 @@ async def redis_store(redis_client: redis.Redis) -> AsyncIterator[RedisHistorySt
         await redis_client.delete(*keys)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
+async def cluster_store(
+    redis_cluster: ThrowawayRedisCluster,
+) -> AsyncIterator[RedisHistoryStore]:
+    """The Redis store on a real 3-master cluster, through the cluster client."""
+    client = RedisCluster.from_url(redis_cluster.url)
+    prefix = f"proxytest:{uuid.uuid4().hex}:"
+    store = RedisHistoryStore(client, prefix=prefix, ttl_seconds=3600)
+    await store.load_scripts()  # as the app does on start
+    yield store
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    for key in keys:  # one by one: they live in many slots
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request: pytest.FixtureRequest) -> HistoryStore:
-    """Each implementation in turn; the contract tests run against both."""
+    """Each implementation in turn; the contract tests run against all of them."""
     implementation: HistoryStore = request.getfixturevalue(f"{request.param}_store")
     return implementation

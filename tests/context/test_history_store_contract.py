@@ -567,3 +567,19 @@ async def test_hit_counts_within_a_window(store) -> None:
     key = f"rate-{uuid.uuid4().hex[:8]}"
     assert [await store.hit(key, 60) for _ in range(3)] == [1, 2, 3]
     assert await store.hit(key + "-other", 60) == 1
+
+
+# Finding a task by the engine's bare TaskId (the admin API).
+
+
+async def test_find_task_keys_lists_the_apps_that_have_the_task(store: HistoryStore) -> None:
+    await commit(store, "app1:T-1", "r1", "q")
+    await commit(store, "app2:T-1", "r1", "q")
+    await commit(store, "T-1", "r1", "q")  # an engine that names no app
+    await commit(store, "app1:T-10", "r1", "q")  # a longer id with the same start
+    await store.push_pending("app3:T-1#metainfo", {"queued": "before any turn"})
+    await store.claim_request("app4:T-1", "r1")  # a turn in flight counts
+    assert await store.find_task_keys("T-1") == ["T-1", "app1:T-1", "app2:T-1", "app4:T-1"]
+    assert await store.find_task_keys("T-10") == ["app1:T-10"]
+    assert await store.find_task_keys("T-2") == []
+    assert await store.find_task_keys("T-*") == []  # a pattern is matched literally

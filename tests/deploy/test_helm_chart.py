@@ -427,7 +427,7 @@ def test_production_defaults_never_deploy_the_echo_model(
         ["config.keys[0].name=engine", "config.keys[0].key=plain-key"],
         ["autoscaling.targetCPUUtilizationPercentage=0"],
         ["securityContext.runAsNonRoot=false"],
-        ["redis.mode=cluster"],
+        ["redis.mode=clustered"],
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, args: list[str]) -> None:
@@ -566,6 +566,21 @@ def test_sentinel_env(rendered: dict[str, list[dict[str, Any]]]) -> None:
     }
     # Standalone renders carry no Sentinel variables.
     assert "PROXY_REDIS_SENTINELS" not in configmap(rendered["default"], "-env")["data"]
+
+
+def test_cluster_env(helm: Helm, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = helm.render(
+        "--set", "redis.mode=cluster", "--set", "redis.url=redis://redis-cluster:6379/0"
+    )
+    env = configmap(docs, "-env")["data"]
+    assert env["PROXY_REDIS_CLUSTER"] == "true"
+    assert env["PROXY_REDIS_URL"] == "redis://redis-cluster:6379/0"  # any node will do
+    assert "PROXY_REDIS_SENTINELS" not in env
+    # Without a URL in the values, the URL (maybe with its password) comes from the Secret.
+    secret_env = env_by_name(proxy_container(helm.render("--set", "redis.mode=cluster")))
+    assert secret_env["PROXY_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
+    # Standalone leaves the question to the proxy (INFO cluster on start).
+    assert "PROXY_REDIS_CLUSTER" not in configmap(rendered["default"], "-env")["data"]
 
 
 def test_plain_redis_url_goes_to_the_configmap(rendered: dict[str, list[dict[str, Any]]]) -> None:

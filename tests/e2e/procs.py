@@ -40,11 +40,11 @@ class ProxyProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ProxyProcess:
+    def start(self, timeout: float = 20) -> ProxyProcess:
         self.process = subprocess.Popen(
             self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"proxy exited: {self.process.stdout.read().decode()}")  # type: ignore[union-attr]
@@ -54,6 +54,7 @@ class ProxyProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()  # never leave it running behind the failed test
         raise RuntimeError("proxy did not start")
 
     def stop(self) -> None:

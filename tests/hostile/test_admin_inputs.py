@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.context.call import MAX_TASK_KEY
 from tests.hostile.conftest import (
     ADMIN,
     admin_client,
@@ -60,7 +61,7 @@ REFUSED_IDS = {
     "newline-at-end": "abc%0A",
     "escape": "%1B%5B31m",
     "delete": "a%7F",
-    "194-chars": "t" * 194,  # longer than any task key ("<64-char app>:<128-char task>")
+    "too-long": "t" * (MAX_TASK_KEY + 1),  # longer than any task key ("<app>:<task>")
     "10-kb": "t" * 10_240,
 }
 OPERATIONS = [
@@ -83,18 +84,23 @@ def test_task_ids_no_task_could_have_are_422(db_admin):
 
 
 def test_odd_but_valid_task_ids_work_end_to_end(db_admin):
+    app = {"app_id": "app-1"}  # a task with no turn yet is named with its app
     for name, (raw, task_id) in ACCEPTED_IDS.items():
         path = f"/admin/tasks/{raw}"
         assert_envelope(db_admin.get(path), 404)
-        assert db_admin.get(path + "/events").json() == [], name
-        assert db_admin.get(path + "/metrics").json() == [], name
-        assert db_admin.post(path + "/reset").status_code == 204, name
-        added = db_admin.post(path + "/messages", json={"content": "The caller is a VIP."})
+        assert_envelope(db_admin.post(path + "/metainfo", json={"metainfo": {"a": 1}}), 404)
+        assert db_admin.get(path + "/events", params=app).json() == [], name
+        assert db_admin.get(path + "/metrics", params=app).json() == [], name
+        assert db_admin.post(path + "/reset", params=app).status_code == 204, name
+        added = db_admin.post(
+            path + "/messages", params=app, json={"content": "The caller is a VIP."}
+        )
         assert added.status_code == 201, (name, added.text)
-        assert db_admin.post(path + "/metainfo", json={"metainfo": {"a": 1}}).status_code == 202
-        view = db_admin.get(path)
+        queued = db_admin.post(path + "/metainfo", params=app, json={"metainfo": {"a": 1}})
+        assert queued.status_code == 202
+        view = db_admin.get(path)  # the bare id now finds the one app that has it
         assert view.status_code == 200, (name, view.text)
-        assert view.json()["task_id"] == task_id
+        assert view.json()["task_id"] == f"app-1:{task_id}"
         assert [m["content"] for m in view.json()["messages"]] == ["The caller is a VIP."]
         transcript = view.json()["transcript"]  # the durable copy kept the message too
         assert [m["content"] for m in transcript] == ["The caller is a VIP."], name
@@ -108,7 +114,7 @@ NUL_BODIES = [
     ("POST", "/admin/profiles", {"name": "p", "filler_phrases": ["One moment\x00"]}),
     ("PUT", "/admin/routes/r", {"targets": [{"base_url": "https://x.example", "model": "m\x00"}]}),
     ("POST", "/admin/tools", {"name": "t", "description": "d\x00", "url": "https://x.example"}),
-    ("POST", "/admin/tasks/t/messages", {"content": "The caller\x00 is a VIP."}),
+    ("POST", "/admin/tasks/t/messages?app_id=app-1", {"content": "The caller\x00 is a VIP."}),
     ("POST", "/admin/knowledge-bases", {"name": "kb2", "description": "d\x00"}),
     ("POST", "/admin/knowledge-bases/kb/documents", {"source_id": "d", "content": "a\x00b"}),
     ("POST", "/admin/knowledge-bases/kb/documents", {"source_id": "d\x00", "content": "ab"}),

@@ -113,7 +113,7 @@ optional, what (for the error message). Fails when the Secret name is missing.
 {{- end }}
 {{- with .Values.redis }}
 {{- if .enabled }}
-{{- if and (eq .mode "standalone") (not .url) }}
+{{- if and (ne .mode "sentinel") (not .url) }}
 {{ include "voice-llm-proxy.secretEnv" (dict "root" $ "env" "PROXY_REDIS_URL" "secret" .existingSecret "key" .urlKey "what" "redis.urlKey") }}
 {{- end }}
 {{- if .passwordKey }}
