@@ -343,7 +343,10 @@ class ChatService:
         assert isinstance(history, TaskHistory)
         tracing.annotate_round(history.messages, history.total_messages)
         if call.request_id is not None:  # an earlier attempt's turn is replaced, not repeated
-            history.messages = [m for m in history.messages if m.request_id != call.request_id]
+            kept = [m for m in history.messages if m.request_id != call.request_id]
+            # The count places the window's block cuts: it must shrink with the list.
+            history.total_messages -= len(history.messages) - len(kept)
+            history.messages = kept
         parts = split_request(body["messages"])
         fixes = heard_cuts(parts.earlier, history.messages)
         if fixes:  # the engine's history says the user heard less than was stored
