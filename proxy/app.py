@@ -217,7 +217,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.transcripts.start()
-        state.usage = build_usage(settings, state.sessions, history, write_lock, state.spool)
+        state.store_guard = guard = StoreGuard(settings.redis_timeout_ms / 1000)
+        state.usage = build_usage(
+            settings, state.sessions, history, write_lock, state.spool, guard=guard
+        )
         state.budgets = state.usage.budgets
         await state.usage.writer.start()
         state.turn_logs = TurnLogWriter(
@@ -233,7 +236,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
-        state.store_guard = guard = StoreGuard(settings.redis_timeout_ms / 1000)
         counter = TokenCounter()
         writer = TurnWriter(
             history,

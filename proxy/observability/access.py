@@ -27,7 +27,6 @@ CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 REQUEST_ID_HEADERS = (b"x-request-id", b"x-rquest-id")
 USABLE_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")  # printable, no spaces: safe in a header
 MAX_LOGGED = 128  # characters of a header value in a log line
-LOGGABLE = re.compile(rb"^[\x21-\x7e]+$")
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -40,12 +39,17 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """A header value for the log: printable ASCII only (a refused request's raw header
-    may hold anything the HTTP parser lets through: spaces, UTF-8, latin-1)."""
+    """A header's value for the log line, only if it is a plain id: a value the proxy
+    refuses or drops (control characters, spaces, non-ASCII, too long) is never logged."""
     for key, value in headers:
         if key == name:
-            return value.decode("ascii")[:MAX_LOGGED] if LOGGABLE.match(value) else "<invalid>"
+            return value.decode() if USABLE_ID.match(value) else None
     return None
+
+
+def _path(path: str) -> str:
+    printable = "".join(ch if " " < ch < "\x7f" else "?" for ch in path[: MAX_LOGGED * 2])
+    return printable
 
 
 class AccessMiddleware:
@@ -107,7 +111,7 @@ class AccessMiddleware:
         caller = (scope.get("state") or {}).get("caller")
         line: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"][:256],
+            "path": _path(scope["path"]),
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "request_id": request_id,

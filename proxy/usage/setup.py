@@ -30,6 +30,7 @@ def build_usage(
     history: HistoryStore,
     write_lock: asyncio.Lock | None,
     spool: Spool | None = None,
+    guard: StoreGuard | None = None,
 ) -> UsageRecorder:
     writer = UsageWriter(
         sessions,
@@ -39,6 +40,7 @@ def build_usage(
         write_lock=write_lock,
         spool=spool,
     )
-    guard = StoreGuard(settings.redis_timeout_ms / 1000)
+    # The app's guard, so that its configuration faults are counted and reported too.
+    guard = guard or StoreGuard(settings.redis_timeout_ms / 1000)
     budgets = BudgetGate(budget_counters(history), settings.app_budgets, guard)
     return UsageRecorder(writer, PriceTable(settings.prices), budgets)

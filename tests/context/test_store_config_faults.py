@@ -45,10 +45,10 @@ def nonzero(counts: dict[str, float]) -> dict[str, float]:
     ("keys", "commands", "refused_per_turn"),
     [
         # An ACL written for another prefix: every call is refused (claim, history,
-        # meta.info queue).
-        (["~elsewhere:*"], ["+@all"], 3),
-        # Reads and writes allowed, scripts not: PING, GET and SET work, and every call
-        # of a turn (all scripts) is refused.
+        # meta.info queue, usage counters).
+        (["~elsewhere:*"], ["+@all"], 4),
+        # Reads and writes allowed, scripts not: PING, GET and SET work, and every
+        # script of a turn is refused (claim, history, meta.info queue).
         (None, ["+@all", "-@scripting"], 3),
     ],
     ids=["keys-of-another-prefix", "no-scripting"],

@@ -11,14 +11,16 @@ counts every refused call.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 import redis
 
-from tests.context.engine_calls import SYSTEM, assistant, say, task_key, user
+from tests.context.engine_calls import APP_ID, SYSTEM, assistant, say, task_key, user
 from tests.e2e.procs import ProxyProcess
 from tests.redis_cluster import ThrowawayRedisCluster
 
@@ -53,6 +55,8 @@ def start_proxy(mock, cluster, prefix, tmp_path, **env: str) -> ProxyProcess:
             "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/proxy.db",
             # A loaded CI machine must not turn a slow call into a turn without history.
             "PROXY_REDIS_TIMEOUT_MS": "3000",
+            "PROXY_UPSTREAM_CONNECT_TIMEOUT": "30",
+            "PROXY_UPSTREAM_FIRST_TOKEN_TIMEOUT": "30",
             **env,
         }
     ).start(timeout=60)  # a loaded CI machine takes its time to import the proxy
@@ -130,29 +134,36 @@ def test_a_standalone_client_on_a_cluster_is_reported_not_silent(
     process = start_proxy(
         mock, redis_cluster, cluster_prefix, tmp_path, PROXY_REDIS_CLUSTER="false"
     )
+    # The node the proxy was given owns some tasks; the others answer MOVED.
+    node = f"127.0.0.1:{redis_cluster.ports[0]}"
+    history_keys = {t: f"{cluster_prefix}{{{task_key(t)}}}:msgs" for t in tasks}
+    queue_keys = {t: f"{cluster_prefix}{{{task_key(t)}#metainfo}}:pending" for t in tasks}
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    budget_key = f"{cluster_prefix}budget:app:{APP_ID}:{today}"  # the app's usage counter
+    owner = masters_of(redis_cluster, [*history_keys.values(), *queue_keys.values(), budget_key])
+    local = [t for t in tasks if owner[history_keys[t]] == node]
+    moved = [t for t in tasks if t not in local]
+    # Per turn of a task elsewhere: the claim and the history load; the meta.info queue
+    # and the usage counter have slots of their own.
+    expected = TURNS * (2 * len(moved) + sum(owner[queue_keys[t]] != node for t in tasks))
+    expected += TURNS * TASKS * (owner[budget_key] != node)
     try:
         seen = converse(Replica(process), mock, tasks)
         faults = config_faults(process)
+        deadline = time.monotonic() + 10  # usage counters are charged in the background
+        while faults["MOVED"] < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+            faults = config_faults(process)
         ready = httpx.get(process.url + "/readyz", timeout=5)
     finally:
         process.stop()
     output = process.process.stdout.read().decode()  # type: ignore[union-attr]
 
-    # The node the proxy was given owns some tasks; the others answer MOVED.
-    node = f"127.0.0.1:{redis_cluster.ports[0]}"
-    history_keys = {t: f"{cluster_prefix}{{{task_key(t)}}}:msgs" for t in tasks}
-    queue_keys = {t: f"{cluster_prefix}{{{task_key(t)}#metainfo}}:pending" for t in tasks}
-    owner = masters_of(redis_cluster, [*history_keys.values(), *queue_keys.values()])
-    local = [t for t in tasks if owner[history_keys[t]] == node]
-    moved = [t for t in tasks if t not in local]
     assert 0 < len(local) < TASKS
     for task in local:
         assert seen[task] == [full_history(task, turn) for turn in range(TURNS)], task
     for task in moved:  # answered, but without their history
         assert seen[task] == [[SYSTEM, user(f"{task} question {n}")] for n in range(TURNS)]
-    # Per turn of a task elsewhere: the claim and the history load; the meta.info queue
-    # key has its own slot.
-    expected = TURNS * (2 * len(moved) + sum(owner[queue_keys[t]] != node for t in tasks))
     assert faults["MOVED"] == expected
     assert ready.status_code == 503
     assert ready.json()["checks"]["history"].startswith("MOVED: Redis is a cluster")
