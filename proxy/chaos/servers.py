@@ -172,7 +172,7 @@ def kill9(child: Child) -> None:
     child.proc.wait(10)
 
 
-def sigterm(child: Child, timeout: float = 30) -> int:
+def sigterm(child: Child, timeout: float = 90) -> int:
     """SIGTERM the replica and wait for its graceful exit; its exit status."""
     os.killpg(child.proc.pid, signal.SIGTERM)
     return child.proc.wait(timeout)

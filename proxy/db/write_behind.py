@@ -42,6 +42,9 @@ from proxy.db.spool import Spool
 REFUSAL_LOG_INTERVAL = 10.0  # seconds; at most REFUSAL_LOG_BURST lines per interval
 REFUSAL_LOG_BURST = 50
 DEFAULT_SPOOL_MAX_ITEMS = 1_000_000  # on disk; each item is one turn or one callback
+# With a spool, stopping loses nothing: a shutdown waits this long at most for the
+# database (several queues close one after the other within the orchestrator's grace).
+SPOOLED_CLOSE_SECONDS = 2.0
 
 
 class Record(Protocol):
@@ -239,7 +242,9 @@ class WriteBehindQueue(Generic[Item]):
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Stop the writer once what is queued is written (retrying within ``timeout``).
 
-        With a spool, what is left stays on disk for the next start."""
+        With a spool, what is left stays on disk for the next start, so the wait is short."""
+        if self.spool is not None:
+            timeout = min(timeout, SPOOLED_CLOSE_SECONDS)
         self._closed = True
         self._kick.set()
         self._has_items.set()
