@@ -29,7 +29,7 @@ from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
-from proxy.db.spool import Spool, spool_directory
+from proxy.db.spool import Spool, SpoolError, spool_directory
 from proxy.db.transcript import TranscriptWriter
 from proxy.knowledge.service import build_knowledge
 from proxy.metrics import ProxyMetrics
@@ -96,7 +96,11 @@ def _open_spool(settings: Settings) -> Spool | None:
             "taken yet are kept in memory only (lost if the process stops)"
         )
         return None
-    return Spool(directory, fsync=settings.spool_fsync).open()
+    try:
+        return Spool(directory, fsync=settings.spool_fsync).open()
+    except SpoolError as exc:
+        log.error("%s: set PROXY_SPOOL_DIR to a writable directory", exc)
+        raise
 
 
 def _expose_error_counters(state: Any) -> None:

@@ -10,6 +10,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from proxy.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -24,7 +26,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def create_app_from_env() -> Any:
+def create_app_from_env() -> FastAPI:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
     from proxy.logs import configure_logging

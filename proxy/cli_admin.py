@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -79,7 +79,11 @@ def _run(prog: str, command: Command, args: argparse.Namespace) -> int:
     return 0
 
 
-def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+Model = TypeVar("Model", bound=BaseModel)
+Actions = argparse._SubParsersAction  # what add_subparsers returns (argparse names it so)
+
+
+def _validated(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -100,7 +104,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+def _parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, Actions[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     return parser, parser.add_subparsers(dest="action", required=True)
 
@@ -121,6 +127,8 @@ async def _keys_create(settings: Settings, sessions: Sessions, args: argparse.Na
             "allow_profile_override": args.allow_profile_override,
             "app_id": args.app_id,
             "rate_limit_per_minute": args.rate_limit,
+            "max_tokens_per_day": args.max_tokens_per_day,
+            "max_cost_per_day": args.max_cost_per_day,
             "expires_at": args.expires_at,
         },
     )
@@ -161,6 +169,8 @@ def keys_main(argv: list[str] | None = None) -> int:
     create.add_argument("--allow-profile-override", action="store_true")
     create.add_argument("--app-id", help="TRTC SdkAppId (tenant) the key may act for")
     create.add_argument("--rate-limit", type=int, help="requests per minute")
+    create.add_argument("--max-tokens-per-day", type=int, help="daily token budget")
+    create.add_argument("--max-cost-per-day", type=float, help="daily cost budget")
     create.add_argument("--expires-at", help="ISO 8601 date-time (naive = UTC)")
     create.add_argument("--json", action="store_true")
     listing = actions.add_parser("list", help="list keys (never the keys themselves)")

@@ -37,6 +37,8 @@ DEFAULT_CONNECT_TIMEOUT = 1.0
 DEFAULT_FIRST_TOKEN_TIMEOUT = 1.5
 DEFAULT_FIRST_TOKEN_BUDGET_MS = 2500
 DEFAULT_COOLDOWN_SECONDS = 10.0
+# Who gets meta.info events: TRTC engine calls (X-Sdk-App-Id / X-Room-Id), every task, none.
+MetaInfoEvents = Literal["engine", "always", "never"]
 
 
 class UpstreamTarget(BaseModel):
@@ -60,6 +62,29 @@ class UpstreamTarget(BaseModel):
         gt=0,
         description="Non-streaming: the whole answer within this; unset: first_token_timeout.",
     )
+    # The request's shape for this upstream (proxy.upstream.shape).
+    path: str = Field(default="/chat/completions", description="Appended to base_url.")
+    auth_header: str = Field(
+        default="Authorization",
+        description="Header carrying the key: 'Authorization' sends 'Bearer <key>', any "
+        "other name (Azure's 'api-key') the bare key.",
+    )
+    query: dict[str, str] = Field(default_factory=dict, description="Added to the URL.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra headers; '${VAR}' in a value is read from the environment.",
+    )
+    drop_params: list[str] = Field(
+        default_factory=list, description="Body fields never sent to this upstream."
+    )
+    forward_metainfo: bool = Field(
+        default=False, description="Send the engine's MetaInfo object on to this upstream."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _leading_slash(cls, value: str) -> str:
+        return value if value.startswith("/") else "/" + value
 
     @field_validator("base_url")
     @classmethod
@@ -135,6 +160,9 @@ class ProfileSpec(BaseModel):
     fast_first_words_ms: int | None = Field(
         default=None, ge=50, description="Speak a filler phrase if the first token is this late."
     )
+    meta_info_events: MetaInfoEvents | None = Field(
+        default=None, description="Overrides PROXY_META_INFO_EVENTS for this profile."
+    )
 
 
 class KeySpec(BaseModel):
@@ -149,6 +177,7 @@ class KeySpec(BaseModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     max_tokens_per_day: int | None = Field(default=None, ge=1)
     max_cost_per_day: float | None = Field(default=None, gt=0)
+    meta_info_events: MetaInfoEvents | None = None  # overrides PROXY_META_INFO_EVENTS
 
     @model_validator(mode="after")
     def _one_source(self) -> KeySpec:
@@ -244,9 +273,10 @@ class Settings(BaseSettings):
     retrieval_context_turns: int = Field(
         default=1, ge=0, description="Earlier user turns added to the retrieval query."
     )
-    meta_info_events: Literal["engine", "always", "never"] = Field(
+    meta_info_events: MetaInfoEvents = Field(
         default="engine",
-        description="Send proxy meta.info events: to engine calls (X-Task-Id), always, never.",
+        description="Who gets meta.info events: 'engine' = TRTC engine calls (X-Sdk-App-Id "
+        "or X-Room-Id), 'always' = every call with a task, 'never'.",
     )
     tool_max_steps: int = Field(default=4, ge=1, le=16, description="Model calls per turn.")
 

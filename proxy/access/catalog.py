@@ -43,6 +43,7 @@ class Caller:
     expires_at: datetime | None = None
     max_tokens_per_day: int | None = None  # daily budgets (proxy.usage.budgets)
     max_cost_per_day: float | None = None
+    meta_info_events: str | None = None  # overrides PROXY_META_INFO_EVENTS
 
 
 ANONYMOUS = Caller(name="anonymous", origin="anonymous")
@@ -102,6 +103,7 @@ class Catalog:
                 rate_limit_per_minute=spec.rate_limit_per_minute,
                 max_tokens_per_day=spec.max_tokens_per_day,
                 max_cost_per_day=spec.max_cost_per_day,
+                meta_info_events=spec.meta_info_events,
             )
         return keys
 
@@ -133,6 +135,7 @@ class Catalog:
                 expires_at=key.expires_at,
                 max_tokens_per_day=key.max_tokens_per_day,
                 max_cost_per_day=key.max_cost_per_day,
+                meta_info_events=key.meta_info_events,
             )
             for key in keys
         }

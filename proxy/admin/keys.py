@@ -45,6 +45,7 @@ class KeyAdmin:
                 rate_limit_per_minute=body.rate_limit_per_minute,
                 max_tokens_per_day=body.max_tokens_per_day,
                 max_cost_per_day=body.max_cost_per_day,
+                meta_info_events=body.meta_info_events,
                 expires_at=body.expires_at,
             )
             created = KeyCreated(**KeyOut.from_row(key).model_dump(), key=plain)

@@ -9,8 +9,8 @@ envelopes, the CLI prints their message on one line.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from proxy.errors import Conflict, ServiceUnavailable
+from proxy.errors import Conflict, InvalidRequest, ServiceUnavailable
 from proxy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,22 @@ DATABASE_UNAVAILABLE = "the database is unavailable or not migrated (run `proxy 
 
 async def _nothing_to_refresh() -> None:
     return None
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Database failures as the error tree: a conflict with stored data is 409, data the
+    database cannot store (SQLSTATE class 22, e.g. a NUL in PostgreSQL text) 422, and an
+    unreachable or unmigrated database 503."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
+    except (DBAPIError, PoolTimeout, OSError) as exc:
+        if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "sqlstate", ""))[:2] == "22":
+            raise InvalidRequest("the database cannot store this text", status=422) from exc
+        log.error("admin: database error: %r", exc)
+        raise ServiceUnavailable(DATABASE_UNAVAILABLE) from exc
 
 
 def read_only(kind: str, name: str) -> Conflict:
@@ -54,16 +70,11 @@ class AdminStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One session and transaction; database failures leave as Conflict /
-        ServiceUnavailable (409 / 503), never as internal errors."""
-        try:
+        """One session and transaction; database failures leave as ``database_errors``
+        says, never as internal errors."""
+        with database_errors():
             async with self.sessions() as session, session.begin():
                 yield session
-        except IntegrityError as exc:
-            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
-        except (DBAPIError, PoolTimeout, OSError) as exc:
-            log.error("admin: database error: %r", exc)
-            raise ServiceUnavailable(DATABASE_UNAVAILABLE) from exc
 
     def declared_in_config(self, kind: ConfigKind, name: str) -> bool:
         """Whether a key / profile / route comes from the configuration (read-only here)."""

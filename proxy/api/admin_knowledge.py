@@ -7,18 +7,16 @@ retrieval index at once; other replicas reload a changed base when they next pol
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from proxy.admin.store import database_errors
 from proxy.api.chat import read_body
-from proxy.errors import BodyTooLarge, Conflict, InvalidRequest, ServiceUnavailable
+from proxy.errors import BodyTooLarge, InvalidRequest, ServiceUnavailable
 from proxy.knowledge.errors import DocumentNotFound, KnowledgeBaseNotFound
 from proxy.knowledge.ingest import IngestService
 from proxy.knowledge.retrieval import Retriever
@@ -34,7 +32,6 @@ from proxy.knowledge.schemas import (
     SearchOut,
 )
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["knowledge"])
 
 T = TypeVar("T")
@@ -57,19 +54,9 @@ def _retriever(request: Request) -> Retriever:
 
 
 async def _stored(operation: Awaitable[T]) -> T:
-    """A database call; failures leave as 409 / 503, not as internal errors."""
-    try:
+    """A database call; failures leave as 409 / 422 / 503, not as internal errors."""
+    with database_errors():
         return await operation
-    except IntegrityError as exc:
-        raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
-    except (DBAPIError, PoolTimeout, OSError) as exc:
-        if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "sqlstate", ""))[:2] == "22":
-            # SQLSTATE class 22: the data itself (PostgreSQL stores no NUL in text), not an outage
-            raise InvalidRequest("the database cannot store this text", status=422) from exc
-        log.error("admin API: database error: %r", exc)
-        raise ServiceUnavailable(
-            "the database is unavailable or not migrated (run `proxy migrate`)"
-        ) from exc
 
 
 # Knowledge bases.

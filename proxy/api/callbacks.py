@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 
 from proxy.api.chat import read_body
 from proxy.api.deps import SettingsDep
-from proxy.context.call import task_key, valid_app_id, valid_task_id
+from proxy.context.call import MAX_TASK_ID, task_key, valid_app_id
 from proxy.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
 from proxy.settings import Settings
 from proxy.voice.events import MalformedEvent, parse_event
@@ -62,10 +62,11 @@ async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, in
         raise InvalidRequest("the callback body is not valid JSON") from None
     except MalformedEvent as exc:
         raise InvalidRequest(str(exc)) from None
-    if ":" in event.task_id or not valid_task_id(event.task_id):
+    task_id = event.task_id
+    # Liberal (any printable text, as JSON can carry it) but never a ':' (a task key).
+    if ":" in task_id or not task_id.isprintable() or len(task_id) > MAX_TASK_ID:
         raise InvalidRequest(
-            "TaskId must be printable ASCII without spaces or ':', at most 256 characters",
-            param="TaskId",
+            "TaskId must be printable, without ':', at most 256 characters", param="TaskId"
         )
     event = replace(event, task_id=task_key(app_id, event.task_id))
     await request.app.state.callbacks.handle(event, app_id)

@@ -20,6 +20,8 @@ from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
 from proxy.context.call import CallContext
+from proxy.engines.adapt import adapt_request
+from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
 from proxy.observability import tracing, turnlog
 from proxy.usage import recorder as usage
@@ -98,7 +100,10 @@ async def handle_chat(request: Request) -> Response:
     try:
         call = CallContext.from_headers(request.headers).for_tenant(caller.app_id)
         body = parse_body(await read_body(request, state.settings.max_body_bytes))
+        engine = adapt_request(body)  # an engine's own fields never reach the upstream
+        body, call = engine.body, engine.applied_to(call, caller.meta_info_events)
         body, profile = select_profile(body, caller, state.catalog)
+        profile = with_variables(profile, engine.variables)
         await state.rate_limiter.check(caller)
         await state.budgets.check(caller, call.app_id)
         count.model = str(body["model"])

@@ -59,6 +59,7 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
     setup = RetellCall(call, profile, settings.retell_model, begin)
     count = RequestCount(state.metrics.requests, "/retell/llm-websocket")
     count.model = setup.model
+    usage.bind(state.usage, usage.owner_for(caller, setup.call, setup.model))  # every turn
     await websocket.accept()
     lock = asyncio.Lock()  # the stream and the receive loop both send
 

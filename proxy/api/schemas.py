@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.context.call import APP_ID_PATTERN
 from proxy.db.models import ApiKey, Profile, Route
-from proxy.settings import HistoryPolicy, KeySpec, ModelRoute, ProfileSpec
+from proxy.settings import HistoryPolicy, KeySpec, MetaInfoEvents, ModelRoute, ProfileSpec
 
 Origin = Literal["database", "config"]
 CONFIG_KEY_PREFIX = "config:"  # config-declared keys have no database id
@@ -95,10 +95,20 @@ class KeyCreate(StoredIn):
         pattern=APP_ID_PATTERN,  # no ":" (it separates the app from the task in a task key)
         description="The TRTC SdkAppId (tenant) it may act for.",
     )
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
-    max_tokens_per_day: int | None = Field(default=None, ge=1, description="Daily token budget.")
+    # Bounded by the columns that hold them (PostgreSQL INTEGER / BIGINT / DOUBLE).
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_tokens_per_day: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="Daily token budget."
+    )
     max_cost_per_day: float | None = Field(
-        default=None, gt=0, description="Daily cost budget, in the price table's currency."
+        default=None,
+        gt=0,
+        le=1e15,
+        allow_inf_nan=False,
+        description="Daily cost budget, in the price table's currency.",
+    )
+    meta_info_events: MetaInfoEvents | None = Field(
+        default=None, description="Overrides PROXY_META_INFO_EVENTS for this key's calls."
     )
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
 
@@ -123,6 +133,7 @@ class KeyOut(_Out):
     rate_limit_per_minute: int | None = None
     max_tokens_per_day: int | None = None
     max_cost_per_day: float | None = None
+    meta_info_events: str | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     created_at: datetime | None = None
@@ -142,6 +153,7 @@ class KeyOut(_Out):
             rate_limit_per_minute=key.rate_limit_per_minute,
             max_tokens_per_day=key.max_tokens_per_day,
             max_cost_per_day=key.max_cost_per_day,
+            meta_info_events=key.meta_info_events,
             expires_at=expires_at,
             revoked_at=key.revoked_at,
             created_at=key.created_at,
@@ -161,6 +173,7 @@ class KeyOut(_Out):
             rate_limit_per_minute=spec.rate_limit_per_minute,
             max_tokens_per_day=spec.max_tokens_per_day,
             max_cost_per_day=spec.max_cost_per_day,
+            meta_info_events=spec.meta_info_events,
             active=True,
             origin="config",
         )
@@ -228,6 +241,16 @@ class RouteTargetOut(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)
     first_token_timeout: float = Field(default=10.0, gt=0)
     total_timeout: float = Field(default=300.0, gt=0)
+    path: str = Field(default="/chat/completions", description="Appended to base_url.")
+    auth_header: str = Field(
+        default="Authorization", description="'Authorization' (Bearer) or a bare-key header."
+    )
+    query: dict[str, str] = Field(default_factory=dict, description="Added to the URL.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers; '${VAR}' comes from the environment."
+    )
+    drop_params: list[str] = Field(default_factory=list, description="Never sent upstream.")
+    forward_metainfo: bool = Field(default=False, description="Send the engine's MetaInfo.")
 
 
 class RouteTargetIn(RouteTargetOut):

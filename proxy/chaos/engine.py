@@ -167,16 +167,17 @@ async def run_sessions(
     urls_for: Any,
     *,
     pause: float = 0.0,
+    label: str = "turn",
 ) -> None:
     """Every session plays ``turns`` turns in order; sessions run concurrently.
-    ``urls_for(session, n)`` says which replicas a turn tries, in order."""
+    ``urls_for(session, n)`` says which replicas a turn tries, in order. ``label`` keeps
+    the texts and request ids of different rounds apart."""
 
     async def play(session: Session) -> None:
         for n in range(turns):
-            text = f"{session.task_id} turn {n}"
-            ok = await chat_turn(
-                http, urls_for(session, n), session.task_id, f"{session.task_id}-r{n}", text
-            )
+            text = f"{session.task_id} {label} {n}"
+            request_id = f"{session.task_id}-{label}-{n}"
+            ok = await chat_turn(http, urls_for(session, n), session.task_id, request_id, text)
             (session.answered if ok else session.failed).append(text)
             if pause:
                 await asyncio.sleep(pause)

@@ -2,8 +2,16 @@
 
 In a stream it is an extra SSE event the engine pushes to the room as a type-10002
 message; a non-streaming reply carries the same object as a top-level ``metainfo``.
+The event is chunk-shaped, so that strict OpenAI clients (which skip a chunk with no
+choices) survive it:
 
-    data: {"id": "chatcmpl-123", "type": "meta.info", "created": 1694268190, "metainfo": {...}}
+    data: {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+           "model": "...", "choices": [], "type": "meta.info", "metainfo": {...}}
+
+Who gets the events is ``PROXY_META_INFO_EVENTS`` (a profile or a caller key may
+override it): ``engine`` = calls identified as the TRTC engine (``X-Sdk-App-Id`` or
+``X-Room-Id``), ``always`` = every call with a task, ``never``. meta.info from the
+upstream follows the same rule.
 
 Operators queue values for a task through the admin API; they go out with the
 task's next reply. The queue lives in the history store under its own key.
@@ -14,25 +22,58 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from proxy.chat.sse import json_frame
+from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
 from proxy.observability import turnlog
 
 QUEUE_SUFFIX = "#metainfo"
+MARKER = b'"meta.info"'  # a cheap test before decoding an upstream event
 
 
-def meta_info_event(completion_id: str, metainfo: dict[str, Any]) -> dict[str, Any]:
+def wants_meta_info(default_mode: str, call: CallContext, profile_mode: str | None) -> bool:
+    """Whether this call gets meta.info events (the profile's setting wins, then the key's)."""
+    mode = profile_mode or call.meta_info_events or default_mode
+    if mode == "never" or call.task_id is None:
+        return False
+    return mode == "always" or call.engine == "trtc"
+
+
+def meta_info_event(
+    completion_id: str, metainfo: dict[str, Any], model: str | None = None
+) -> dict[str, Any]:
     return {
         "id": completion_id,
-        "type": "meta.info",
+        "object": "chat.completion.chunk",
         "created": int(time.time()),
+        "model": model or "",
+        "choices": [],
+        "type": "meta.info",
         "metainfo": metainfo,
     }
 
 
-def meta_info_frame(completion_id: str, metainfo: dict[str, Any]) -> bytes:
+def meta_info_frame(
+    completion_id: str, metainfo: dict[str, Any], model: str | None = None
+) -> bytes:
     turnlog.meta_sent(metainfo)  # the console's timeline shows what the client app got
-    return json_frame(meta_info_event(completion_id, metainfo))
+    return json_frame(meta_info_event(completion_id, metainfo, model))
+
+
+def upstream_meta_info(payload: bytes) -> dict[str, Any] | None:
+    """The ``metainfo`` of an upstream meta.info event; None for any other event."""
+    if MARKER not in payload:
+        return None
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("type") != "meta.info":
+        return None
+    metainfo = event.get("metainfo")
+    return metainfo if isinstance(metainfo, dict) else {}
 
 
 def merge(items: list[dict[str, Any]]) -> dict[str, Any]:

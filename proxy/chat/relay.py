@@ -4,23 +4,27 @@ Each upstream event is passed on as it arrives (all the events of one network re
 one write, never waiting for more). The relay keeps what the caller received so that
 a reply cut short is recorded as it was heard.
 
-When the agent's profile has tools (and the caller did not send its own), tool calls
-never reach the caller: a short filler is spoken while the proxy runs the calls (in
-parallel), feeds the results back and streams the model's next step, up to a limit.
+When the agent's profile has tools, calls of them never reach the caller: a short filler
+is spoken while the proxy runs the calls (in parallel), feeds the results back and
+streams the model's next step, up to a limit. Calls of the caller's own tools are handed
+back to it as an ordinary tool-call reply. Segments (filler, the words before and after
+a tool call) are joined as sentences (``proxy.chat.joins``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.chat.meta import meta_info_frame
+import orjson
+
+from proxy.chat.joins import separator, speakable
+from proxy.chat.meta import meta_info_frame, upstream_meta_info
 from proxy.chat.reply import ReplyAccumulator
 from proxy.chat.sse import DONE_FRAME, chunk_event, error_frame, frame, json_frame
 from proxy.chat.turns import PendingTurn, TurnWriter
@@ -28,29 +32,16 @@ from proxy.context.history import StoredMessage
 from proxy.errors import UpstreamError
 from proxy.metrics import ProxyMetrics
 from proxy.observability import turnlog
+from proxy.tools.belt import ToolBelt
+from proxy.tools.steps import handed_back, next_body, run_step
 from proxy.upstream.routes import CompletionStream
+from proxy.upstream.sse import DONE
 from proxy.upstream.usage import UpstreamUsage
 from proxy.usage.recorder import report as report_usage
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILLER = "One moment, let me check."
-
-
-@dataclass(slots=True)
-class ToolBelt:
-    """The profile's server-side tools for one request."""
-
-    specs: dict[str, Any]  # name -> proxy.tools.registry.ToolSpec
-    runner: Any  # proxy.tools.runner.ToolRunner
-    fillers: list[str] = field(default_factory=list)  # the profile's phrases
-    max_steps: int = 4
-
-    def filler_for(self, tool_name: str | None) -> str:
-        spec = self.specs.get(tool_name or "")
-        if spec is not None and spec.filler:
-            return str(spec.filler)
-        return random.choice(self.fillers) if self.fillers else DEFAULT_FILLER
+__all__ = ["RelayPlan", "StreamRelay", "ToolBelt"]
 
 
 @dataclass(slots=True)
@@ -84,6 +75,10 @@ class StreamRelay:
         self._said_anything = False  # any text reached the caller during this turn
         self._produced: list[StoredMessage] = []  # finished tool steps of this turn
         self._step_text: list[str] = []  # text of the current step that reached the caller
+        self._model: str | None = plan.model
+        self._tail = ""  # the last text that reached the caller (for joins)
+        self._join_next = False  # the next text starts a new segment
+        self._handed_back: list[dict[str, Any]] = []  # the caller's tool calls, passed on
         self._usages: list[UpstreamUsage] = []  # one per model call of this turn
         # Usage is always asked of the upstream (prompt cache figures); the caller gets
         # the usage chunk only if it asked for it too.
@@ -96,38 +91,52 @@ class StreamRelay:
         stream: CompletionStream | None = None
         reply = ReplyAccumulator()
         try:
-            if plan.emit_meta and plan.meta:
-                yield b"".join(meta_info_frame(self._completion_id, m) for m in plan.meta)
-            if plan.opening_filler:
-                yield self._speak(plan.opening_filler)
-                self._step_text.append(plan.opening_filler)
-                self._said_anything = True
+            if plan.opening_filler:  # the upstream has not answered yet: our own id
+                if plan.emit_meta and plan.meta:
+                    yield self._meta_frames(plan.meta)
+                filler = speakable(plan.opening_filler)
+                yield self._speak(filler)
+                self._said(filler)
+                self._join_next = True
             stream = await self._first()
+            if not plan.opening_filler:
+                self._adopt_ids(stream.first_events)
+                if plan.emit_meta and plan.meta:
+                    yield self._meta_frames(plan.meta)
             body = plan.body
-            for step in range(plan.tools.max_steps if plan.tools else 1):
+            belt = plan.tools
+            for step in range(belt.max_steps if belt else 1):
                 reply = ReplyAccumulator()
                 async for out in self._relay_step(stream, reply, step == 0):
                     yield out
                 stream.close()
                 calls = [reply.tool_calls[i] for i in sorted(reply.tool_calls)]
-                if plan.tools is None or not calls or step + 1 == plan.tools.max_steps:
+                if belt is not None and calls:
+                    self._handed_back = handed_back(belt, calls)
+                    if self._handed_back:  # the caller's tools: the reply is theirs to act on
+                        yield self._tool_call_frames(self._handed_back)
+                        break
+                if belt is None or not calls or step + 1 == belt.max_steps:
                     break  # an answer, or the step limit: what was said is the reply
-                results_frames, body = await self._run_tools(body, calls, step, reply)
+                results_frames, body = await self._run_tools(body, calls, step)
                 if results_frames:
                     yield results_frames
                 stream = await self._open_next(body)
             final = StoredMessage(
                 role="assistant",
-                content="".join(self._step_text),
+                content=self._segment_text(),
                 request_id=plan.turn.call.request_id if plan.turn else None,
             )
-            if plan.tools is None and reply.tool_calls:  # pass-through tools: keep the calls
+            if self._handed_back:
+                final.tool_calls = self._handed_back
+                final.content = final.content or None
+            elif plan.tools is None and reply.tool_calls:  # pass-through tools: keep the calls
                 final = reply.assistant_message(final.request_id)
-                final.content = "".join(self._step_text) or final.content
+                final.content = self._segment_text() or final.content
             finished = True
             if plan.turn is not None:
                 answer = reply.answer()
-                answer.content = "".join(self._step_text)
+                answer.content = self._segment_text()
                 # Shielded: a caller leaving now must not cancel the write of what it heard.
                 await asyncio.shield(
                     self._writer.finished(plan.turn, [*self._produced, final], answer)
@@ -148,7 +157,7 @@ class StreamRelay:
     async def _relay_step(
         self, stream: CompletionStream, reply: ReplyAccumulator, first_step: bool
     ) -> AsyncIterator[bytes]:
-        hide_tools = self.plan.tools is not None
+        belt = self.plan.tools
         metrics = self._metrics
         last_at: float | None = None
         batch: list[bytes] | None = stream.first_events
@@ -165,30 +174,41 @@ class StreamRelay:
             out: list[bytes] = []
             texts: list[str] = []
             for payload in batch:
+                metainfo = upstream_meta_info(payload)
+                if metainfo is not None:  # the upstream's meta.info: same rule as ours
+                    if self.plan.emit_meta:
+                        out.append(self._meta_frames([metainfo]))
+                    continue
                 calls_before = len(reply.tool_calls)
                 text = reply.feed(payload)
                 if reply.done or reply.error is not None:
                     break
                 if reply.usage_only and not self._forward_usage:
                     continue
-                if hide_tools and (reply.tool_calls or reply.finish_reason == "tool_calls"):
+                if belt is not None and (reply.tool_calls or reply.finish_reason == "tool_calls"):
                     if len(reply.tool_calls) > calls_before and not (self._said_anything or texts):
                         name = reply.tool_calls[min(reply.tool_calls)]["function"]["name"]
-                        filler = self.plan.tools.filler_for(name) if self.plan.tools else ""
-                        out.append(self._speak(filler))
-                        texts.append(filler)
+                        if belt.runs(name):  # a server-side tool: say something meanwhile
+                            filler = self._joined(belt.filler_for(name), texts)
+                            out.append(self._speak(filler))
+                            texts.append(filler)
                     elif text:
+                        text = self._joined(text, texts)
                         out.append(self._speak(text))
                         texts.append(text)
-                    continue  # tool-call deltas and their finish never reach the caller
+                    continue  # tool-call deltas and their finish: sent whole at the step's end
+                if text and self._join_next:
+                    joined = self._joined(text, texts)
+                    if joined != text:
+                        payload, text = _with_content(payload, joined), joined
                 out.append(frame(payload))
                 if text:
                     texts.append(text)
             if out:
                 self._sent_any = True
                 yield b"".join(out)
-                self._step_text.extend(texts)  # reached the caller
-                self._said_anything = self._said_anything or bool(texts)
+                for text in texts:  # reached the caller
+                    self._said(text)
             if reply.error is not None:
                 raise reply.error
             if reply.done:
@@ -200,56 +220,75 @@ class StreamRelay:
         raise UpstreamError("upstream stream ended before [DONE]")
 
     async def _run_tools(
-        self, body: dict[str, Any], calls: list[dict[str, Any]], step: int, reply: ReplyAccumulator
+        self, body: dict[str, Any], calls: list[dict[str, Any]], index: int
     ) -> tuple[bytes, dict[str, Any]]:
-        from proxy.tools.runner import ToolCall
-
-        tools = self.plan.tools
-        assert tools is not None
+        belt = self.plan.tools
+        assert belt is not None
         request_id = self.plan.turn.call.request_id if self.plan.turn else None
-        results = await tools.runner.run_all(
-            [
-                ToolCall(
-                    c["id"] or f"call_{uuid.uuid4().hex[:12]}",
-                    c["function"]["name"],
-                    c["function"]["arguments"],
-                )
-                for c in calls
-            ],
-            tools.specs,
-        )
-        for call, result in zip(calls, results, strict=True):
-            call["id"] = result.call_id
-            turnlog.tool_done(result.name, result.ok, result.elapsed_ms)
-            self._metrics.tool_calls.labels(result.name, "ok" if result.ok else "error").inc()
-        assistant = StoredMessage(
-            role="assistant",
-            content="".join(self._step_text) or None,
-            tool_calls=calls,
-            request_id=request_id,
-        )
-        answers = [
-            StoredMessage(
-                role="tool", content=r.content, tool_call_id=r.call_id, request_id=request_id
-            )
-            for r in results
-        ]
-        self._produced += [assistant, *answers]
+        step = await run_step(belt, calls, self._segment_text(), request_id, self._metrics)
+        self._produced += step.messages
         self._step_text = []
-        visible = [
-            _visible_result(r)
-            for r in results
-            if r.ok and getattr(tools.specs.get(r.name), "show_result", False)
-        ]
+        self._join_next = True  # the next step's words follow what was said
         frames = b""
-        if visible and self.plan.emit_meta:
-            frames = b"".join(meta_info_frame(self._completion_id, v) for v in visible)
-        self.plan.meta.extend(visible)
-        messages = [*body["messages"], *(m.to_openai() for m in (assistant, *answers))]
-        body = {**body, "messages": messages}
-        if step + 2 >= tools.max_steps:  # the last step must answer in words
-            body["tool_choice"] = "none"
-        return frames, body
+        if step.visible and self.plan.emit_meta:
+            frames = self._meta_frames(step.visible)
+        self.plan.meta.extend(step.visible)
+        return frames, next_body(body, step, index, belt)
+
+    def _said(self, text: str) -> None:
+        self._step_text.append(text)
+        self._tail = text
+        self._said_anything = True
+
+    def _joined(self, text: str, pending: list[str]) -> str:
+        """``text`` prefixed as a new sentence when it starts a new segment."""
+        if not self._join_next or not text:
+            return text
+        self._join_next = False
+        return separator(pending[-1] if pending else self._tail, text) + text
+
+    def _segment_text(self) -> str:
+        """The current step's words as stored (without the joining space in front)."""
+        return "".join(self._step_text).lstrip()
+
+    def _adopt_ids(self, first_events: list[bytes]) -> None:
+        """Events the proxy adds carry the stream's own completion id and model."""
+        for payload in first_events[:1]:
+            if payload == DONE:
+                return
+            try:
+                event = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return
+            if isinstance(event, dict) and isinstance(event.get("id"), str) and event["id"]:
+                self._completion_id = event["id"]
+                if isinstance(event.get("model"), str):
+                    self._model = event["model"]
+
+    def _meta_frames(self, items: list[dict[str, Any]]) -> bytes:
+        return b"".join(meta_info_frame(self._completion_id, m, self._model) for m in items)
+
+    def _tool_call_frames(self, calls: list[dict[str, Any]]) -> bytes:
+        """The caller's tool calls, whole, then their finish chunk."""
+        delta: dict[str, Any] = {
+            "tool_calls": [
+                {
+                    "index": index,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {
+                        "name": call["function"]["name"],
+                        "arguments": call["function"]["arguments"],
+                    },
+                }
+                for index, call in enumerate(calls)
+            ]
+        }
+        if not self._sent_any:
+            delta["role"] = "assistant"
+        self._sent_any = True
+        head = json_frame(chunk_event(self._completion_id, self._model, delta, None))
+        return head + json_frame(chunk_event(self._completion_id, self._model, {}, "tool_calls"))
 
     def _speak(self, text: str) -> bytes:
         """A content chunk the proxy itself says (a filler)."""
@@ -257,7 +296,7 @@ class StreamRelay:
         if not self._sent_any:
             delta["role"] = "assistant"
         self._sent_any = True
-        return json_frame(chunk_event(self._completion_id, self.plan.model, delta, None))
+        return json_frame(chunk_event(self._completion_id, self._model, delta, None))
 
     def _heard(self) -> list[StoredMessage]:
         """What the caller received, for a reply cut short."""
@@ -266,7 +305,7 @@ class StreamRelay:
             heard.append(
                 StoredMessage(
                     role="assistant",
-                    content="".join(self._step_text),
+                    content=self._segment_text(),
                     request_id=self.plan.turn.call.request_id if self.plan.turn else None,
                     interrupted=True,
                 )
@@ -284,10 +323,11 @@ class StreamRelay:
             metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
 
 
-MAX_VISIBLE_RESULT = 16 * 1024  # a client-app card, not a data transfer
-
-
-def _visible_result(result: Any) -> dict[str, Any]:
-    if result.data is not None and len(result.content) <= MAX_VISIBLE_RESULT:
-        return {"tool": result.name, "result": result.data}
-    return {"tool": result.name, "result": result.content[:MAX_VISIBLE_RESULT], "truncated": True}
+def _with_content(payload: bytes, text: str) -> bytes:
+    """The upstream chunk with its text replaced (a joining space added in front)."""
+    event = orjson.loads(payload)
+    for choice in event["choices"]:
+        if choice.get("index", 0) == 0:
+            choice["delta"]["content"] = text
+            break
+    return orjson.dumps(event)

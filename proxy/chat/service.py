@@ -18,11 +18,12 @@ from typing import Any
 from proxy.access.catalog import ResolvedProfile
 from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
-from proxy.chat.meta import merge, queue_for_task, take_queued
+from proxy.chat.meta import merge, queue_for_task, take_queued, wants_meta_info
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
 from proxy.chat.reply import ReplyAccumulator
+from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
@@ -41,6 +42,8 @@ from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.observability import tracing, turnlog
 from proxy.settings import Settings
+from proxy.tools.belt import tool_belt, with_belt
+from proxy.tools.steps import complete_with_tools
 from proxy.upstream.routes import CompletionStream, UpstreamRouter
 from proxy.voice.spoken import SpokenFix
 
@@ -88,12 +91,16 @@ class ChatService:
     async def complete(
         self, body: dict[str, Any], call: CallContext, profile: ResolvedProfile | None = None
     ) -> dict[str, Any]:
-        """A non-streaming reply (server-side tools apply to streams only)."""
+        """A non-streaming reply (after its server-side tool steps, if any)."""
         plan = await self._prepare(body, call, profile, time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_completion(plan)
         try:
-            response = await self.router.complete(plan.body)
+            done = await complete_with_tools(
+                self.router.complete, plan.body, plan.tools, call.request_id, self.metrics
+            )
+            response = done.response
+            plan.meta.extend(done.visible)
         except asyncio.CancelledError:
             self._left_before_the_reply(plan.turn)
             raise
@@ -106,7 +113,9 @@ class ChatService:
             reply = ReplyAccumulator.from_completion(response)
             final = reply.assistant_message(call.request_id)
             # Shielded: a caller leaving now must not cut the write short (all or nothing).
-            await asyncio.shield(self.writer.finished(plan.turn, [final], reply.answer()))
+            await asyncio.shield(
+                self.writer.finished(plan.turn, [*done.produced, final], reply.answer())
+            )
         if plan.meta:
             response = {**response, "metainfo": merge([*plan.meta, response.get("metainfo") or {}])}
         return response
@@ -236,14 +245,15 @@ class ChatService:
             body=body,
             model=str(body.get("model")),
             received_at=received_at,
-            emit_meta=self._emits_meta(call),
+            emit_meta=wants_meta_info(
+                self.settings.meta_info_events,
+                call,
+                profile.spec.meta_info_events if profile is not None else None,
+            ),
             tools=self._tool_belt(body, profile),
         )
         if plan.tools is not None:
-            plan.body = body = {
-                **body,
-                "tools": [s.openai_schema() for s in plan.tools.specs.values()],
-            }
+            plan.body = body = with_belt(body, plan.tools)
         if call.task_id is None:
             return plan
         task_id = call.task_id
@@ -273,7 +283,10 @@ class ChatService:
                     # the commit learns from it whether this attempt owns the request.
                     self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
                     self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-                    self.guard(take_queued(self.history, task_id)),
+                    # Queued meta.info waits for a caller that receives it.
+                    self.guard(
+                        take_queued(self.history, task_id) if plan.emit_meta else _nothing()
+                    ),
                 )
         except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
             if claiming is not None:
@@ -335,6 +348,8 @@ class ChatService:
         fixes = heard_cuts(parts.earlier, history.messages)
         if fixes:  # the engine's history says the user heard less than was stored
             await self._record_heard(task_id, fixes, call)
+        # The same turn again (no request id)? Its stored user turn stands for it.
+        retried = take_retried_turn(history, parts.new_turn)
         prompt = assemble(
             parts,
             history,
@@ -342,6 +357,8 @@ class ChatService:
             counter=self.counter,
             request_id=call.request_id,
         )
+        if retried:
+            prompt.new_turn = prompt.new_turn[1:]  # stored already: never added twice
         self.metrics.history_turns.observe(len(prompt.history_used))
         self.metrics.history_tokens.observe(sum(m.tokens or 0 for m in prompt.history_used))
         plan.body = {**body, "messages": prompt.messages}
@@ -359,24 +376,18 @@ class ChatService:
         )
         return plan
 
-    def _emits_meta(self, call: CallContext) -> bool:
-        mode = self.settings.meta_info_events
-        return mode == "always" or (mode == "engine" and call.task_id is not None)
-
     def _tool_belt(self, body: dict[str, Any], profile: ResolvedProfile | None) -> ToolBelt | None:
-        """Server-side tools: the profile's, unless the caller brings its own (pass-through)."""
-        if profile is None or not profile.spec.tools or body.get("tools"):
+        """Server-side tools: the profile's, next to the caller's own (proxy.tools.belt)."""
+        if profile is None:
             return None
-        if self.tools is None or self.tool_runner is None or not body.get("stream"):
-            return None
-        specs = {spec.name: spec for spec in self.tools.for_profile(profile.spec.tools)}
-        if not specs:
-            return None
-        return ToolBelt(
-            specs=specs,
-            runner=self.tool_runner,
-            fillers=list(profile.spec.filler_phrases),
-            max_steps=self.settings.tool_max_steps,
+        spec = profile.spec
+        return tool_belt(
+            body,
+            spec.tools,
+            spec.filler_phrases,
+            self.tools,
+            self.tool_runner,
+            self.settings.tool_max_steps,
         )
 
     async def _abandon_earlier_streams(self, task_id: str, request_id: str | None) -> None:
@@ -459,3 +470,7 @@ class ChatService:
 
 async def _no_claim() -> tuple[None, None]:
     return None, None
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []

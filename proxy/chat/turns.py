@@ -116,7 +116,9 @@ class TurnWriter:
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
     ) -> None:
         if self._spoken is not None:  # a 905 may have arrived before its turn
-            folded = await self._guard(self._spoken.before_commit(turn.task_id, messages))
+            folded = await self._guard(
+                self._spoken.before_commit(turn.task_id, messages, interrupted=answer is None)
+            )
             if folded is not FAILED:
                 messages = folded
         for message in [*(turn.seed or ()), *messages]:

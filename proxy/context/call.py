@@ -86,19 +86,26 @@ class CallContext:
     user_id: str | None = None
     room_id: str | None = None
     room_id_type: str | None = None
+    # Which voice engine calls: "trtc" (its X-Sdk-App-Id / X-Room-Id headers), or the one an
+    # engine adapter recognised in the body (proxy.engines); None for any other client.
+    engine: str | None = None
+    meta_info_events: str | None = None  # the caller key's override of PROXY_META_INFO_EVENTS
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> CallContext:
         """Read the engine's headers; one seed spells the request id ``X-Rquest-Id``.
 
         InvalidRequest if a task, request or app id header is present but invalid."""
+        app_id = _scoping_header(headers, _APP_ID, "x-sdk-app-id")
+        room_id = _header(headers, "x-room-id")
         return cls(
             task_id=_scoping_header(headers, _ID, "x-task-id"),
             request_id=_scoping_header(headers, _ID, "x-request-id", "x-rquest-id"),
-            app_id=_scoping_header(headers, _APP_ID, "x-sdk-app-id"),
+            app_id=app_id,
             user_id=_header(headers, "x-user-id"),
-            room_id=_header(headers, "x-room-id"),
+            room_id=room_id,
             room_id_type=_header(headers, "x-room-id-type"),
+            engine="trtc" if app_id or room_id else None,
         )
 
     def for_tenant(self, bound_app_id: str | None) -> CallContext:

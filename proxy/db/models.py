@@ -40,6 +40,7 @@ class Profile(Base):
     tools: Mapped[list[str]] = mapped_column(JsonType, default=list)
     filler_phrases: Mapped[list[str]] = mapped_column(JsonType, default=list)
     fast_first_words_ms: Mapped[int | None] = mapped_column(Integer)
+    meta_info_events: Mapped[str | None] = mapped_column(String(16))  # engine|always|never
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
@@ -60,6 +61,7 @@ class ApiKey(Base):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     max_tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)  # budget (UTC day)
     max_cost_per_day: Mapped[float | None] = mapped_column(Float)  # in the price table's unit
+    meta_info_events: Mapped[str | None] = mapped_column(String(16))  # engine|always|never
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

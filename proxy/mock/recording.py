@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.mock.behaviour import MockBehaviour
@@ -41,3 +41,4 @@ class RecordedRequest:
     outcome: str = "in_progress"
     ended_at: float | None = None
     cached_tokens: int | None = None  # what the prompt cache reported (answered requests)
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query parameters

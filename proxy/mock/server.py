@@ -178,6 +178,9 @@ class MockUpstream:
         routes.add_delete("/_mock/script", self._delete_script)
         routes.add_get("/_mock/requests", self._get_requests)
         routes.add_delete("/_mock/requests", self._delete_requests)
+        # Upstreams shaped otherwise (Azure's deployments, MiniMax's chatcompletion_v2):
+        # any other POST is a chat request too, recorded with its path and query.
+        routes.add_post("/{path:.+}", self._chat)
         return app
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -233,6 +236,7 @@ class MockUpstream:
         record = RecordedRequest(
             index, request.path, scenario, headers, body, behaviour, started_at, outcome, ended_at
         )
+        record.query = dict(request.query)
         self._requests.append(record)
         self._notify_change()
         return record
@@ -253,7 +257,14 @@ class MockUpstream:
             return _json_response(b.status, error_body(b.status), headers), "error_status"
         completion_id = f"chatcmpl-mock{next(self._ids)}"
         messages = body.get("messages")
-        cached = self.prompt_cache.cached_tokens(messages, prompt_tokens(messages))
+        reports_usage = not body.get("stream") or (body.get("stream_options") or {}).get(
+            "include_usage"
+        )
+        cached = (
+            self.prompt_cache.cached_tokens(messages, prompt_tokens(messages))
+            if reports_usage
+            else 0
+        )
         if record is not None:
             record.cached_tokens = cached
         if body.get("stream"):

@@ -39,10 +39,17 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """A header's value for the log line, only if it is a plain id: a value the proxy
+    refuses or drops (control characters, spaces, non-ASCII, too long) is never logged."""
     for key, value in headers:
         if key == name:
-            return value.decode("latin-1")[:MAX_LOGGED]
+            return value.decode() if USABLE_ID.match(value) else None
     return None
+
+
+def _path(path: str) -> str:
+    printable = "".join(ch if " " < ch < "\x7f" else "?" for ch in path[: MAX_LOGGED * 2])
+    return printable
 
 
 class AccessMiddleware:
@@ -104,7 +111,7 @@ class AccessMiddleware:
         caller = (scope.get("state") or {}).get("caller")
         line: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"][:256],
+            "path": _path(scope["path"]),
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "request_id": request_id,

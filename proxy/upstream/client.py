@@ -22,6 +22,7 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.settings import UpstreamTarget
+from proxy.upstream.shape import target_headers, target_url
 from proxy.upstream.speakable import SpeakableFilter, strip_reasoning_from_completion
 from proxy.upstream.sse import SSEDecoder
 
@@ -61,7 +62,9 @@ class UpstreamStream:
                 if tail:
                     yield tail
                 return
-            events = _relayable(self.speakable, self._decoder.feed(chunk))
+            events = self._decoder.feed(chunk)
+            if not self.speakable.passes(chunk):  # else: nothing to strip (the usual case)
+                events = _relayable(self.speakable, events)
             if events:
                 yield events
 
@@ -101,11 +104,7 @@ class UpstreamClient:
 
     @staticmethod
     def _headers(target: UpstreamTarget) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        key = target.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return target_headers(target)
 
     def _post(self, target: UpstreamTarget, body: bytes) -> Any:
         timeout = aiohttp.ClientTimeout(
@@ -114,7 +113,7 @@ class UpstreamClient:
             sock_connect=target.connect_timeout,
         )
         return self.session.post(
-            f"{target.base_url}/chat/completions",
+            target_url(target),
             data=body,
             headers=self._headers(target),
             timeout=timeout,

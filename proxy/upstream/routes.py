@@ -21,8 +21,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.metrics import ProxyMetrics
 from proxy.observability import tracing, turnlog
@@ -30,6 +28,8 @@ from proxy.settings import ECHO_MODEL, ModelRoute, Settings, UpstreamTarget
 from proxy.upstream.client import UpstreamClient, UpstreamStream
 from proxy.upstream.cooldown import Admission, CooldownBook, target_key
 from proxy.upstream.echo import EchoStream, echo_completion
+from proxy.upstream.shape import target_body
+from proxy.upstream.usage import parse_usage
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ class RouteTable:
 
 
 def _body_for(target: UpstreamTarget, body: dict[str, Any]) -> bytes:
-    if target.model and body.get("model") != target.model:
-        body = {**body, "model": target.model}
     if body.get("stream"):
         # Always ask for usage: cached prompt tokens are how prompt caching is seen. The
         # relay drops the usage chunk for a caller that did not ask for it.
@@ -117,7 +115,7 @@ def _body_for(target: UpstreamTarget, body: dict[str, Any]) -> bytes:
         if not isinstance(options, dict) or not options.get("include_usage"):
             options = options if isinstance(options, dict) else {}
             body = {**body, "stream_options": {**options, "include_usage": True}}
-    return orjson.dumps(body)
+    return target_body(target, body)  # its model name, without what it must not get
 
 
 @dataclass(slots=True)
@@ -361,6 +359,10 @@ class UpstreamRouter:
                 last_error = self._note_failure(exc, attempt, model, plan, has_next)
                 continue
             self.cooldowns.succeeded(key)
+            usage = parse_usage(response.get("usage"))
+            if usage is not None and self.metrics is not None:
+                self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+                self.metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
             return response
         assert last_error is not None
         raise last_error

@@ -41,6 +41,16 @@ class SpeakableFilter:
     def reasoning_text(self) -> str:
         return "".join(self.reasoning)
 
+    def passes(self, raw: bytes) -> bool:
+        """Whether a network read's events all go through unchanged (checked on the raw
+        bytes once, instead of event by event): words flow and no reasoning is in sight."""
+        return (
+            self.decisive
+            and not self._in_think
+            and b"reasoning" not in raw
+            and b"<think>" not in raw
+        )
+
     def feed(self, payload: bytes) -> bytes | None:
         if payload == DONE:
             self.decisive = True

@@ -92,6 +92,17 @@ class SpokenTextReconciler:
                 return outcome
             newest = history.messages[-1].id if history.messages else None
             message = _spoken_message(item)
+            last = history.messages[-1] if history.messages else None
+            if (
+                last is not None
+                and last.role == "user"
+                and last.source == "turn"
+                and last.request_id is not None
+                and last.created_at < at
+            ):
+                # A turn cut short before any text was counted as sent, heard after
+                # all: this is its reply.
+                message.request_id, message.interrupted = last.request_id, True
             added = await self._store.add_spoken(task_id, message, item, after=newest)
             if added is SpokenOutcome.APPENDED:
                 self._recorded(task_id, message)
@@ -133,7 +144,7 @@ class SpokenTextReconciler:
                 await self._resolve(task_id, item)
 
     async def before_commit(
-        self, task_id: str, messages: list[StoredMessage]
+        self, task_id: str, messages: list[StoredMessage], *, interrupted: bool = False
     ) -> list[StoredMessage]:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
@@ -175,7 +186,10 @@ class SpokenTextReconciler:
                 earlier.append(_spoken_message(item))
                 self.appended += 1
             else:  # said while this reply was being made: after it
-                later.append(_spoken_message(item))
+                message = _spoken_message(item)
+                if reply is None and interrupted:  # the turn's own reply, heard after all
+                    message.request_id, message.interrupted = messages[0].request_id, True
+                later.append(message)
                 self.appended += 1
         return [*earlier, *messages, *later]
 

@@ -4,6 +4,8 @@ it listen beyond loopback, and the start-up warning no longer says "anyone can u
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,17 @@ from proxy.logs import configure_logging
 from proxy.settings import Settings
 
 WARNING = "no caller keys: anyone who can reach this port can use it"
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """``proxy serve`` installs its JSON handler on the root logger, here on the captured
+    stderr of this test: put the test runner's handlers back after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ async def check(url: str) -> None:
 
 
 def test_single_linear_head() -> None:
-    assert head() == "0005"
+    assert head() == "0006"
 
 
 async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
@@ -171,15 +171,15 @@ async def test_config_without_alembic_ini(
 
 async def test_cli_main(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(migrate.main, ["--url", sqlite_url]) == 0
-    assert "upgraded base -> 0005" in capsys.readouterr().out
+    assert f"upgraded base -> {head()}" in capsys.readouterr().out
     assert await asyncio.to_thread(migrate.main, ["--url", sqlite_url]) == 0
-    assert "already at 0005" in capsys.readouterr().out
+    assert f"already at {head()}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         migrate.main(["--url", sqlite_url, "--downgrade"])  # no --revision: refused
     assert await asyncio.to_thread(current, sqlite_url) == head()
     args = ["--url", sqlite_url, "--downgrade", "--revision", "base"]
     assert await asyncio.to_thread(migrate.main, args) == 0
-    assert "downgraded 0005 -> base" in capsys.readouterr().out
+    assert f"downgraded {head()} -> base" in capsys.readouterr().out
     assert await asyncio.to_thread(current, sqlite_url) is None
 
 
@@ -229,4 +229,4 @@ def test_alembic_command_line_with_env_var_only(database_url: str) -> None:
 
     shown = alembic_cli("current", database_url=url)
     assert shown.returncode == 0, shown.stderr
-    assert "0005 (head)" in shown.stdout
+    assert f"{head()} (head)" in shown.stdout

@@ -45,8 +45,8 @@ def replica_pair(upstream, tmp_path_factory):
         "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         "PROXY_CALLBACK_SIGN_KEY": SIGN_KEY,
         "PROXY_ADMIN_TOKEN": ADMIN,
-        # The safety net must not be what makes these pass.
-        "PROXY_SPOKEN_GRACE_SECONDS": "30",
+        # The default safety net (2 s): the turns below come sooner, the stream lasts longer.
+        "PROXY_SPOKEN_GRACE_SECONDS": "2",
     }
     logs = tmp_path_factory.mktemp("heard-logs")
     processes = [LoggedProxy(env, logs / f"replica-{n}.log").start() for n in range(2)]
@@ -129,7 +129,7 @@ def test_a_905_while_the_reply_streams_on_the_other_replica_cuts_it(replicas, mo
             "model": "voice",
             "stream": True,
             "messages": [SYSTEM, user("Block my card.")],
-            "mock": {"reply": LONG, "chunks": 18, "gap_ms": 100},
+            "mock": {"reply": LONG, "chunks": 36, "gap_ms": 100},  # 3.6 s
         }
         with httpx.stream(
             "POST",
@@ -143,6 +143,7 @@ def test_a_905_while_the_reply_streams_on_the_other_replica_cuts_it(replicas, mo
     streaming = threading.Thread(target=stream)
     streaming.start()
     time.sleep(0.6)  # the reply is streaming on A; the user barged in after "Sure, I can"
+    # The 905 comes to B while A streams for 3 s more: longer than the safety net.
     spoken_905(b, task, "Sure, I can")
     streaming.join()
     assert received == [LONG]  # the stream went on to its end on A

@@ -78,7 +78,7 @@ def test_a_hung_tool_times_out_and_the_model_is_told(proxy, mock, silent_server)
     events = data_events(response.text)
     assert events[-1] == "[DONE]"
     assert not any('"error"' in e for e in events[:-1])
-    assert spoken(events) == FILLER + APOLOGY
+    assert spoken(events) == FILLER + " " + APOLOGY
     assert 0.5 <= took[0] < 3.0  # the tool's 0.5 s timeout, not the silent server, decided
     # The model was told, in a tool message answering its call.
     second = mock.requests[1].body["messages"]
@@ -114,7 +114,7 @@ def test_the_905_of_a_tool_turn_does_not_duplicate_the_reply(proxy, mock):
         run_session(config, [{"say": "where is order 42?"}, {"say": "thanks", "wait_ms": 800}])
     )
     assert [r.error_code for r in result.rounds] == [None, None]
-    assert result.rounds[0].spoken_text == FILLER + APOLOGY
+    assert result.rounds[0].spoken_text == FILLER + " " + APOLOGY
     assert all(c.delivered for c in result.callbacks)
     time.sleep(0.6)  # past the spoken grace period
     messages = live_messages(proxy, task)

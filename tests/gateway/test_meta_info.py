@@ -30,9 +30,11 @@ def test_operator_metainfo_goes_out_with_the_next_reply_only(make_proxy, mock):
     )
     meta = [e for e in first if e.get("type") == "meta.info"]
     assert len(meta) == 1 and first[0] is meta[0]  # at the start of the reply
-    assert set(meta[0]) == {"id", "type", "created", "metainfo"}
+    assert set(meta[0]) == {"id", "object", "created", "model", "choices", "type", "metainfo"}
     assert meta[0]["metainfo"] == {"card": "vip", "points": 1200}
-    assert isinstance(meta[0]["created"], int) and meta[0]["id"].startswith("chatcmpl-")
+    assert meta[0]["object"] == "chat.completion.chunk" and meta[0]["choices"] == []
+    assert isinstance(meta[0]["created"], int)
+    assert {e["id"] for e in first} == {meta[0]["id"]}  # the stream's own completion id
     content = "".join(c["delta"].get("content") or "" for e in first for c in e.get("choices", []))
     assert "vip" not in content and "meta.info" not in content
     second = events(
@@ -61,7 +63,7 @@ def test_non_streaming_replies_carry_metainfo(make_proxy, mock):
     assert reply["metainfo"] == {"order": "A-17"}
 
 
-def test_upstream_meta_info_passes_through_and_generic_clients_get_none_of_ours(make_proxy, mock):
+def test_upstream_meta_info_follows_the_same_rule_as_ours(make_proxy, mock):
     proxy = make_proxy()
     body = {
         "model": "m",
@@ -69,8 +71,18 @@ def test_upstream_meta_info_passes_through_and_generic_clients_get_none_of_ours(
         "messages": [{"role": "user", "content": "hi"}],
         "mock": {"meta_info": {"from": "upstream"}},
     }
-    got = events(httpx.post(proxy.base_url + "/chat/completions", json=body).text)
-    assert [e["metainfo"] for e in got if e.get("type") == "meta.info"] == [{"from": "upstream"}]
+    url = proxy.base_url + "/chat/completions"
+    generic = events(httpx.post(url, json=body, headers={"X-Task-Id": "t-generic"}).text)
+    assert [e for e in generic if e.get("type") == "meta.info"] == []
+    assert all(e["object"] == "chat.completion.chunk" for e in generic)
+    engine = {"X-Task-Id": "t-engine", "X-Sdk-App-Id": "1400000001"}
+    got = events(httpx.post(url, json=body, headers=engine).text)
+    meta = [e for e in got if e.get("type") == "meta.info"]
+    assert [e["metainfo"] for e in meta] == [{"from": "upstream"}]
+    assert meta[0]["choices"] == [] and meta[0]["object"] == "chat.completion.chunk"
+    assert meta[0]["id"] == got[-1]["id"]
+    stateless = events(httpx.post(url, json=body, headers={"X-Room-Id": "r"}).text)
+    assert [e for e in stateless if e.get("type") == "meta.info"] == []  # no task, no meta.info
 
 
 def test_fast_first_words_speaks_a_filler_and_keeps_it_in_history(make_proxy, mock, monkeypatch):
@@ -95,7 +107,8 @@ def test_fast_first_words_speaks_a_filler_and_keeps_it_in_history(make_proxy, mo
     got = events(httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers).text)
     text = "".join(c["delta"].get("content") or "" for e in got for c in e.get("choices", []))
     assert text == "Hmm, let me think. The answer is 42."
-    assert got[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hmm, let me think. "}
+    assert got[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hmm, let me think."}
+    assert got[1]["choices"][0]["delta"]["content"] == " The"  # joined as a sentence
     stored = httpx.get(
         f"{proxy.url}/admin/tasks/fast-task", headers={"Authorization": f"Bearer {ADMIN}"}
     ).json()["messages"]

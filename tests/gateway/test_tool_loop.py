@@ -108,6 +108,7 @@ def talk(proxy, text: str, request_id: str) -> list[dict]:
         "Authorization": "Bearer agent-key",
         "X-Task-Id": "tool-task",
         "X-Request-Id": request_id,
+        "X-Room-Id": "room-1",  # the TRTC engine: it gets meta.info
     }
     response = httpx.post(
         proxy.base_url + "/chat/completions", json=body, headers=headers, timeout=20
@@ -148,7 +149,7 @@ def test_two_tools_in_parallel_then_an_answer(proxy, mock, tool_server):
         ]
     )
     events = talk(proxy, "Weather and time in Paris?", "r1")
-    assert spoken(events) == "Let me check the weather.It is sunny in Paris and it is noon."
+    assert spoken(events) == "Let me check the weather. It is sunny in Paris and it is noon."
     assert not any(c["delta"].get("tool_calls") for e in events for c in e.get("choices", []))
     assert not any(
         c.get("finish_reason") == "tool_calls" for e in events for c in e.get("choices", [])
@@ -190,7 +191,7 @@ def test_failing_and_slow_tools_are_told_to_the_model(proxy, mock, tool_server):
         ]
     )
     events = talk(proxy, "Look it up", "r1")
-    assert spoken(events) == "Just a second.Sorry, I could not look that up."
+    assert spoken(events) == "Just a second. Sorry, I could not look that up."
     results = [m for m in mock.requests[1].body["messages"] if m["role"] == "tool"]
     assert "500" in results[0]["content"] and "timed out" in results[1]["content"]
 

@@ -186,7 +186,7 @@ SIGNED_MALFORMED = {
     "event-info-string": b'{"EventType": 901, "EventInfo": "x"}',
     "no-task-id": event(901, "", {"Status": 0}),
     "task-id-number": b'{"EventType": 901, "EventInfo": {"TaskId": 5, "EventMsTs": 1}}',
-    "task-id-too-long": event(901, "t" * 129, {"Status": 0}),
+    "task-id-too-long": event(901, "t" * 257, {"Status": 0}),
     "event-type-text": event(901, "t", {}).replace(b'"EventType": 901', b'"EventType": "x"'),
     "event-type-null": event(901, "t", {}).replace(b'"EventType": 901', b'"EventType": null'),
     "event-type-huge": event(901, "t", {}).replace(b'"EventType": 901', b'"EventType": 1e12'),

@@ -1,9 +1,11 @@
 """Header injection in the engine's X-* headers and in credentials.
 
 Values the HTTP parser lets through (high latin-1 bytes, UTF-8, spaces, 10 KB) reach
-``CallContext``, which drops every unsafe one: the request is served, the value is
-never stored (Redis keys, task record), logged, forwarded or echoed. Values with
-control characters, bare CR / LF or folding are refused by the HTTP parser (400).
+``CallContext``. A header that scopes state (task, request or app id) with such a value
+is refused with a 400 ``invalid_request_error`` (never a stateless answer); other
+headers (user, room) drop it and the request is served. Either way the value is never
+stored (Redis keys, task record), logged, forwarded or echoed. Values with control
+characters, bare CR / LF or folding are refused by the HTTP parser (400).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from tests.hostile.conftest import (
 from tests.servers import ProxyServer
 
 BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hello"}]}'
-SAFE = re.compile(rb"[\x21-\x7e]{1,128}")
+SAFE = re.compile(rb"[\x21-\x7e]{1,330}")  # task keys: "<app id>:<task id>", 64 + 1 + 256
+SCOPING = {"X-Task-Id", "X-Request-Id", "X-Rquest-Id", "X-Sdk-App-Id"}
+ID = re.compile(rb"[\x21-\x7e]{1,256}")
+APP_ID = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
 
 # What the HTTP parser passes on: served, the value dropped.
 PASSED_ON = {
@@ -90,13 +95,24 @@ def assert_not_logged(caplog: pytest.LogCaptureFixture, value: bytes) -> None:
 
 @pytest.mark.parametrize("value", PASSED_ON.values(), ids=PASSED_ON.keys())
 @pytest.mark.parametrize("header", FIELDS.keys())
-def test_unsafe_values_are_dropped_and_the_request_is_served(proxy, mock, caplog, header, value):
+def test_unsafe_values_are_refused_or_dropped_never_kept(proxy, mock, caplog, header, value):
     task_id = f"hostile-{uuid.uuid4().hex[:10]}"
     headers = [(header.encode(), value)]
     if header != "X-Task-Id":
         headers.append((b"X-Task-Id", task_id.encode()))
     with caplog.at_level(logging.DEBUG):
         response = send(proxy, headers)
+    valid = (APP_ID if header == "X-Sdk-App-Id" else ID).fullmatch(value)
+    if header in SCOPING and not valid:  # a scoping id is refused, never dropped
+        assert raw_status(response) == 400, response[:300]
+        assert b'"invalid_request_error"' in response
+        assert mock.requests == []
+        assert all(SAFE.fullmatch(key) for key in redis_keys(proxy)), redis_keys(proxy)
+        assert_not_logged(caplog, value)
+        return
+    if header in SCOPING:  # a valid id (up to 256 characters): kept as it is
+        assert raw_status(response) == 200, response[:300]
+        return
     assert raw_status(response) == 200, response[:300]
     head, _, body = response.partition(b"\r\n\r\n")
     assert not leaked(value, head.decode("latin-1"))  # nothing echoed in the response

@@ -186,11 +186,14 @@ def test_an_unbound_key_acts_for_the_app_the_engine_names(proxy, mock):
     assert prompt_texts(mock) == [SYSTEM["content"], "Who am I?"]
 
 
-def test_an_app_id_that_could_forge_a_key_is_not_a_tenant(proxy, mock):
-    """``app-a:x`` as an app id would make the key ``app-a:x:<task>``; it is dropped."""
+def test_an_app_id_that_could_forge_a_key_is_refused(proxy, mock):
+    """``app-a:x`` as an app id would make the key ``app-a:x:<task>``: a 400, and no
+    task under any key (never a stateless answer, never a bare task)."""
     task = f"task-{uuid.uuid4().hex[:8]}"
-    reply_of(chat(proxy, headers(OPERATOR_KEY, task, app="app-a:x"), "Hi.", reply="Hello."))
-    assert view(proxy, task).status_code == 200
+    response = chat(proxy, headers(OPERATOR_KEY, task, app="app-a:x"), "Hi.", reply="Hello.")
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert view(proxy, task).status_code == 404
     assert view(proxy, f"app-a:x:{task}").status_code == 404
 
 

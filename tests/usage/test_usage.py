@@ -163,3 +163,54 @@ def test_budgets_refuse_at_the_limit_across_two_replicas(make_proxy, mock, redis
     assert len(mock.requests) == answered
     # Another app's traffic is not charged to this budget.
     assert _today_tokens(redis_prefix, "app:other") == 0
+
+
+def test_responses_api_turns_are_recorded_and_budgeted(make_proxy, mock, redis_prefix):
+    proxy = make_proxy(
+        redis=True,
+        admin_token=ADMIN_TOKEN,
+        api_keys=["operator-key-0123456789"],
+        app_budgets={APP: Budget(max_tokens_per_day=1)},
+    )
+    headers = {"Authorization": "Bearer operator-key-0123456789", "X-Sdk-App-Id": APP}
+    body = {"model": "gpt-test", "input": "hello there", "stream": True}
+    first = httpx.post(proxy.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert first.status_code == 200, first.text
+    (request,) = mock.requests
+    spent = reported_usage(request.behaviour, request.body, request.cached_tokens or 0)
+    _wait_for_tokens(redis_prefix, f"app:{APP}", spent["total_tokens"])
+    refused = httpx.post(proxy.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert len(mock.requests) == 1
+    with admin_client(proxy) as admin:
+        totals = admin.get("/admin/usage", params={"app_id": APP}).json()["totals"]
+    assert (totals["requests"], totals["total_tokens"]) == (1, spent["total_tokens"])
+
+
+async def test_retell_calls_are_recorded(make_proxy, mock):
+    from websockets.asyncio.client import connect
+
+    from tests.retell.test_llm_websocket import (
+        CALL_ID,
+        opened,
+        reply_to,
+        required,
+        send,
+        user,
+        ws_url,
+    )
+
+    proxy = make_proxy(redis=True, admin_token=ADMIN_TOKEN, retell_model="gpt-test")
+    mock.script([{"reply": "Sure.", "chunks": 2}, {"reply": "Tuesday works.", "chunks": 3}])
+    async with connect(ws_url(proxy)) as ws:
+        await opened(ws)
+        await send(ws, required(1, user("Book me in.")))
+        await reply_to(ws, 1)
+        await send(ws, required(2, user("Book me in."), {"role": "agent", "content": "Sure."}))
+        await reply_to(ws, 2)
+    reported = [reported_usage(r.behaviour, r.body, r.cached_tokens or 0) for r in mock.requests]
+    assert len(reported) == 2
+    with admin_client(proxy) as admin:
+        answer = admin.get("/admin/usage", params={"group_by": "task"}).json()
+    assert [(row["task_id"], row["requests"]) for row in answer["items"]] == [(CALL_ID, 2)]
+    assert answer["totals"]["total_tokens"] == sum(u["total_tokens"] for u in reported)

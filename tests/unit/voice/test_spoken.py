@@ -253,3 +253,34 @@ async def test_a_reply_still_in_flight_when_the_engine_gave_up_is_emptied_at_its
         ("user", "second", False),
         ("assistant", "", True),
     ]
+
+
+# A turn cut short before any text was counted as sent: the engine heard some after all.
+
+
+def turn_of(request_id: str, text: str, at: float) -> StoredMessage:
+    message = StoredMessage(role="user", content=text, request_id=request_id)
+    message.created_at = at
+    return message
+
+
+async def test_a_905_for_a_turn_stored_without_a_reply_becomes_its_reply(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [turn_of("r1", "Tell me.", 10.0)])
+    assert await spoken.on_spoken("t", "Well, the", at=12.0) == "appended"
+    history = (await store.load("t", 10)).messages
+    assert [(m.role, m.content, m.request_id, m.interrupted) for m in history] == [
+        ("user", "Tell me.", "r1", False),
+        ("assistant", "Well, the", "r1", True),
+    ]
+
+
+async def test_a_905_waiting_for_a_turn_cut_before_any_text_becomes_its_reply(
+    store, spoken
+) -> None:
+    await streaming(store, "t")
+    assert await spoken.on_spoken("t", "Well, the", at=12.0) == "pending"
+    messages = await spoken.before_commit("t", [turn_of("r1", "Tell me.", 10.0)], interrupted=True)
+    assert [(m.role, m.content, m.request_id, m.interrupted) for m in messages] == [
+        ("user", "Tell me.", "r1", False),
+        ("assistant", "Well, the", "r1", True),
+    ]
