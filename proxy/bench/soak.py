@@ -107,6 +107,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
             "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/proxy.db",
             "PROXY_LOG_LEVEL": "warning",
+            # The injected stalls model an upstream the *engine* gives up on (its timeout
+            # and retry are what the soak checks): the proxy's own first-token timeout
+            # (1.5 s by default) must not answer 504 before the engine's 2 s.
+            "PROXY_UPSTREAM_FIRST_TOKEN_TIMEOUT": "10",
         }
         serve = ["proxy", "serve", "--host", HOST, "--graceful-timeout", "2"]
         proxy = start_child("proxy", serve, proxy_env, workdir)

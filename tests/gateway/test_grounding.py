@@ -44,7 +44,12 @@ def test_a_turn_is_grounded_in_the_profiles_knowledge(make_proxy, mock, monkeypa
         "stream": True,
         "messages": [{"role": "user", "content": "How many days do I have to return something?"}],
     }
-    headers = {"Authorization": "Bearer shop-key", "X-Task-Id": "shop-task", "X-Request-Id": "r1"}
+    headers = {
+        "Authorization": "Bearer shop-key",
+        "X-Task-Id": "shop-task",
+        "X-Request-Id": "r1",
+        "X-Sdk-App-Id": "1400000001",  # an engine call: meta.info events go to it
+    }
     response = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
     events = [
         orjson.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: {")
