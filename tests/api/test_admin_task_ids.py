@@ -26,7 +26,12 @@ def database(migrated_sqlite_url, monkeypatch):
 
 @pytest.fixture
 def proxy(make_proxy, database):
-    server = make_proxy(redis=True, admin_token=ADMIN_TOKEN, database_url=database)
+    server = make_proxy(
+        redis=True,
+        admin_token=ADMIN_TOKEN,
+        database_url=database,
+        meta_info_events="always",  # an engine that names no app gets them too
+    )
     yield server
     server.stop()
 
