@@ -69,6 +69,39 @@ async def _world() -> AsyncIterator[tuple[Processes, aiohttp.ClientSession, Chil
         procs.stop_all()
 
 
+@dataclass
+class Stores:
+    """A throwaway PostgreSQL (and Redis with AOF, when asked) and the proxy's env."""
+
+    env: dict[str, str]
+    pg: ThrowawayPostgres
+    redis: AofRedis | None
+
+
+@asynccontextmanager
+async def _stores(
+    procs: Processes, mock: Child, options: Options, *, redis: bool, **extra: str
+) -> AsyncIterator[Stores]:
+    """Start the stores, migrate the database; stop them at the end, whatever happened."""
+    pg = ThrowawayPostgres(procs.workdir).start()
+    aof = AofRedis(procs.workdir).start() if redis else None
+    try:
+        env = proxy_env(
+            procs,
+            upstream=f"{mock.url}/v1",
+            redis_url=aof.url if aof is not None else None,
+            database_url=pg.url,
+            python_path=options.python_path,
+            **extra,
+        )
+        migrate(procs, env)
+        yield Stores(env, pg, aof)
+    finally:
+        if aof is not None:
+            aof.stop()
+        pg.stop()
+
+
 async def _ready(http: aiohttp.ClientSession, *replicas: Child) -> None:
     for replica in replicas:
         await wait_ready(http, replica, "/healthz")
@@ -142,117 +175,83 @@ async def postgres_down_across_restart(options: Options) -> Tally:
     """PostgreSQL stops; turns and callbacks are acknowledged; the proxy gets SIGTERM and
     starts again; PostgreSQL comes back: every acknowledged row must arrive, once."""
     tally = Tally("PostgreSQL down across a proxy restart")
-    async with _world() as (procs, http, mock):
-        pg = ThrowawayPostgres(procs.workdir).start()
-        redis = AofRedis(procs.workdir).start()
-        try:
-            env = proxy_env(
-                procs,
-                upstream=f"{mock.url}/v1",
-                redis_url=redis.url,
-                database_url=pg.url,
-                python_path=options.python_path,
-            )
-            migrate(procs, env)
-            proxy = start_proxy(procs, env, "proxy")
-            await _ready(http, proxy)
-            pg.stop()
-            sessions = [Session(f"pgdown-{n}") for n in range(options.sessions)]
-            await run_sessions(http, sessions, 2, lambda s, n: [proxy.url])
-            events = await _callbacks(http, proxy.url, [s.task_id for s in sessions], per_task=4)
-            sigterm(proxy)
-            proxy = start_proxy(procs, env, "proxy-again", port=proxy.port)
-            await _ready(http, proxy)
-            pg.start()
-            tasks = [s.task_id for s in sessions]
-            turns = [text for s in sessions for text in s.answered]
-            stored_turns, stored_events = await _settled(
-                lambda: postgres_counts(pg.url, USER_ROWS, tasks),
-                lambda: postgres_counts(pg.url, EVENT_ROWS, tasks),
-                expected=len(turns) + len(events),
-            )
-            tally.count(turns, stored_turns)
-            tally.count(events, stored_events)
-            tally.unanswered = sum(len(s.failed) for s in sessions) + 4 * len(tasks) - len(events)
-            tally.notes = f"{len(turns)} turns + {len(events)} callbacks"
-            return tally
-        finally:
-            redis.stop()
-            pg.stop()
+    async with _world() as (procs, http, mock), _stores(procs, mock, options, redis=True) as stores:
+        pg, env = stores.pg, stores.env
+        proxy = start_proxy(procs, env, "proxy")
+        await _ready(http, proxy)
+        pg.stop()
+        sessions = [Session(f"pgdown-{n}") for n in range(options.sessions)]
+        await run_sessions(http, sessions, 2, lambda s, n: [proxy.url])
+        events = await _callbacks(http, proxy.url, [s.task_id for s in sessions], per_task=4)
+        sigterm(proxy)
+        proxy = start_proxy(procs, env, "proxy-again", port=proxy.port)
+        await _ready(http, proxy)
+        pg.start()
+        tasks = [s.task_id for s in sessions]
+        turns = [text for s in sessions for text in s.answered]
+        stored_turns, stored_events = await _settled(
+            lambda: postgres_counts(pg.url, USER_ROWS, tasks),
+            lambda: postgres_counts(pg.url, EVENT_ROWS, tasks),
+            expected=len(turns) + len(events),
+        )
+        tally.count(turns, stored_turns)
+        tally.count(events, stored_events)
+        tally.unanswered = sum(len(s.failed) for s in sessions) + 4 * len(tasks) - len(events)
+        tally.notes = f"{len(turns)} turns + {len(events)} callbacks"
+        return tally
 
 
 async def kill9_after_turn(options: Options) -> Tally:
     """A kill -9 right after the turns were answered (transcript rows still queued)."""
     tally = Tally("kill -9 just after the turns")
-    async with _world() as (procs, http, mock):
-        pg = ThrowawayPostgres(procs.workdir).start()
-        try:
-            env = proxy_env(
-                procs,
-                upstream=f"{mock.url}/v1",
-                database_url=pg.url,
-                python_path=options.python_path,
-                PROXY_TRANSCRIPT_FLUSH_SECONDS="2",
-            )
-            migrate(procs, env)
-            proxy = start_proxy(procs, env, "proxy")
-            await _ready(http, proxy)
-            sessions = [Session(f"k9after-{n}") for n in range(options.sessions)]
-            await run_sessions(http, sessions, 1, lambda s, n: [proxy.url])
-            kill9(proxy)
-            proxy = start_proxy(procs, env, "proxy-again", port=proxy.port)
-            await _ready(http, proxy)
-            tasks = [s.task_id for s in sessions]
-            turns = [t for s in sessions for t in s.answered]
-            (stored,) = await _settled(
-                lambda: postgres_counts(pg.url, USER_ROWS, tasks), expected=len(turns)
-            )
-            tally.count(turns, stored)
-            tally.unanswered = sum(len(s.failed) for s in sessions)
-            return tally
-        finally:
-            pg.stop()
+    async with (
+        _world() as (procs, http, mock),
+        _stores(procs, mock, options, redis=False, PROXY_TRANSCRIPT_FLUSH_SECONDS="2") as stores,
+    ):
+        pg, env = stores.pg, stores.env
+        proxy = start_proxy(procs, env, "proxy")
+        await _ready(http, proxy)
+        sessions = [Session(f"k9after-{n}") for n in range(options.sessions)]
+        await run_sessions(http, sessions, 1, lambda s, n: [proxy.url])
+        kill9(proxy)
+        proxy = start_proxy(procs, env, "proxy-again", port=proxy.port)
+        await _ready(http, proxy)
+        tasks = [s.task_id for s in sessions]
+        turns = [t for s in sessions for t in s.answered]
+        (stored,) = await _settled(
+            lambda: postgres_counts(pg.url, USER_ROWS, tasks), expected=len(turns)
+        )
+        tally.count(turns, stored)
+        tally.unanswered = sum(len(s.failed) for s in sessions)
+        return tally
 
 
 async def erasure_race(options: Options) -> Tally:
     """Turns on replica A (transcript rows still queued there), erased on replica B: the
     task must stay erased. "recorded" counts rows that came back (should be 0)."""
     tally = Tally("erasure racing queued writes")
-    async with _world() as (procs, http, mock):
-        pg = ThrowawayPostgres(procs.workdir).start()
-        redis = AofRedis(procs.workdir).start()
-        try:
-            env = proxy_env(
-                procs,
-                upstream=f"{mock.url}/v1",
-                redis_url=redis.url,
-                database_url=pg.url,
-                python_path=options.python_path,
-            )
-            migrate(procs, env)
-            a = start_proxy(procs, {**env, "PROXY_TRANSCRIPT_FLUSH_SECONDS": "3"}, "replica-a")
-            b = start_proxy(procs, env, "replica-b")
-            await _ready(http, a, b)
-            sessions = [Session(f"erase-{n}") for n in range(max(1, options.sessions // 3))]
-            await run_sessions(http, sessions, 2, lambda s, n: [a.url])
-            statuses = Counter([await erase(http, b.url, s.task_id) for s in sessions])
-            await asyncio.sleep(5)  # A's queue flushes (every 3 s)
-            tasks = [s.task_id for s in sessions]
-            (rows,) = await _settled(lambda: postgres_counts(pg.url, USER_ROWS, tasks), quiet=4)
-            live = sum([sum((await live_user_turns(http, b.url, t)).values()) for t in tasks])
-            tally.answered = sum(len(s.answered) for s in sessions)
-            tally.recorded = sum(rows.values())
-            tally.measures = {"erased": statuses[204], "came_back": 0.0, "live_after": live}
-            back = sum(1 for t in tasks if any(k.startswith(f"{t} ") for k in rows))
-            tally.measures["came_back"] = back
-            tally.notes = (
-                f"erased {statuses[204]}/{len(tasks)} tasks (204); {back} came back in the "
-                f"transcript; {live} live messages after erasure"
-            )
-            return tally
-        finally:
-            redis.stop()
-            pg.stop()
+    async with _world() as (procs, http, mock), _stores(procs, mock, options, redis=True) as stores:
+        pg, env = stores.pg, stores.env
+        a = start_proxy(procs, {**env, "PROXY_TRANSCRIPT_FLUSH_SECONDS": "3"}, "replica-a")
+        b = start_proxy(procs, env, "replica-b")
+        await _ready(http, a, b)
+        sessions = [Session(f"erase-{n}") for n in range(max(1, options.sessions // 3))]
+        await run_sessions(http, sessions, 2, lambda s, n: [a.url])
+        statuses = Counter([await erase(http, b.url, s.task_id) for s in sessions])
+        await asyncio.sleep(5)  # A's queue flushes (every 3 s)
+        tasks = [s.task_id for s in sessions]
+        (rows,) = await _settled(lambda: postgres_counts(pg.url, USER_ROWS, tasks), quiet=4)
+        live = sum([sum((await live_user_turns(http, b.url, t)).values()) for t in tasks])
+        tally.answered = sum(len(s.answered) for s in sessions)
+        tally.recorded = sum(rows.values())
+        tally.measures = {"erased": statuses[204], "came_back": 0.0, "live_after": live}
+        back = sum(1 for t in tasks if any(k.startswith(f"{t} ") for k in rows))
+        tally.measures["came_back"] = back
+        tally.notes = (
+            f"erased {statuses[204]}/{len(tasks)} tasks (204); {back} came back in the "
+            f"transcript; {live} live messages after erasure"
+        )
+        return tally
 
 
 async def model_names(options: Options) -> Tally:
