@@ -119,7 +119,7 @@ async def handle_chat(request: Request) -> Response:
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends
-            return RelayResponse(opening, on_close=state.concurrency.leave)
+            return RelayResponse(opening, on_close=state.concurrency.leave, on_unstarted=count.done)
         # A caller that leaves (the engine's Timeout) must not keep the upstream busy.
         completion = await cancel_on_disconnect(
             request.receive, service.complete(body, call, profile)

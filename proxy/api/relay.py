@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api.errors import error_response
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import InvalidRequest, ProxyError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,19 @@ CLIENT_CLOSED = 499  # the status proxies log for a request its client abandoned
 class RelayResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, opener: Opener, on_close: Callable[[], None] | None = None) -> None:
+    # Streams cancelled before their first byte while the caller still waited (each got
+    # a 503): a wrong cancellation somewhere; never expected, watched by the tests.
+    unanswered = 0
+
+    def __init__(
+        self,
+        opener: Opener,
+        on_close: Callable[[], None] | None = None,
+        on_unstarted: Callable[[int], None] | None = None,
+    ) -> None:
         self.opener = opener
         self.on_close = on_close
+        self.on_unstarted = on_unstarted  # the status sent for a stream cancelled unstarted
         self.status_code = 200
         self.background = None
         self._started = False
@@ -62,7 +72,12 @@ class RelayResponse(Response):
                 self.on_close()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = asyncio.create_task(self._relay(scope, receive, send))
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._started = True  # before the await: a cancel there may have sent it
+            await send(message)
+
+        relay = asyncio.create_task(self._relay(scope, receive, sending))
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
         try:
             await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -73,10 +88,25 @@ class RelayResponse(Response):
                 relay.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await relay
-        if relay.cancelled() and self._started and not caller_left:
+        if not relay.cancelled() or caller_left:
+            return  # answered (or failed loudly), or nobody is left to answer
+        if self._started:
             # A retry of the same request took over: end this response cleanly.
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        # Cancelled before its first byte while the caller waits: returning now would
+        # leave the server to answer a bare 500 ("returned without starting response").
+        RelayResponse.unanswered += 1
+        log.warning("a stream was cancelled before its first byte, its caller waiting: 503")
+        error = ServiceUnavailable(
+            "the reply was interrupted before it started; retry the request",
+            headers={"retry-after": "1"},
+        )
+        if self.on_unstarted is not None:
+            self.on_unstarted(error.status)
+        with contextlib.suppress(OSError):
+            await error_response(error)(scope, receive, send)
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -90,7 +120,6 @@ class RelayResponse(Response):
             return
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            self._started = True
             async for chunk in frames:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -69,7 +69,9 @@ async def create_response(request: Request) -> Response:
                 return ResponseEventStream(shell).frames(chunk_events(frames))
 
             streaming = True  # the response leaves the gate when it ends
-            return RelayResponse(count.stream(opening()), on_close=state.concurrency.leave)
+            return RelayResponse(
+                count.stream(opening()), on_close=state.concurrency.leave, on_unstarted=count.done
+            )
         completion = await cancel_on_disconnect(
             request.receive, service.complete(body, turn.call, profile)
         )

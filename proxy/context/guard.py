@@ -69,7 +69,22 @@ class StoreGuard:
         try:
             async with asyncio.timeout(self.timeout):
                 return await operation, None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this task is being cancelled (its caller left, a shutdown): go
+            # Nobody cancelled this task: the awaited call itself ended cancelled (a
+            # shielded claim someone cancelled). Raised on, it would cancel the request,
+            # and an ``asyncio.gather`` of store reads would cancel its caller (a turn
+            # answered with nothing). A failed store call, like any other.
+            error: Exception = StoreCallCancelled("the store call was cancelled")
         except Exception as exc:
-            self.errors += 1
-            self.faults.note(exc)
-            return FAILED, exc
+            error = exc
+        self.errors += 1
+        self.faults.note(error)
+        return FAILED, error
+
+
+class StoreCallCancelled(TimeoutError):
+    """A store call ended cancelled though its caller was not: its outcome is unknown,
+    as after a timeout (``slow``: the turn is still recorded, its claim adopted)."""

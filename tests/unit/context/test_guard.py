@@ -46,3 +46,41 @@ async def test_a_guarded_call_returns_its_result_or_failed() -> None:
     result, error = await guard.attempt(stall())
     assert result is FAILED and isinstance(error, TimeoutError)
     assert guard.errors == 2
+
+
+async def test_a_store_call_that_ends_cancelled_fails_without_cancelling_its_caller() -> None:
+    """A gathered read whose call ends cancelled (a shielded claim someone cancelled)
+    must fail like any store call: raised on, ``gather`` cancels the whole request."""
+    guard = StoreGuard(timeout_seconds=1)
+    claiming: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(claiming.cancel)
+
+    async def answer() -> int:
+        return 7
+
+    (claim, claim_error), (loaded, load_error) = await asyncio.gather(
+        guard.attempt(asyncio.shield(claiming)), guard.attempt(answer())
+    )
+    assert claim is FAILED and slow(claim_error) and transient(claim_error)
+    assert (loaded, load_error) == (7, None)
+    assert guard.errors == 1
+
+
+async def test_a_cancelled_caller_is_still_cancelled() -> None:
+    guard = StoreGuard(timeout_seconds=5)
+    started = asyncio.Event()
+
+    async def stall() -> int:
+        started.set()
+        await asyncio.sleep(5)
+        return 0
+
+    async def caller() -> object:
+        return await asyncio.gather(guard.attempt(stall()))
+
+    task = asyncio.ensure_future(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert guard.errors == 0
