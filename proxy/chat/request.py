@@ -13,6 +13,13 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
+    body = load_json_object(raw)
+    _check(body)
+    return body
+
+
+def load_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (chat completions, responses)."""
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
@@ -21,7 +28,6 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    _check(body)
     return body
 
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from proxy.chat.request import load_json_object
 from proxy.errors import InvalidRequest
 from proxy.responses.ids import ResponseRef, parse_response_id
 
@@ -63,15 +62,7 @@ class ResponsesRequest:
 
 
 def load_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise InvalidRequest("the request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
+    return load_json_object(raw)
 
 
 def to_chat_request(body: dict[str, Any]) -> ResponsesRequest:
