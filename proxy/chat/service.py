@@ -321,8 +321,8 @@ class ChatService:
                 history = await self._settle_spoken(task_id, policy.load_limit, history)
             claiming = None  # confirmed
         self.leases.keep(task_id, attempt_id, registered=call.request_id is not None)
-        if call.request_id is not None and owner is not None:
-            self._streams[(task_id, call.request_id)] = owner
+        if owner is not None:  # every turn in flight, so that the next one can end it
+            self._streams[(task_id, call.request_id or attempt_id)] = owner
         profile_name = profile.name if profile is not None else None
         if history is FAILED:
             # The store is slow, not gone: the reply is made without the history (as the
@@ -397,7 +397,8 @@ class ChatService:
         """A new turn means the engine moved on: a reply of this task still streaming here
         was abandoned (its caller may have left a moment ago and the disconnect not been
         seen yet). End it first, so that its interrupted turn is written before this turn
-        reads the history."""
+        reads the history. Requests without a request id count too: a client's retry after
+        its own timeout must find the abandoned attempt's user turn stored, not race it."""
         earlier = [
             owner
             for (task, rid), owner in self._streams.items()
@@ -457,12 +458,12 @@ class ChatService:
 
     @property
     def streams_in_flight(self) -> int:
-        """Requests registered for retry takeover (each is forgotten when it ends)."""
+        """Stateful turns in flight here (each is forgotten when it ends)."""
         return len(self._streams)
 
     def _forget_stream(self, turn: PendingTurn | None) -> None:
-        if turn is not None and turn.call.request_id is not None:
-            key = (turn.task_id, turn.call.request_id)
+        if turn is not None:
+            key = (turn.task_id, turn.call.request_id or turn.attempt_id or "")
             if self._streams.get(key) is turn.owner:
                 del self._streams[key]
 

@@ -139,7 +139,5 @@ def check_upstream(mock: Any, call_id: str = CALL_ID, *, tools_sent: bool = True
 
 
 def check_stored(proxy_url: str, task_id: str, call_id: str = CALL_ID) -> None:
-    assert stored(proxy_url, task_id) == [
-        *conversation(call_id),
-        {"role": "assistant", "content": WELCOME},
-    ]
+    history = stored(proxy_url, task_id)
+    assert history == [*conversation(call_id), {"role": "assistant", "content": WELCOME}], history

@@ -107,6 +107,32 @@ def test_during_the_upstream_wait(proxy, mock):
     next_turn_is_clean(proxy, mock, task)
 
 
+def test_a_retry_without_request_id_ends_the_attempt_it_repeats(proxy, mock):
+    """A framework times out and resends the same messages with no request id, before
+    the proxy has seen the first connection go: the retry ends the first attempt and
+    stores the user turn once (Pipecat did this: the turn was stored twice)."""
+    task = new_task()
+    headers = {**engine_headers(task), **auth()}
+    del headers["X-Request-Id"]  # a framework's client: the same headers on every call
+    raw = RawStream(proxy.url, PATH, chat_body("are you there?", first_token_ms=5000), headers)
+    raw.send()
+    mock.wait_for_requests(1, timeout=3)
+    # The first connection stays open: the proxy cannot have seen it go.
+    retry = httpx.post(
+        proxy.url + PATH, json=chat_body("are you there?", reply="Yes."), headers=headers
+    )
+    assert spoken(data_events(retry.text)) == "Yes."
+    raw.close()  # now it goes (an attempt still running would record its turn now)
+    assert wait_for(lambda: settled(proxy), timeout=3)
+    assert [r.outcome for r in mock.requests] == ["client_closed", "completed"]
+    assert [(m["role"], m["content"]) for m in live_messages(proxy, task)] == [
+        ("user", "are you there?"),
+        ("assistant", "Yes."),
+    ]
+    assert proxy.state.chat.streams_in_flight == 0
+    next_turn_is_clean(proxy, mock, task)
+
+
 def test_during_the_upstream_wait_non_streaming(proxy, mock):
     task = new_task()
     body = chat_body("are you there?", stream=False, first_token_ms=4000)
