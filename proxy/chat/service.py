@@ -265,6 +265,7 @@ class ChatService:
         policy = profile.policy if profile is not None else self.settings.history
         # Chosen here, so that it is known even if the claim times out (and runs later).
         attempt_id = uuid.uuid4().hex
+        began = time.time()  # an erasure of the task after this refuses the turn's writes
         claiming: asyncio.Future[RequestClaim] | None = None
         if call.request_id is not None:
             claiming = asyncio.ensure_future(
@@ -292,7 +293,9 @@ class ChatService:
             if claiming is not None:
                 said = split_request(body["messages"]).new_turn
                 new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
-                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                turn = PendingTurn(
+                    call, task_id, attempt_id, new_turn, None, claiming=claiming, started_at=began
+                )
                 self.writer.interrupted(turn, [])
             raise
         if queued is not FAILED:
@@ -338,6 +341,7 @@ class ChatService:
                 policy=policy,
                 profile=profile_name,
                 claiming=claiming,
+                started_at=began,
             )
             return plan
         assert isinstance(history, TaskHistory)
@@ -376,6 +380,7 @@ class ChatService:
             policy,
             profile_name,
             claiming=claiming,
+            started_at=began,
         )
         return plan
 

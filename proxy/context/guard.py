@@ -10,6 +10,7 @@ from typing import Final, TypeVar
 
 from redis import exceptions as redis_errors
 
+from proxy.context.history import TaskErased
 from proxy.context.store_faults import FaultRecord
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class StoreGuard:
             # and an ``asyncio.gather`` of store reads would cancel its caller (a turn
             # answered with nothing). A failed store call, like any other.
             error: Exception = StoreCallCancelled("the store call was cancelled")
+        except TaskErased as exc:
+            return FAILED, exc  # the store's answer (a refusal), not a failure of it
         except Exception as exc:
             error = exc
         self.errors += 1

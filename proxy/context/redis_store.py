@@ -10,7 +10,10 @@ task's keys share one cluster slot):
   id; ``superseded``: the last attempts taken over);
 - ``<prefix>{<task>}:live``: hash, attempt id -> in-flight lease ``<expiry ms>|<holder>``
   (Redis server time): the one record of which replies of the task are in flight;
-- ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight.
+- ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight;
+- ``<prefix>{<task>}:erased``: the erasure tombstone, the time of the task's last
+  erasure (ms, wall clock), kept ``ERASURE_TOMBSTONE_SECONDS``: writers whose attempt
+  began before it are refused, in the same script as the write.
 
 Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
 so they are atomic across replicas.
@@ -37,6 +40,7 @@ from redis.exceptions import ResponseError
 
 from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
+    ERASURE_TOMBSTONE_SECONDS,
     PROBE_WINDOW,
     ClaimState,
     LeaseHeld,
@@ -44,14 +48,17 @@ from proxy.context.history import (
     SpokenOutcome,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
     TaskHistory,
 )
 from proxy.context.redis_lua import (
     ADD_SPOKEN_SCRIPT,
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
+    ERASE_SCRIPT,
     HOLD_SCRIPT,
     LUA_HELPERS,
+    PUSH_SCRIPT,
     SET_SUMMARY_SCRIPT,
     UPDATE_MESSAGE_SCRIPT,
 )
@@ -117,6 +124,8 @@ class RedisHistoryStore:
         self._load = client.register_script(_LOAD_SCRIPT)
         self._take = client.register_script(_TAKE_SCRIPT)
         self._hit = client.register_script(_HIT_SCRIPT)
+        self._push = client.register_script(LUA_HELPERS + PUSH_SCRIPT)
+        self._erase = client.register_script(ERASE_SCRIPT)
 
     async def load_scripts(self) -> None:
         """Load the scripts on every primary ahead of the turns (start, readiness).
@@ -148,8 +157,16 @@ class RedisHistoryStore:
         """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
         return f"{self.prefix}{{{task_id}}}:live"
 
+    def erased_key(self, task_id: str) -> str:
+        """The task's erasure tombstone: when it was last erased (ms)."""
+        return f"{self.prefix}{{{task_id}}}:erased"
+
     def _lease_keys(self, task_id: str) -> list[str]:
         return [*self.task_keys(task_id), self.live_key(task_id), self.pending_key(task_id)]
+
+    def _writer_keys(self, task_id: str) -> list[str]:
+        """``_lease_keys`` and the erasure tombstone (the order the writing scripts use)."""
+        return [*self._lease_keys(task_id), self.erased_key(task_id)]
 
     async def claim_request(
         self,
@@ -197,15 +214,22 @@ class RedisHistoryStore:
         await self._client.hdel(self.live_key(task_id), attempt_id)
 
     async def add_spoken(
-        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+        self,
+        task_id: str,
+        message: StoredMessage,
+        item: dict[str, Any],
+        *,
+        after: str | None,
+        started_at: float | None = None,
     ) -> SpokenOutcome:
         args: list[bytes | str | int] = [
             self.ttl_seconds,
             _id_prefix(after) if after is not None else b"",
             _encode(message),
             orjson.dumps(item),
+            _ms(started_at),
         ]
-        outcome = await self._add_spoken(keys=self._lease_keys(task_id), args=args)
+        outcome = await self._add_spoken(keys=self._writer_keys(task_id), args=args)
         return SpokenOutcome(_text(outcome))
 
     async def commit_turn(
@@ -219,6 +243,7 @@ class RedisHistoryStore:
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
         adopt: bool = False,
+        started_at: float | None = None,
     ) -> bool:
         seed = seed or []
         # Without a request marker the turn's first message id tells whether an earlier
@@ -233,12 +258,15 @@ class RedisHistoryStore:
             len(seed),
             _id_prefix(messages[0].id) if probe else b"",
             b"1" if adopt and attempt_id else b"",
+            _ms(started_at),
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]
-        committed = await self._commit(keys=self._lease_keys(task_id), args=args)
+        committed = await self._commit(keys=self._writer_keys(task_id), args=args)
         if committed == 2:
             raise LeaseHeld(f"another attempt of request {request_id} holds a live lease")
+        if committed == 3:
+            raise TaskErased(f"task erased after this turn began: {task_id}")
         return bool(committed)
 
     async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
@@ -271,12 +299,12 @@ class RedisHistoryStore:
     def pending_key(self, task_id: str) -> str:
         return f"{self.prefix}{{{task_id}}}:pending"
 
-    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
-        key = self.pending_key(task_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, orjson.dumps(item))
-            pipe.expire(key, self.ttl_seconds)
-            await pipe.execute()
+    async def push_pending(
+        self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
+    ) -> bool:
+        keys = [self.pending_key(task_id), self.erased_key(task_id)]
+        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(item), _ms(started_at)]
+        return bool(await self._push(keys=keys, args=args))
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
         items = await self._take(keys=[self.pending_key(task_id)])
@@ -293,6 +321,10 @@ class RedisHistoryStore:
 
     async def reset(self, task_id: str) -> None:
         await self._client.delete(*self._lease_keys(task_id))
+
+    async def erase(self, task_id: str, at: float) -> None:
+        args: list[bytes | str | int] = [_ms(at), ERASURE_TOMBSTONE_SECONDS]
+        await self._erase(keys=self._writer_keys(task_id), args=args)
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
@@ -344,6 +376,11 @@ def _encode(message: StoredMessage) -> bytes:
     head = {"id": fields.pop("id"), "request_id": fields.pop("request_id")}
     tail = {name: fields.pop(name) for name in MUTABLE_FIELDS}
     return orjson.dumps({**head, **fields, **tail})
+
+
+def _ms(at: float | None) -> bytes | int:
+    """A wall-clock time for the scripts, in ms ('' when unknown: not checked)."""
+    return b"" if at is None else int(at * 1000)
 
 
 def _id_prefix(message_id: str) -> bytes:

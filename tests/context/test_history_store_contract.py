@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -17,6 +18,7 @@ from proxy.context.history import (
     SpokenOutcome,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
 )
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
@@ -422,6 +424,50 @@ async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) ->
     assert (await store.claim_request("t", "r1")).state is ClaimState.NEW
     # An attempt claimed before the reset cannot write into the fresh task.
     assert not await store.commit_turn("t", "r2", in_flight.attempt_id, [user("x")], answer=None)
+
+
+async def test_erasure_refuses_every_write_of_attempts_begun_before_it(
+    store: HistoryStore,
+) -> None:
+    await commit(store, "t", "r1", "q")
+    began = time.time()
+    in_flight = await store.claim_request("t", "r2")
+    await store.erase("t", time.time())
+    assert (await store.load("t", 10)).total_messages == 0
+
+    # The turn that began before the erasure: its commit (and a retry) write nothing.
+    turn = [user("old", "r2"), reply("re:old", "r2")]
+    for retry in (False, True):
+        with pytest.raises(TaskErased):
+            await store.commit_turn(
+                "t",
+                "r2",
+                in_flight.attempt_id,
+                turn,
+                answer=ANSWER,
+                retry=retry,
+                seed=[user("seed")],
+                started_at=began,
+            )
+    with pytest.raises(TaskErased):  # without a request id alike
+        await store.commit_turn("t", None, None, [user("o")], answer=ANSWER, started_at=began)
+    spoken = StoredMessage(role="assistant", content="heard", source="spoken")
+    outcome = await store.add_spoken("t", spoken, {"text": "heard"}, after=None, started_at=began)
+    assert outcome is SpokenOutcome.ERASED
+    assert not await store.push_pending("t", {"text": "heard"}, started_at=began)
+    assert (await store.load("t", 10)).total_messages == 0
+    assert await store.take_pending("t") == []
+
+    # A turn that begins after the erasure is recorded: the task id lives on.
+    await asyncio.sleep(0.002)
+    after = time.time()
+    claim = await store.claim_request("t", "r3")
+    new = [user("new", "r3"), reply("re:new", "r3")]
+    assert await store.commit_turn(
+        "t", "r3", claim.attempt_id, new, answer=ANSWER, started_at=after
+    )
+    assert await store.push_pending("t", {"text": "x"}, started_at=after)
+    assert await contents(store, "t") == ["new", "re:new"]
 
 
 async def test_expire_zero_forgets_the_task(store: HistoryStore) -> None:
