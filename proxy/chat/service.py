@@ -31,7 +31,6 @@ from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard, slow
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
-    DEFAULT_LEASE_SECONDS,
     ClaimState,
     HistoryStore,
     RequestClaim,
@@ -78,7 +77,7 @@ class ChatService:
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
         # The store holds the task's in-flight record; this keeps this replica's leases.
         self.leases = writer.leases or LeaseKeeper(
-            history, guard, lease_seconds=DEFAULT_LEASE_SECONDS, holder=replica_id()
+            history, guard, lease_seconds=settings.lease_seconds, holder=replica_id()
         )
         writer.leases = self.leases
 

@@ -317,6 +317,15 @@ class HistoryStore(Protocol):
         """Atomically remove and return the task's queued items, oldest first."""
         ...
 
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        """Queue a meta.info object for the task's next reply (kept with the task: a
+        reset or an erasure drops it)."""
+        ...
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        """Atomically remove and return the task's queued meta.info, oldest first."""
+        ...
+
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         """True the first time ``key`` is marked within ``ttl_seconds`` (deduplication)."""
         ...

@@ -59,6 +59,7 @@ class _Task:
     summary: str | None = None
     markers: dict[str, _RequestMarker] = field(default_factory=dict)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)  # meta.info for the next reply
     leases: dict[str, float] = field(default_factory=dict)  # attempt id -> expiry (clock)
 
     def others_live(self, attempt_id: str | None, now: float) -> int:
@@ -345,6 +346,16 @@ class MemoryHistoryStore:
         if task is None:
             return []
         items, task.pending = task.pending, []
+        return items
+
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        self._for_write(task_id).meta.append(copy.deepcopy(metainfo))
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        task = self._find(task_id)
+        if task is None:
+            return []
+        items, task.meta = task.meta, []
         return items
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:

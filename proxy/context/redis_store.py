@@ -1,7 +1,8 @@
 """The production history store: Redis, shared by every replica.
 
-Layout per task (the task id sits verbatim in a ``{...}`` hash tag so that all of a
-task's keys share one cluster slot):
+Layout per task (the task id sits in a ``{...}`` hash tag so that all of a task's keys
+share one cluster slot; verbatim, except that ``%``, ``{`` and ``}`` are escaped as
+``%25``, ``%7B`` and ``%7D``, so that any id makes one non-empty tag):
 
 - ``<prefix>{<task>}:msgs``: list of JSON messages, oldest first;
 - ``<prefix>{<task>}:meta``: hash, ``summary``;
@@ -11,6 +12,8 @@ task's keys share one cluster slot):
 - ``<prefix>{<task>}:live``: hash, attempt id -> in-flight lease ``<expiry ms>|<holder>``
   (Redis server time): the one record of which replies of the task are in flight;
 - ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight;
+- ``<prefix>{<task>}:metainfo``: list of meta.info objects queued for the task's next
+  reply (``POST /admin/tasks/{id}/metainfo``);
 - ``<prefix>{<task>}:erased``: the erasure tombstone, the time of the task's last
   erasure (ms, wall clock), kept ``ERASURE_TOMBSTONE_SECONDS``: writers whose attempt
   began before it are refused, in the same script as the write.
@@ -29,6 +32,7 @@ empty lists into objects.
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from typing import Any
 
@@ -136,9 +140,13 @@ class RedisHistoryStore:
         for script in [value for value in vars(self).values() if isinstance(value, AsyncScript)]:
             await self._client.script_load(script.script)
 
+    def _base(self, task_id: str) -> str:
+        """What every key of the task starts with: the prefix and the task's hash tag."""
+        return f"{self.prefix}{{{_escape(task_id)}}}"
+
     def task_keys(self, task_id: str) -> list[str]:
         """The task's keys: messages, meta, request markers (the scripts' KEYS order)."""
-        base = f"{self.prefix}{{{task_id}}}"
+        base = self._base(task_id)
         return [f"{base}:msgs", f"{base}:meta", f"{base}:req"]
 
     async def load(self, task_id: str, limit: int) -> TaskHistory:
@@ -155,11 +163,11 @@ class RedisHistoryStore:
 
     def live_key(self, task_id: str) -> str:
         """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
-        return f"{self.prefix}{{{task_id}}}:live"
+        return f"{self._base(task_id)}:live"
 
     def erased_key(self, task_id: str) -> str:
         """The task's erasure tombstone: when it was last erased (ms)."""
-        return f"{self.prefix}{{{task_id}}}:erased"
+        return f"{self._base(task_id)}:erased"
 
     def _lease_keys(self, task_id: str) -> list[str]:
         return [*self.task_keys(task_id), self.live_key(task_id), self.pending_key(task_id)]
@@ -167,6 +175,10 @@ class RedisHistoryStore:
     def _writer_keys(self, task_id: str) -> list[str]:
         """``_lease_keys`` and the erasure tombstone (the order the writing scripts use)."""
         return [*self._lease_keys(task_id), self.erased_key(task_id)]
+
+    def _all_keys(self, task_id: str) -> list[str]:
+        """Every key of the task but its tombstone (what a reset deletes)."""
+        return [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
 
     async def claim_request(
         self,
@@ -297,7 +309,10 @@ class RedisHistoryStore:
         return bool(await self._set_summary(keys=self.task_keys(task_id), args=args))
 
     def pending_key(self, task_id: str) -> str:
-        return f"{self.prefix}{{{task_id}}}:pending"
+        return f"{self._base(task_id)}:pending"
+
+    def meta_queue_key(self, task_id: str) -> str:
+        return f"{self._base(task_id)}:metainfo"
 
     async def push_pending(
         self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
@@ -310,6 +325,15 @@ class RedisHistoryStore:
         items = await self._take(keys=[self.pending_key(task_id)])
         return [orjson.loads(item) for item in items]
 
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        keys = [self.meta_queue_key(task_id), self.erased_key(task_id)]
+        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(metainfo), b""]
+        await self._push(keys=keys, args=args)
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        items = await self._take(keys=[self.meta_queue_key(task_id)])
+        return [orjson.loads(item) for item in items]
+
     async def hit(self, key: str, window_seconds: int) -> int:
         counter = f"{self.prefix}count:{key}"
         return int(await self._hit(keys=[counter], args=[window_seconds]))
@@ -320,11 +344,12 @@ class RedisHistoryStore:
         )
 
     async def reset(self, task_id: str) -> None:
-        await self._client.delete(*self._lease_keys(task_id))
+        await self._client.delete(*self._all_keys(task_id))
 
     async def erase(self, task_id: str, at: float) -> None:
         args: list[bytes | str | int] = [_ms(at), ERASURE_TOMBSTONE_SECONDS]
-        await self._erase(keys=self._writer_keys(task_id), args=args)
+        keys = [*self._all_keys(task_id), self.erased_key(task_id)]
+        await self._erase(keys=keys, args=args)
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
@@ -333,13 +358,13 @@ class RedisHistoryStore:
 
     async def find_task_keys(self, task_id: str) -> list[str]:
         # Every task has a request or messages key; SCAN visits every primary of a cluster.
-        pattern = f"{_glob(self.prefix)}{{*{_glob(task_id)}}}:*"
+        pattern = f"{_glob(self.prefix)}{{*{_glob(_escape(task_id))}}}:*"
         found: set[str] = set()
         async for raw in self._client.scan_iter(match=pattern, count=1000):
             key = _text(raw)
             tag, _, suffix = key[len(self.prefix) + 1 :].rpartition("}:")
-            if suffix in ("msgs", "meta", "req") and names_task(tag, task_id):
-                found.add(tag)
+            if suffix in ("msgs", "meta", "req") and names_task(_unescape(tag), task_id):
+                found.add(_unescape(tag))
                 if len(found) >= MAX_MATCHES:
                     break
         return sorted(found)
@@ -397,6 +422,22 @@ def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
         finish_reason=data.get("finish_reason"),
         completion_id=data.get("completion_id"),
     )
+
+
+_ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D"}
+_UNESCAPE = re.compile("%(25|7B|7D)")
+
+
+def _escape(task_id: str) -> str:
+    """The task id inside its hash tag: no brace can end the tag early (or leave it
+    empty, which would scatter the task's keys over the cluster's slots)."""
+    if "%" not in task_id and "{" not in task_id and "}" not in task_id:
+        return task_id  # the usual case: the id verbatim
+    return "".join(_ESCAPES.get(c, c) for c in task_id)
+
+
+def _unescape(tag: str) -> str:
+    return _UNESCAPE.sub(lambda m: {"25": "%", "7B": "{", "7D": "}"}[m.group(1)], tag)
 
 
 def _glob(value: str) -> str:
