@@ -28,8 +28,8 @@ from proxy.api.schemas import (
     TaskOut,
     TranscriptMessageOut,
 )
+from proxy.call import task_key
 from proxy.config_file import describe
-from proxy.context.call import task_key
 from proxy.db.migrate import migrate_embedded
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.session import make_engine, make_sessionmaker

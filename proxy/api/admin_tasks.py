@@ -1,7 +1,7 @@
 """Admin API: conversation tasks (durable record, live history, callbacks, metrics).
 
 A task is addressed by its task key, ``<app id>:<task id>`` when the engine named an
-app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same;
+app (see ``proxy.call``); ``?app_id=`` with the engine's task id means the same;
 the engine's bare TaskId finds the one app that has it (``admin_task_ids``).
 
 Two views of a task: the live history in the history store (what the next request
@@ -35,8 +35,8 @@ from proxy.api.schemas import (
     TranscriptMessageOut,
     as_utc,
 )
+from proxy.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.chat.meta import queue_for_task
-from proxy.context.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.context.history import StoredMessage
 from proxy.db.erasure import erase_task
 from proxy.db.repositories import (

@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proxy.context.call import APP_ID_PATTERN
+from proxy.call import APP_ID_PATTERN
 from proxy.db.models import ApiKey, Profile, Route
 from proxy.settings import HistoryPolicy, KeySpec, MetaInfoEvents, ModelRoute, ProfileSpec
 

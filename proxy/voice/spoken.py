@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import HistoryStore, SpokenOutcome, StoredMessage
 from proxy.context.matching import content_text, normalise
 from proxy.db.transcript import TranscriptWriter
