@@ -21,6 +21,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from redis.exceptions import RedisError
 
+from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
 from proxy.api.admin_task_ids import choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import (
@@ -33,7 +34,6 @@ from proxy.api.schemas import (
     TaskDetail,
     TaskOut,
     TranscriptMessageOut,
-    as_utc,
 )
 from proxy.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.chat.meta import queue_for_task

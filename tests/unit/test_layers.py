@@ -43,3 +43,13 @@ def test_settings_import_no_runtime_layer() -> None:
         "proxy.errors",
         "proxy.usage.specs",
     }
+
+
+@pytest.mark.parametrize(
+    "module", sorted((PACKAGE / "admin").glob("*.py")), ids=lambda path: path.name
+)
+def test_the_admin_service_imports_no_front_end(module: Path) -> None:
+    # The HTTP API, the CLI and the console all use the admin service, never the reverse.
+    front_ends = ("proxy.api", "proxy.cli", "proxy.cli_admin", "proxy.console")
+    imported = proxy_imports(module)
+    assert not {name for name in imported if name.startswith(front_ends)}
