@@ -13,6 +13,7 @@ from tests.context.test_conversation import ADMIN, upstream_messages
 from tests.servers import free_port
 
 SUMMARY = "Ana is planning a trip to Kyoto."
+KEPT = ["question 3", "answer 3", "question 4", "answer 4"]  # summary_keep_turns=2 of four
 
 
 def summarising_proxy(make_proxy, *summary_urls: str):
@@ -55,12 +56,7 @@ def test_older_turns_become_a_pinned_summary(make_proxy, mock):
     four_turns(proxy, t)
     view = wait_for_summary(proxy, t)
     assert view["summary"] == SUMMARY
-    assert [m["content"] for m in view["messages"]] == [
-        "question 3",
-        "answer 3",
-        "question 4",
-        "answer 4",
-    ]
+    assert [m["content"] for m in view["messages"]] == KEPT
     summary_request = next(r for r in mock.requests if "/s/" in r.path)
     transcript = summary_request.body["messages"][-1]["content"]
     assert "User: question 1" in transcript and "Assistant: answer 2" in transcript
@@ -100,12 +96,7 @@ def test_a_summary_falls_back_when_its_first_target_is_dead(make_proxy, mock):
     four_turns(proxy, t)
     view = wait_for_summary(proxy, t)
     assert view["summary"] == SUMMARY
-    assert [m["content"] for m in view["messages"]] == [
-        "question 3",
-        "answer 3",
-        "question 4",
-        "answer 4",
-    ]
+    assert [m["content"] for m in view["messages"]] == KEPT
     assert len([r for r in mock.requests if "/s/" in r.path]) == 1
     assert len([r for r in mock.requests if "/s/" not in r.path]) == 4
     assert proxy.state.summariser.failures == 0
