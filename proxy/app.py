@@ -232,7 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.turn_logs.start()
-        summariser = Summariser(history, table, settings.history)
+        summariser = Summariser(history, state.router, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )

@@ -16,10 +16,10 @@ from proxy.api.deps import require_caller
 from proxy.api.errors import error_response
 from proxy.api.jsonresponse import ORJSONResponse
 from proxy.api.relay import RelayResponse, cancel_on_disconnect
+from proxy.call import CallContext
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
-from proxy.context.call import CallContext
 from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
