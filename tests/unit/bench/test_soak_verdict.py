@@ -82,3 +82,13 @@ def test_a_905_stored_apart_from_its_turn_is_not_its_reply() -> None:
     rounds = [_round(0)]
     stored = [_user(0), {"role": "assistant", "content": REPLY, "source": "spoken"}]
     assert _counts(rounds, stored) == (1, 0, 1, 0, 1)
+
+
+def test_a_retry_that_fails_before_its_first_byte_after_an_abandoned_attempt() -> None:
+    """The engine gave up on the first attempt (recorded: the user spoke), and the retry
+    got a 502: the user's words may stand or not, a reply may not."""
+    failed = _round(0, first_token_ms=None, received_text="", spoken_text="", retries=1)
+    failed.error_code = LLM_FAILED
+    assert _counts([failed], []) == (1, 1, 0, 0, 0)
+    assert _counts([failed], [_user(0)]) == (1, 1, 0, 0, 0)
+    assert _counts([failed], [_user(0), _reply(0, "Reply")]) == (1, 0, 0, 0, 1)
