@@ -28,7 +28,7 @@ from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.guard import FAILED, StoreGuard, slow
+from proxy.context.guard import FAILED, StoreGuard, log_store_error, slow
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
     ClaimState,
@@ -305,7 +305,7 @@ class ChatService:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):
             if error is not None:
-                log.error("history store unavailable, continuing without it: %r", error)
+                log_store_error(error, call.log_fields())
         if not all(error is None or slow(error) for error in (claim_error, load_error)):
             self.metrics.turns_not_recorded.labels("store_unavailable").inc()
             log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
