@@ -25,8 +25,8 @@ from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_client import connect_redis
+from proxy.context.redis_faults import FAULTS
 from proxy.context.redis_store import RedisHistoryStore
-from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.spool import Spool, SpoolError, spool_directory

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from redis.exceptions import RedisError
 
 from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
@@ -39,6 +38,7 @@ from proxy.api.schemas import (
 from proxy.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.chat.meta import queue_for_task
 from proxy.context.history import StoredMessage
+from proxy.context.redis_errors import STORE_ERRORS
 from proxy.db.erasure import erase_task
 from proxy.db.repositories import (
     EventRepository,
@@ -93,7 +93,7 @@ async def _live(operation: Awaitable[T]) -> T:
     """A history store call; an unreachable store is a 503, not an internal error."""
     try:
         return await operation
-    except (RedisError, OSError, TimeoutError) as exc:
+    except STORE_ERRORS as exc:
         log.error("admin API: history store unavailable: %r", exc)
         raise ServiceUnavailable("the history store is unavailable") from exc
 

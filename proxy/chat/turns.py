@@ -15,10 +15,10 @@ from proxy.context.budget import TokenCounter
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import (
     HistoryStore,
-    RequestClaim,
     StoredAnswer,
     StoredMessage,
     TaskErased,
+    TurnStart,
 )
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
@@ -45,7 +45,7 @@ class PendingTurn:
     profile: str | None = None
     # The claim of ``attempt_id`` missed its time box and is still running: the commit
     # waits for its answer, and adopts the request only if it never comes.
-    claiming: asyncio.Future[RequestClaim] | None = None
+    claiming: asyncio.Future[TurnStart] | None = None
     # When the turn began (wall clock): an erasure of the task after it refuses its writes.
     started_at: float = field(default_factory=time.time)
 

@@ -143,6 +143,15 @@ class RequestClaim:
     others_in_flight: int = 0  # other attempts of the task holding a live lease
 
 
+@dataclass(slots=True)
+class TurnStart:
+    """What ``HistoryStore.begin_turn`` returns: a turn's claim, history and meta.info."""
+
+    claim: RequestClaim | None  # None: the turn has no request id (nothing claimed)
+    history: TaskHistory
+    meta: list[dict[str, Any]] = field(default_factory=list)  # queued meta.info, taken
+
+
 class LeaseHeld(Exception):
     """A commit that adopts a request found another attempt streaming it under a live
     lease: its owner may still commit. Retried later (the lease ends when its owner
@@ -161,7 +170,7 @@ class SpokenOutcome(enum.Enum):
     ERASED = "erased"  # the task was erased after the 905 arrived: dropped
 
 
-class HistoryStore(Protocol):
+class TaskHistoryStore(Protocol):
     """Per-task history. Every method refreshes the task's TTL when it writes."""
 
     async def load(self, task_id: str, limit: int) -> TaskHistory:
@@ -190,6 +199,21 @@ class HistoryStore(Protocol):
         ``lease_seconds`` (see ``hold``), and the attempt it replaces loses its lease.
         Claiming again with the same ``attempt_id`` changes nothing (NEW).
         """
+        ...
+
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        """A turn's start in one atomic step (one round trip): ``claim_request`` (with a
+        request id), then ``load(task_id, limit)``, then ``take_meta`` if asked."""
         ...
 
     async def hold(
@@ -306,6 +330,16 @@ class HistoryStore(Protocol):
         """Shorten the task's TTL (the task ended)."""
         ...
 
+    async def ping(self) -> None:
+        """Raise if the store is unreachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TaskQueues(Protocol):
+    """Per-task queues, kept with the task (same TTL; a reset or an erasure drops them)."""
+
     async def push_pending(
         self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
     ) -> bool:
@@ -326,6 +360,10 @@ class HistoryStore(Protocol):
         """Atomically remove and return the task's queued meta.info, oldest first."""
         ...
 
+
+class Counters(Protocol):
+    """Shared counters and marks, not tied to a task (deduplication, rate limits)."""
+
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         """True the first time ``key`` is marked within ``ttl_seconds`` (deduplication)."""
         ...
@@ -334,8 +372,7 @@ class HistoryStore(Protocol):
         """Count one event under ``key`` in a window that starts at its first event."""
         ...
 
-    async def ping(self) -> None:
-        """Raise if the store is unreachable."""
-        ...
 
-    async def close(self) -> None: ...
+class HistoryStore(TaskHistoryStore, TaskQueues, Counters, Protocol):
+    """What each implementation is: history, queues and counters, one store. A caller
+    that needs only one of them takes that protocol."""

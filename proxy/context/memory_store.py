@@ -29,6 +29,7 @@ from proxy.context.history import (
     StoredMessage,
     TaskErased,
     TaskHistory,
+    TurnStart,
 )
 from proxy.context.task_lookup import MAX_MATCHES, names_task
 
@@ -168,6 +169,27 @@ class MemoryHistoryStore:
         claim.pending_spoken = len(task.pending)
         claim.others_in_flight = task.others_live(attempt_id, now)
         return claim
+
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        # One event loop and no await in between: atomic, as the Redis script.
+        claim = None
+        if request_id is not None:
+            claim = await self.claim_request(
+                task_id, request_id, attempt_id, lease_seconds=lease_seconds, holder=holder
+            )
+        history = await self.load(task_id, limit)
+        meta = await self.take_meta(task_id) if take_meta else []
+        return TurnStart(claim, history, meta)
 
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool

@@ -99,37 +99,64 @@ end
 """
 )
 
-# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, request id, new
-# attempt id, lease ms, holder. Returns {state, previous attempt, marker, pending
+# A request claim, shared by the claim and the turn start. KEYS: messages, meta,
+# requests, leases, pending 905s. Returns {state, previous attempt, marker, pending
 # 905s, other live leases}.
-CLAIM_SCRIPT = r"""
-local now, lease_ms = now_ms(), tonumber(ARGV[4])
-local raw = redis.call('HGET', KEYS[3], ARGV[2])
-local result
-if not raw then
-  local marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
-  redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
-  result = {'new', '', ''}
-else
-  local marker = cjson.decode(raw)
-  if marker.state == 'done' then
-    result = {'replay', '', raw}
-  elseif marker.attempt_id == ARGV[3] then
-    result = {'new', '', ''}  -- this very claim ran already (the call was retried)
+CLAIM_FUNCTION = r"""
+local function claim(request_id, attempt, lease_ms, holder)
+  local now = now_ms()
+  local raw = redis.call('HGET', KEYS[3], request_id)
+  local result
+  if not raw then
+    local marker = {state = 'streaming', attempt_id = attempt, stored = 0}
+    redis.call('HSET', KEYS[3], request_id, cjson.encode(marker))
+    result = {'new', '', ''}
   else
-    local state = marker.state == 'streaming' and 'takeover' or 'retry'
-    result = {state, marker.attempt_id, ''}
-    supersede(marker, ARGV[3])
-    marker.state = 'streaming'
-    redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
+    local marker = cjson.decode(raw)
+    if marker.state == 'done' then
+      result = {'replay', '', raw}
+    elseif marker.attempt_id == attempt then
+      result = {'new', '', ''}  -- this very claim ran already (the call was retried)
+    else
+      local state = marker.state == 'streaming' and 'takeover' or 'retry'
+      result = {state, marker.attempt_id, ''}
+      supersede(marker, attempt)
+      marker.state = 'streaming'
+      redis.call('HSET', KEYS[3], request_id, cjson.encode(marker))
+    end
   end
+  if result[1] ~= 'replay' then set_lease(attempt, now, lease_ms, holder) end
+  touch()
+  result[4] = redis.call('LLEN', KEYS[5])
+  result[5] = others_live(attempt, now)
+  return result
 end
-if result[1] ~= 'replay' then set_lease(ARGV[3], now, lease_ms, ARGV[5]) end
-touch()
-result[4] = redis.call('LLEN', KEYS[5])
-result[5] = others_live(ARGV[3], now)
-return result
 """
+
+# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, request id, new
+# attempt id, lease ms, holder.
+CLAIM_SCRIPT = CLAIM_FUNCTION + "return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])\n"
+
+# A turn's start in one round trip: the claim (if the turn has a request id), the
+# newest messages and summary, and the queued meta.info (taken, if the caller gets it).
+# KEYS: messages, meta, requests, leases, pending 905s, queued meta.info. ARGV: ttl,
+# request id or '', attempt id, lease ms, holder, how many messages, take meta ('1' or
+# ''). Returns {claim or false, messages, summary, total messages, meta.info items}.
+BEGIN_TURN_SCRIPT = (
+    CLAIM_FUNCTION
+    + r"""
+local claimed = false
+if ARGV[2] ~= '' then claimed = claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]) end
+local limit, messages, meta = tonumber(ARGV[6]), {}, {}
+if limit > 0 then messages = redis.call('LRANGE', KEYS[1], -limit, -1) end
+if ARGV[7] ~= '' then
+  meta = redis.call('LRANGE', KEYS[6], 0, -1)
+  if #meta > 0 then redis.call('DEL', KEYS[6]) end
+end
+local summary = redis.call('HGET', KEYS[2], 'summary')
+return {claimed, messages, summary, redis.call('LLEN', KEYS[1]), meta}
+"""
+)
 
 # KEYS: leases, pending 905s. ARGV: attempt, lease ms, holder, create ('1' or '').
 HOLD_SCRIPT = r"""

@@ -54,9 +54,11 @@ from proxy.context.history import (
     StoredMessage,
     TaskErased,
     TaskHistory,
+    TurnStart,
 )
 from proxy.context.redis_lua import (
     ADD_SPOKEN_SCRIPT,
+    BEGIN_TURN_SCRIPT,
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
     ERASE_SCRIPT,
@@ -117,6 +119,7 @@ class RedisHistoryStore:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._claim = client.register_script(LUA_HELPERS + CLAIM_SCRIPT)
+        self._begin = client.register_script(LUA_HELPERS + BEGIN_TURN_SCRIPT)
         self._commit = client.register_script(
             LUA_HELPERS + f"local PROBE_WINDOW = {PROBE_WINDOW}\n" + COMMIT_SCRIPT
         )
@@ -155,11 +158,7 @@ class RedisHistoryStore:
         encoded, summary, total = await self._load(
             keys=[messages_key, meta_key], args=[max(limit, 0)]
         )
-        return TaskHistory(
-            messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
-            summary=_text(summary) if summary is not None else None,
-            total_messages=int(total),
-        )
+        return _history(encoded, summary, total)
 
     def live_key(self, task_id: str) -> str:
         """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
@@ -197,18 +196,36 @@ class RedisHistoryStore:
             int(lease_seconds * 1000),
             holder,
         ]
-        state, previous, marker, pending, others = await self._claim(
-            keys=self._lease_keys(task_id), args=args
+        claimed = await self._claim(keys=self._lease_keys(task_id), args=args)
+        return _claim(attempt_id, claimed)
+
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        args: list[bytes | str | int] = [
+            self.ttl_seconds,
+            request_id or "",
+            attempt_id,
+            int(lease_seconds * 1000),
+            holder,
+            max(limit, 0),
+            b"1" if take_meta else b"",
+        ]
+        keys = [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
+        claimed, encoded, summary, total, meta = await self._begin(keys=keys, args=args)
+        return TurnStart(
+            _claim(attempt_id, claimed) if claimed else None,
+            _history(encoded, summary, total),
+            [orjson.loads(item) for item in meta],
         )
-        claim_state = ClaimState(_text(state))
-        claim = RequestClaim(
-            claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
-        )
-        if claim_state is ClaimState.REPLAY:
-            claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
-        elif claim_state is ClaimState.TAKEOVER:
-            claim.previous_attempt_id = _text(previous)
-        return claim
 
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
@@ -411,6 +428,29 @@ def _ms(at: float | None) -> bytes | int:
 def _id_prefix(message_id: str) -> bytes:
     """How every encoded message with this id starts (see ``_encode``)."""
     return b'{"id":' + orjson.dumps(message_id) + b","
+
+
+def _history(encoded: list[bytes], summary: bytes | None, total: int) -> TaskHistory:
+    """A ``TaskHistory`` from what the load and turn-start scripts return."""
+    return TaskHistory(
+        messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
+        summary=_text(summary) if summary is not None else None,
+        total_messages=int(total),
+    )
+
+
+def _claim(attempt_id: str, claimed: list[Any]) -> RequestClaim:
+    """A ``RequestClaim`` from what the claim function of the scripts returns."""
+    state, previous, marker, pending, others = claimed
+    claim_state = ClaimState(_text(state))
+    claim = RequestClaim(
+        claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
+    )
+    if claim_state is ClaimState.REPLAY:
+        claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
+    elif claim_state is ClaimState.TAKEOVER:
+        claim.previous_attempt_id = _text(previous)
+    return claim
 
 
 def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:

@@ -471,6 +471,38 @@ async def test_erasure_refuses_every_write_of_attempts_begun_before_it(
     assert await contents(store, "t") == ["new", "re:new"]
 
 
+async def test_a_turn_starts_with_claim_history_and_meta_info_at_once(
+    store: HistoryStore,
+) -> None:
+    await commit(store, "t", "r1", "q1")
+    await store.push_meta("t", {"n": 1})
+    await store.push_pending("t", {"text": "heard"})
+    # No request id: nothing claimed; the meta.info stays queued unless asked for.
+    start = await store.begin_turn("t", None, "a0", limit=1)
+    assert start.claim is None and start.meta == []
+    assert [m.content for m in start.history.messages] == ["re:q1"]
+    assert start.history.total_messages == 2
+    # A new request id: claimed (with the task's in-flight facts), meta.info taken.
+    start = await store.begin_turn("t", "r2", "a1", limit=10, take_meta=True)
+    assert start.claim is not None and start.claim.state is ClaimState.NEW
+    assert (start.claim.attempt_id, start.claim.pending_spoken) == ("a1", 1)
+    assert [m.content for m in start.history.messages] == ["q1", "re:q1"]
+    assert start.meta == [{"n": 1}] and await store.take_meta("t") == []
+    # The same request again: taken over; a finished one: replayed.
+    start = await store.begin_turn("t", "r2", "a2", limit=10)
+    assert start.claim is not None and start.claim.state is ClaimState.TAKEOVER
+    assert start.claim.previous_attempt_id == "a1"
+    start = await store.begin_turn("t", "r1", "a3", limit=0)
+    assert start.claim is not None and start.claim.state is ClaimState.REPLAY
+    assert start.claim.answer == ANSWER and start.history.messages == []
+    # The claim is the claim: only its attempt commits.
+    turn = [user("q2", "r2"), reply("re:q2", "r2")]
+    assert not await store.commit_turn("t", "r2", "a1", turn, answer=ANSWER)
+    assert await store.commit_turn("t", "r2", "a2", turn, answer=ANSWER)
+    empty = await store.begin_turn("nothing-here", "r1", "a4", limit=10, take_meta=True)
+    assert empty.history.messages == [] and empty.history.summary is None and empty.meta == []
+
+
 async def test_queued_meta_info_lives_and_dies_with_its_task(store: HistoryStore) -> None:
     await store.push_meta("t", {"n": 1})
     await store.push_meta("t", {"n": 2})
