@@ -113,6 +113,17 @@ def _expose_error_counters(state: Any) -> None:
     expose(errors, doc, lambda: state.transcripts.failed_writes, store="database")
     expose(errors, doc, lambda: state.callbacks.writer.failed_writes, store="database")
     expose(
+        "proxy_store_timeouts",
+        "Redis calls past their time box (PROXY_REDIS_TIMEOUT_MS) or refused for want of a "
+        "free connection: the store is slow, not down (counted in proxy_store_errors too).",
+        lambda: state.store_guard.timeouts,
+    )
+    expose(
+        "proxy_budget_tokens_uncounted",
+        "Tokens not added to the daily budget counters: the store call failed.",
+        lambda: state.budgets.uncounted_tokens,
+    )
+    expose(
         "proxy_transcript_dropped",
         "Transcript items dropped: the write queue was full.",
         lambda: state.transcripts.dropped,

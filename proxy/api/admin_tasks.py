@@ -14,6 +14,7 @@ current.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, TypeVar
@@ -220,9 +221,12 @@ async def queue_metainfo(task_id: TaskKey, body: MetaInfoIn, request: Request) -
 async def delete_task(task_id: TaskKey, request: Request) -> None:
     # The tombstone makes it final: rows any replica (or its spool) accepted for the task
     # before now are discarded by the writer that would have written them.
+    # The live store's tombstone does the same for the live history: a commit of a turn
+    # that began before now, in flight or retried on any replica, is refused.
+    at = time.time()
     async with transaction(request) as session:
-        await erase_task(session, task_id)
-    await _live(request.app.state.history.reset(task_id))
+        await erase_task(session, task_id, at=at)
+    await _live(request.app.state.history.erase(task_id, at))
 
 
 @router.get(

@@ -20,6 +20,7 @@ from proxy.call import CallContext
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
 from proxy.chat.service import ChatService
+from proxy.chat.sse import DONE_FRAME
 from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
@@ -119,7 +120,12 @@ async def handle_chat(request: Request) -> Response:
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends
-            return RelayResponse(opening, on_close=state.concurrency.leave, on_unstarted=count.done)
+            return RelayResponse(
+                opening,
+                on_close=state.concurrency.leave,
+                on_unstarted=count.done,
+                final_frame=DONE_FRAME,
+            )
         # A caller that leaves (the engine's Timeout) must not keep the upstream busy.
         completion = await cancel_on_disconnect(
             request.receive, service.complete(body, call, profile)

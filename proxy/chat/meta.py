@@ -29,7 +29,6 @@ from proxy.chat.sse import json_frame
 from proxy.context.history import HistoryStore
 from proxy.observability import turnlog
 
-QUEUE_SUFFIX = "#metainfo"
 MARKER = b'"meta.info"'  # a cheap test before decoding an upstream event
 
 
@@ -89,8 +88,8 @@ def merge(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def queue_for_task(store: HistoryStore, task_id: str, metainfo: dict[str, Any]) -> None:
-    await store.push_pending(task_id + QUEUE_SUFFIX, metainfo)
+    await store.push_meta(task_id, metainfo)
 
 
 async def take_queued(store: HistoryStore, task_id: str) -> list[dict[str, Any]]:
-    return await store.take_pending(task_id + QUEUE_SUFFIX)
+    return await store.take_meta(task_id)

@@ -28,10 +28,9 @@ from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.guard import FAILED, StoreGuard, slow
+from proxy.context.guard import FAILED, StoreGuard, log_store_error, slow
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
-    DEFAULT_LEASE_SECONDS,
     ClaimState,
     HistoryStore,
     RequestClaim,
@@ -78,7 +77,7 @@ class ChatService:
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
         # The store holds the task's in-flight record; this keeps this replica's leases.
         self.leases = writer.leases or LeaseKeeper(
-            history, guard, lease_seconds=DEFAULT_LEASE_SECONDS, holder=replica_id()
+            history, guard, lease_seconds=settings.lease_seconds, holder=replica_id()
         )
         writer.leases = self.leases
 
@@ -135,17 +134,21 @@ class ChatService:
         plan = await self._prepare(body, call, profile, received_at or time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_frames(plan)
-        opening = asyncio.ensure_future(self.router.open_stream(plan.body))
+        opening: asyncio.Future[CompletionStream] | None = None
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
         try:
             if filler_after and profile is not None and profile.spec.filler_phrases:
+                opening = asyncio.ensure_future(self.router.open_stream(plan.body))
                 done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
                 if not done:  # the model is slow: say something while it thinks
                     plan.opening_filler = profile.spec.filler_phrases[0]
                     return self._relay(plan, opening)
-            await asyncio.shield(opening)
+                await asyncio.shield(opening)
+            else:  # opened in this task: no task of its own, no extra trip round the loop
+                opening = _resolved(await self.router.open_stream(plan.body))
         except asyncio.CancelledError:
-            opening.cancel()
+            if opening is not None:
+                opening.cancel()
             self._left_before_the_reply(plan.turn)
             raise
         except BaseException:
@@ -265,6 +268,7 @@ class ChatService:
         policy = profile.policy if profile is not None else self.settings.history
         # Chosen here, so that it is known even if the claim times out (and runs later).
         attempt_id = uuid.uuid4().hex
+        began = time.time()  # an erasure of the task after this refuses the turn's writes
         claiming: asyncio.Future[RequestClaim] | None = None
         if call.request_id is not None:
             claiming = asyncio.ensure_future(
@@ -292,14 +296,16 @@ class ChatService:
             if claiming is not None:
                 said = split_request(body["messages"]).new_turn
                 new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
-                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                turn = PendingTurn(
+                    call, task_id, attempt_id, new_turn, None, claiming=claiming, started_at=began
+                )
                 self.writer.interrupted(turn, [])
             raise
         if queued is not FAILED:
             plan.meta.extend(queued)
         for error in (claim_error, load_error):
             if error is not None:
-                log.error("history store unavailable, continuing without it: %r", error)
+                log_store_error(error, call.log_fields())
         if not all(error is None or slow(error) for error in (claim_error, load_error)):
             self.metrics.turns_not_recorded.labels("store_unavailable").inc()
             log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
@@ -338,6 +344,7 @@ class ChatService:
                 policy=policy,
                 profile=profile_name,
                 claiming=claiming,
+                started_at=began,
             )
             return plan
         assert isinstance(history, TaskHistory)
@@ -376,6 +383,7 @@ class ChatService:
             policy,
             profile_name,
             claiming=claiming,
+            started_at=began,
         )
         return plan
 
@@ -470,6 +478,12 @@ class ChatService:
     async def drain(self) -> None:
         await self.writer.drain()
         await self.leases.close()
+
+
+def _resolved(stream: CompletionStream) -> asyncio.Future[CompletionStream]:
+    future: asyncio.Future[CompletionStream] = asyncio.get_running_loop().create_future()
+    future.set_result(stream)
+    return future
 
 
 async def _no_claim() -> tuple[None, None]:

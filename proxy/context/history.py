@@ -26,6 +26,12 @@ DEFAULT_LEASE_SECONDS = 4.0
 # The attempts a request marker remembers having been taken over (an unconfirmed claim
 # among them must not adopt the request back).
 SUPERSEDED_KEPT = 8
+# How long an erased task's tombstone refuses writes of attempts that began before the
+# erasure: longer than any turn in flight (a long streamed reply, server-side tool steps)
+# plus its commit's retries (``chat.commit_retry.RETRY_FOR_SECONDS``, 30 s) and a few
+# leases. Attempts that begin after the erasure are never refused, so the task id may be
+# used again at once; the hour only bounds how late a straggler can be.
+ERASURE_TOMBSTONE_SECONDS = 3600
 
 
 def new_message_id() -> str:
@@ -143,10 +149,16 @@ class LeaseHeld(Exception):
     dies), never recorded twice."""
 
 
+class TaskErased(Exception):
+    """The task was erased after this write's attempt began: the write is refused (the
+    erased history must not come back). Not a store failure."""
+
+
 class SpokenOutcome(enum.Enum):
     APPENDED = "appended"  # no reply of the task in flight: joined the history at once
     PENDING = "pending"  # a reply is in flight: the text waits for it
     MOVED = "moved"  # the history changed since it was read: match again
+    ERASED = "erased"  # the task was erased after the 905 arrived: dropped
 
 
 class HistoryStore(Protocol):
@@ -198,11 +210,18 @@ class HistoryStore(Protocol):
         ...
 
     async def add_spoken(
-        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+        self,
+        task_id: str,
+        message: StoredMessage,
+        item: dict[str, Any],
+        *,
+        after: str | None,
+        started_at: float | None = None,
     ) -> SpokenOutcome:
         """Atomically: if a reply of the task is in flight (a live lease), queue ``item``
         (``push_pending``); else append ``message``, provided the newest stored message
-        is still ``after`` (its id; None: no messages), else change nothing (MOVED)."""
+        is still ``after`` (its id; None: no messages), else change nothing (MOVED).
+        ERASED (nothing written) if the task was erased at or after ``started_at``."""
         ...
 
     async def commit_turn(
@@ -216,6 +235,7 @@ class HistoryStore(Protocol):
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
         adopt: bool = False,
+        started_at: float | None = None,
     ) -> bool:
         """Append one turn (user message(s), tool turns, assistant reply) atomically.
 
@@ -242,6 +262,8 @@ class HistoryStore(Protocol):
         - Committing is idempotent per attempt: once this attempt's commit is recorded,
           the same commit again changes nothing and returns True. It ends the attempt's
           lease whatever it returns.
+        - ``started_at`` (wall clock, when the turn began): if the task was erased at or
+          after that time (``erase``), nothing is written and ``TaskErased`` is raised.
         """
         ...
 
@@ -270,19 +292,38 @@ class HistoryStore(Protocol):
         ...
 
     async def reset(self, task_id: str) -> None:
-        """Forget the task's history, summary and request markers."""
+        """Forget the task's history, summary, request markers, leases and queues."""
+        ...
+
+    async def erase(self, task_id: str, at: float) -> None:
+        """``reset``, and for ``ERASURE_TOMBSTONE_SECONDS`` refuse the writes of attempts
+        that began at or before ``at`` (wall clock): a commit in flight or retried on
+        another replica never brings the erased history back. Writes that begin later
+        (the task id used again) are not affected."""
         ...
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         """Shorten the task's TTL (the task ended)."""
         ...
 
-    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
-        """Queue a JSON-able item for the task (a 905 spoken text awaiting its turn)."""
+    async def push_pending(
+        self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
+    ) -> bool:
+        """Queue a JSON-able item for the task (a 905 spoken text awaiting its turn).
+        False (nothing queued) if the task was erased at or after ``started_at``."""
         ...
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
         """Atomically remove and return the task's queued items, oldest first."""
+        ...
+
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        """Queue a meta.info object for the task's next reply (kept with the task: a
+        reset or an erasure drops it)."""
+        ...
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        """Atomically remove and return the task's queued meta.info, oldest first."""
         ...
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
