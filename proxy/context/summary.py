@@ -123,7 +123,7 @@ class Summariser:
         }
         stream = await self._router.open_stream(body)
         try:
-            return (await _reply_text(stream)).strip()
+            return (await streamed_text(stream)).strip()
         finally:
             stream.close()
 
@@ -134,7 +134,7 @@ class Summariser:
             await asyncio.wait(list(self._running.values()), timeout=1)
 
 
-async def _reply_text(stream: CompletionStream) -> str:
+async def streamed_text(stream: CompletionStream) -> str:
     """The text of a streamed answer (choice 0); an error event raises ``UpstreamError``."""
     parts = [_delta_text(payload) for payload in stream.first_events]
     async for batch in stream.batches():
