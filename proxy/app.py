@@ -311,7 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state.spool is not None:
                 state.spool.close()
 
-    app = FastAPI(
+    app = chat.ProxyApp(
         title="Voice LLM proxy",
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
@@ -322,7 +322,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
-    app.add_middleware(chat.ChatFastPath)
     app.state.tracing = Tracing.start(
         traces_endpoint(
             settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
@@ -330,6 +329,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         __version__,
     )
     app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
+    app.chat_path = AccessMiddleware(
+        chat.chat_endpoint, tracing=app.state.tracing, access_log=settings.access_log
+    )
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)
