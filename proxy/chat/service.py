@@ -254,6 +254,7 @@ class ChatService:
                 profile.spec.meta_info_events if profile is not None else None,
             ),
             tools=self._tool_belt(body, profile),
+            keep_reasoning=profile is not None and profile.spec.keep_reasoning,
         )
         if plan.tools is not None:
             plan.body = body = with_belt(body, plan.tools)
