@@ -24,6 +24,7 @@ from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
 from proxy.observability import tracing, turnlog
+from proxy.services import services
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def handle_chat(request: Request) -> Response:
     received_at = time.perf_counter()
-    state = request.app.state
+    state = services(request)
     count = RequestCount(state.metrics.requests, request.scope["path"])
     try:
         caller = await require_caller(request)
