@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from proxy.access.catalog import Catalog
 from proxy.access.limits import ConcurrencyGate, RateLimiter
+from proxy.chat.inflight import InFlight
 from proxy.chat.service import ChatService
 from proxy.chat.turns import TurnWriter
 from proxy.context.budget import TokenCounter
@@ -154,6 +155,7 @@ async def start_services(settings: Settings, metrics: ProxyMetrics, tracing: Tra
         counter,
         guard,
         metrics,
+        InFlight.for_replica(history, guard, metrics),
         transcripts=transcripts,
         spoken=spoken,
         summariser=summariser,
