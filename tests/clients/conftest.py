@@ -35,6 +35,8 @@ def client_proxy(
             "PROXY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
             "PROXY_META_INFO_EVENTS": "always",
+            # The scenario's slow turn must outlast the client's timeout, not the proxy's.
+            "PROXY_UPSTREAM_FIRST_TOKEN_TIMEOUT": "10",
             # The clients' key acts for one app: their tasks live under "<app>:<task id>".
             "PROXY_KEYS": json.dumps(
                 [{"name": "clients", "key_env": "TEST_CLIENTS_KEY", "app_id": APP_ID}]

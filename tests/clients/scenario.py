@@ -7,7 +7,7 @@ Turns (the mock answers one scripted behaviour per upstream request, in order):
    the upstream sends one of its own (PROXY_META_INFO_EVENTS=always: both reach the client).
 2. "What is the weather in Paris?" with the client's ``get_weather`` tool -> a tool call
    goes back to the client; it answers with the tool's result -> the model's answer.
-3. "Thanks!" -> the upstream is slow: the client times out (1 s) and retries the same
+3. "Thanks!" -> the upstream is slow: the client times out (2 s) and retries the same
    messages, with no request id -> one answer, the user turn stored once.
 """
 
@@ -21,7 +21,7 @@ ADMIN_TOKEN = "admin-token-for-client-tests-0123"
 API_KEY = "client-key-0123456789"  # bound to APP_ID (tests/clients/conftest.py)
 APP_ID = "clients"
 MODEL = "mock-voice"
-CLIENT_TIMEOUT_S = 1.0
+CLIENT_TIMEOUT_S = 2.0  # a normal turn on a loaded CI machine must never reach it
 
 HELLO = "Hello there"
 HI = "Hi! How can I help?"
@@ -55,7 +55,7 @@ def script(mock: Any) -> None:
             {"reply": HI, "meta_info": UPSTREAM_META},
             {"tool_calls": [{"id": CALL_ID, "name": "get_weather", "arguments": TOOL_ARGS}]},
             {"reply": SUNNY},
-            {"reply": WELCOME, "first_token_ms": 3000},  # the client gives up after 1 s
+            {"reply": WELCOME, "first_token_ms": 5000},  # the client gives up after 2 s
             {"reply": WELCOME},  # its retry
         ]
     )

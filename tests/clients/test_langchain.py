@@ -44,7 +44,7 @@ def test_langchain_streams_uses_tools_retries_and_keeps_history(client_proxy, mo
     assert with_tools.invoke(messages).content == s.SUNNY
     messages.append(AIMessage(s.SUNNY))
 
-    # 3. A slow upstream: ChatOpenAI times out after 1 s and retries (max_retries=1).
+    # 3. A slow upstream: ChatOpenAI times out after 2 s and retries (max_retries=1).
     messages.append(HumanMessage(s.THANKS))
     assert "".join(str(chunk.content) for chunk in llm.stream(messages)) == s.WELCOME
 

@@ -11,7 +11,7 @@ from tests.clients import scenario as s
 
 pytestmark = pytest.mark.slow  # a real proxy process and a client library: 10-40 s
 
-# One retry after a 1 s timeout, quickly.
+# One retry after the scenario's timeout, quickly.
 RETRY_ONCE = APIConnectOptions(max_retry=1, retry_interval=0.1, timeout=s.CLIENT_TIMEOUT_S)
 
 
@@ -68,7 +68,7 @@ async def test_livekit_streams_uses_tools_retries_and_keeps_history(client_proxy
     assert text == s.SUNNY
     ctx.add_message(role="assistant", content=s.SUNNY)
 
-    # 3. A slow upstream: the plugin times out after 1 s and retries once.
+    # 3. A slow upstream: the plugin times out after 2 s and retries once.
     ctx.add_message(role="user", content=s.THANKS)
     text, _ = await _collect(model, ctx)
     assert text == s.WELCOME

@@ -54,7 +54,7 @@ def test_llamaindex_streams_uses_tools_retries_and_keeps_history(client_proxy, m
     assert llm.chat(messages, tools=[s.WEATHER_TOOL]).message.content == s.SUNNY
     messages.append(ChatMessage(role="assistant", content=s.SUNNY))
 
-    # 3. A slow upstream: the client times out after 1 s and retries (max_retries=1).
+    # 3. A slow upstream: the client times out after 2 s and retries (max_retries=1).
     messages.append(ChatMessage(role="user", content=s.THANKS))
     assert _last(llm.stream_chat(messages)).message.content == s.WELCOME
 

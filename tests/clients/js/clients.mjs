@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 
 const [flow, baseURL, taskId, apiKey] = process.argv.slice(2);
 const MODEL = 'mock-voice';
-const TIMEOUT_MS = 1000;
+const TIMEOUT_MS = 2000; // tests/clients/scenario.py CLIENT_TIMEOUT_S
 const TOOL_RESULT = '{"sky": "sunny", "celsius": 24}';
 const WEATHER = {
   type: 'object',
@@ -54,7 +54,7 @@ async function vercel() {
   out.sunny = answer.text;
   messages.push({ role: 'assistant', content: answer.text });
 
-  // 3. A slow upstream: give up after 1 s and send the same messages again (the AI SDK
+  // 3. A slow upstream: give up after 2 s and send the same messages again (the AI SDK
   //    does not retry an aborted request itself, so the app does, as apps do).
   messages.push({ role: 'user', content: 'Thanks!' });
   out.attempts = 0;
@@ -122,7 +122,7 @@ async function openaiNode() {
   out.sunny = answer.choices[0].message.content;
   messages.push({ role: 'assistant', content: out.sunny });
 
-  // 3. A slow upstream: the SDK times out after 1 s and retries by itself (maxRetries 1).
+  // 3. A slow upstream: the SDK times out after 2 s and retries by itself (maxRetries 1).
   messages.push({ role: 'user', content: 'Thanks!' });
   stream = client.chat.completions.stream({ model: MODEL, messages, stream: true });
   out.welcome = (await stream.finalChatCompletion()).choices[0].message.content;
