@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,6 +24,7 @@ from proxy.context.call import CallContext
 from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
+from proxy.metrics import ClosedLabels
 from proxy.observability import tracing, turnlog
 from proxy.services import services
 from proxy.usage import recorder as usage
@@ -57,7 +59,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 class RequestCount:
     """``proxy_requests_total`` for one request: by route, model and the status it got."""
 
-    def __init__(self, counter: Any, route: str) -> None:
+    def __init__(self, counter: ClosedLabels[Counter], route: str) -> None:
         self.counter, self.route, self.model = counter, route, ""
 
     def done(self, status: int) -> None:
