@@ -16,7 +16,7 @@ from proxy.api import admin, callbacks, chat, health, responses, retell
 from proxy.api.docs import install_docs
 from proxy.api.errors import install_error_handlers
 from proxy.console.install import install_console
-from proxy.context.store_faults import FAULTS
+from proxy.context.redis_faults import FAULTS
 from proxy.metrics import ProxyMetrics
 from proxy.observability.access import AccessMiddleware
 from proxy.observability.tracing import Tracing, traces_endpoint
@@ -36,6 +36,17 @@ def _expose_error_counters(running: Services) -> None:
     expose(errors, doc, lambda: running.catalog.refresh_errors, store="database")
     expose(errors, doc, lambda: running.transcripts.failed_writes, store="database")
     expose(errors, doc, lambda: running.callbacks.writer.failed_writes, store="database")
+    expose(
+        "proxy_store_timeouts",
+        "Redis calls past their time box (PROXY_REDIS_TIMEOUT_MS) or refused for want of a "
+        "free connection: the store is slow, not down (counted in proxy_store_errors too).",
+        lambda: running.store_guard.timeouts,
+    )
+    expose(
+        "proxy_budget_tokens_uncounted",
+        "Tokens not added to the daily budget counters: the store call failed.",
+        lambda: running.budgets.uncounted_tokens,
+    )
     expose(
         "proxy_transcript_dropped",
         "Transcript items dropped: the write queue was full.",
@@ -123,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await stop_services(running)
 
-    app = FastAPI(
+    app = chat.ProxyApp(
         title="Voice LLM proxy",
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
@@ -132,8 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,  # ReDoc would load from a CDN
     )
     install_error_handlers(app)
-    app.add_middleware(chat.ChatFastPath)
     app.add_middleware(AccessMiddleware, tracing=tracing, access_log=settings.access_log)
+    app.chat_path = AccessMiddleware(
+        chat.chat_endpoint, tracing=tracing, access_log=settings.access_log
+    )
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)

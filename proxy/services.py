@@ -147,7 +147,7 @@ async def start_services(settings: Settings, metrics: ProxyMetrics, tracing: Tra
         spool=spool,
     )
     await turn_logs.start()
-    summariser = Summariser(history, table, settings.history)
+    summariser = Summariser(history, router, settings.history)
     spoken = SpokenTextReconciler(history, transcripts, grace_seconds=settings.spoken_grace_seconds)
     counter = TokenCounter()
     writer = TurnWriter(
@@ -155,7 +155,7 @@ async def start_services(settings: Settings, metrics: ProxyMetrics, tracing: Tra
         counter,
         guard,
         metrics,
-        InFlight.for_replica(history, guard, metrics),
+        InFlight.for_replica(history, guard, metrics, lease_seconds=settings.lease_seconds),
         transcripts=transcripts,
         spoken=spoken,
         summariser=summariser,

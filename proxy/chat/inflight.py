@@ -122,9 +122,14 @@ class InFlight:
 
     @classmethod
     def for_replica(
-        cls, store: HistoryStore, guard: StoreGuard, metrics: ProxyMetrics | None = None
+        cls,
+        store: HistoryStore,
+        guard: StoreGuard,
+        metrics: ProxyMetrics | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,  # ``PROXY_LEASE_SECONDS``
     ) -> InFlight:
-        leases = LeaseKeeper(store, guard, lease_seconds=DEFAULT_LEASE_SECONDS, holder=replica_id())
+        leases = LeaseKeeper(store, guard, lease_seconds=lease_seconds, holder=replica_id())
         # A retry waits longer than a request would: nobody is waiting for it.
         retries = CommitRetrier(store, attempt_timeout=max(1.0, 4 * guard.timeout), metrics=metrics)
         return cls(leases, retries, wait_seconds=guard.timeout)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.call import CallContext
 from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.meta import merge
 from proxy.chat.profiles import apply_profile
@@ -32,7 +33,6 @@ from proxy.chat.stages import (
 )
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import HistoryStore, StoredAnswer
 from proxy.knowledge.retrieval import Retriever
@@ -127,17 +127,21 @@ class ChatService:
         plan = await self._prepare(body, call, profile, received_at or time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_frames(plan)
-        opening = asyncio.ensure_future(self.router.open_stream(plan.body))
+        opening: asyncio.Future[CompletionStream] | None = None
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
         try:
             if filler_after and profile is not None and profile.spec.filler_phrases:
+                opening = asyncio.ensure_future(self.router.open_stream(plan.body))
                 done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
                 if not done:  # the model is slow: say something while it thinks
                     plan.opening_filler = profile.spec.filler_phrases[0]
                     return self._relay(plan, opening)
-            await asyncio.shield(opening)
+                await asyncio.shield(opening)
+            else:  # opened in this task: no task of its own, no extra trip round the loop
+                opening = _resolved(await self.router.open_stream(plan.body))
         except asyncio.CancelledError:
-            opening.cancel()
+            if opening is not None:
+                opening.cancel()
             self._left_before_the_reply(plan.turn)
             raise
         except BaseException:
@@ -302,3 +306,9 @@ class ChatService:
 
     async def drain(self) -> None:
         await self.writer.drain()
+
+
+def _resolved(stream: CompletionStream) -> asyncio.Future[CompletionStream]:
+    future: asyncio.Future[CompletionStream] = asyncio.get_running_loop().create_future()
+    future.set_result(stream)
+    return future

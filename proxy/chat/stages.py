@@ -3,7 +3,7 @@
 1. ``plan_request``: what goes upstream (the profile's tools), whether meta.info is sent.
 2. ``InFlight.make_way``: earlier turns of the task end and their writes land.
 3. ``read_task``: the claim of the request, the history and the queued meta.info, in
-   one round trip to the store.
+   one round trip to the store (``begin_turn``).
 4. ``resolve_claim``: a finished request is replayed; a retry takes over its earlier
    attempt; 905s left waiting join the history.
 5. ``InFlight.register``: the turn is in flight (its lease is kept, a new turn ends it).
@@ -18,22 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.call import CallContext
 from proxy.chat.inflight import InFlight
-from proxy.chat.meta import queue_for_task, take_queued, wants_meta_info
+from proxy.chat.meta import queue_for_task, requeue_late_meta, wants_meta_info
 from proxy.chat.relay import RelayPlan
 from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, Failed, StoreGuard, slow
+from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, slow
 from proxy.context.heard import apply_in_place, heard_cuts
-from proxy.context.history import ClaimState, HistoryStore, RequestClaim, StoredAnswer, TaskHistory
+from proxy.context.history import (
+    ClaimState,
+    HistoryStore,
+    RequestClaim,
+    StoredAnswer,
+    TaskHistory,
+    TurnStart,
+)
 from proxy.metrics import ProxyMetrics
 from proxy.observability import tracing, turnlog
 from proxy.settings import HistoryPolicy, Settings
@@ -98,24 +106,23 @@ def plan_request(
 
 @dataclass(slots=True)
 class TaskReads:
-    """The store's answers for one turn: each a value, or FAILED with its error."""
+    """The turn's start as the store gave it (``begin_turn``), or FAILED with its error."""
 
     attempt_id: str
+    started_at: float  # wall clock: an erasure of the task after it refuses the writes
     claim: RequestClaim | Failed | None  # None: no request id, nothing claimed
-    claim_error: Exception | None
     history: TaskHistory | Failed
-    load_error: Exception | None
+    error: Exception | None = None
     queued: list[dict[str, Any]] = field(default_factory=list)  # meta.info to deliver
-    # The claim, while its outcome is unknown (it missed its time box and runs on):
-    # the commit waits for it. None once the claim answered.
-    claiming: asyncio.Future[RequestClaim] | None = None
+    # The start, while its claim's outcome is unknown (it missed its time box and runs
+    # on): the commit waits for it. None without a request id, or once the claim answered.
+    claiming: asyncio.Future[TurnStart] | None = None
 
     @property
     def store_down(self) -> bool:
         """The store failed for another reason than being slow: the turn is answered
         statelessly and not recorded."""
-        errors = (self.claim_error, self.load_error)
-        return not all(error is None or slow(error) for error in errors)
+        return self.error is not None and not slow(self.error)
 
 
 async def read_task(
@@ -127,51 +134,52 @@ async def read_task(
     *,
     take_meta: bool,
 ) -> TaskReads:
-    """The claim, the history and the queued meta.info are independent reads: one round
-    trip to the store (the history is unused on a replay). If the caller leaves while
-    they run (a stalled store), the user turn is written all the same: the user spoke."""
+    """The claim, the history and the queued meta.info: one store round trip. If the
+    caller leaves while it runs (a stalled store), the user turn is written all the
+    same: the user spoke."""
     # Chosen here, so that it is known even if the claim times out (and runs later).
     attempt_id = uuid.uuid4().hex
-    claiming: asyncio.Future[RequestClaim] | None = None
-    if call.request_id is not None:
-        claiming = asyncio.ensure_future(
-            deps.history.claim_request(
-                task_id,
-                call.request_id,
-                attempt_id,
-                lease_seconds=deps.inflight.leases.lease_seconds,
-                holder=deps.inflight.leases.holder,
-            )
+    began = time.time()
+    leases = deps.inflight.leases
+    starting = asyncio.ensure_future(
+        deps.history.begin_turn(
+            task_id,
+            call.request_id,
+            attempt_id,
+            limit=policy.load_limit,
+            lease_seconds=leases.lease_seconds,
+            holder=leases.holder,
+            take_meta=take_meta,  # queued meta.info waits for a caller that gets it
         )
-    guard = deps.guard
+    )
+    # With a request id the start claims it: shielded, so that a start that misses its
+    # time box still runs to its end, and the commit learns from it whether this
+    # attempt owns the request (meta.info it takes late goes back to the queue).
+    claiming = starting if call.request_id is not None else None
     try:
         with tracing.child("proxy.store", {"proxy.task_key": task_id}):
-            (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-                # Shielded: a claim that misses its time box still runs to its end, and
-                # the commit learns from it whether this attempt owns the request.
-                guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
-                guard.attempt(deps.history.load(task_id, policy.load_limit)),
-                # Queued meta.info waits for a caller that receives it.
-                guard(take_queued(deps.history, task_id) if take_meta else _nothing()),
+            start, error = await deps.guard.attempt(
+                asyncio.shield(starting) if claiming else starting
             )
     except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
         if claiming is not None:
+            requeue_late_meta(deps.history, task_id, claiming)
             said = split_request(messages).new_turn
             new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
-            turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+            turn = PendingTurn(
+                call, task_id, attempt_id, new_turn, None, claiming=claiming, started_at=began
+            )
             deps.writer.interrupted(turn, [])
         raise
-    for error in (claim_error, load_error):
+    if start is FAILED:
         if error is not None:
-            log.error("history store unavailable, continuing without it: %r", error)
+            log_store_error(error, call.log_fields())
+        if claiming is not None:
+            requeue_late_meta(deps.history, task_id, claiming)
+        claim: RequestClaim | Failed | None = FAILED if claiming else None
+        return TaskReads(attempt_id, began, claim, FAILED, error, claiming=claiming)
     return TaskReads(
-        attempt_id,
-        claim,
-        claim_error,
-        history,
-        load_error,
-        queued=[] if queued is FAILED else queued,
-        claiming=claiming,
+        attempt_id, began, start.claim, start.history, queued=start.meta, claiming=claiming
     )
 
 
@@ -245,6 +253,7 @@ def unassembled_turn(
         policy=policy,
         profile=profile,
         claiming=reads.claiming,
+        started_at=reads.started_at,
     )
 
 
@@ -291,6 +300,7 @@ async def assemble_turn(
         policy,
         profile,
         claiming=reads.claiming,
+        started_at=reads.started_at,
     )
     return AssembledTurn(prompt.messages, turn)
 
@@ -314,11 +324,3 @@ async def _record_heard(
                 )
             )
     apply_in_place(fixes)
-
-
-async def _no_claim() -> tuple[None, None]:
-    return None, None
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit, retryable
 from proxy.chat.inflight import InFlight
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, Failed, StoreGuard
 from proxy.context.history import (
     HistoryStore,
-    RequestClaim,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
+    TurnStart,
 )
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
@@ -43,7 +46,9 @@ class PendingTurn:
     profile: str | None = None
     # The claim of ``attempt_id`` missed its time box and is still running: the commit
     # waits for its answer, and adopts the request only if it never comes.
-    claiming: asyncio.Future[RequestClaim] | None = None
+    claiming: asyncio.Future[TurnStart] | None = None
+    # When the turn began (wall clock): an erasure of the task after it refuses its writes.
+    started_at: float = field(default_factory=time.time)
 
 
 class TurnWriter:
@@ -117,17 +122,23 @@ class TurnWriter:
             answer,
             turn.seed,
             adopt=await self._claim_unknown(turn),
+            started_at=turn.started_at,
             log_fields=turn.call.log_fields(),
             on_committed=lambda: self._after_commit(turn, messages, answer),
             on_resolved=lambda: self._lease_over(turn),
         )
         committed = await self._commit(commit)
+        if committed is _ERASED:
+            return  # nothing of it is kept: not the live history, not the transcript
         if committed is False:
             self.retries.not_recorded("superseded", commit)
             return
         if self._transcripts is not None:  # the durable record, even if the live store failed
             self._transcripts.submit(
-                turn.call, [*(turn.seed or ()), *messages], profile=turn.profile
+                turn.call,
+                [*(turn.seed or ()), *messages],
+                profile=turn.profile,
+                started_at=turn.started_at,  # an erasure after it discards the rows
             )
         if committed is True:
             self._after_commit(turn, messages, answer)
@@ -152,8 +163,9 @@ class TurnWriter:
         if turn.attempt_id is not None:
             self.inflight.lease_over(turn.task_id, turn.attempt_id)
 
-    async def _commit(self, commit: TurnCommit) -> bool | Failed:
-        """True or False as ``commit_turn`` answers, or FAILED: not recorded (yet)."""
+    async def _commit(self, commit: TurnCommit) -> bool | Failed | _Erased:
+        """True or False as ``commit_turn`` answers, FAILED: not recorded (yet), or
+        ERASED: the task was erased after the turn began."""
         if self.retries.has_pending(commit.task_id):
             # An earlier commit of the task is being retried: this one lands after it.
             self.retries.submit(commit)  # (resolved there, counted there if dropped)
@@ -162,6 +174,11 @@ class TurnWriter:
         if error is None:
             commit.resolved()
             return committed
+        if isinstance(error, TaskErased):
+            commit.resolved()
+            self.retries.refused += 1
+            self.retries.not_recorded("erased", commit)
+            return _ERASED
         if retryable(error):
             if self.retries.submit(commit):
                 log.warning(
@@ -185,6 +202,13 @@ class TurnWriter:
     async def drain(self) -> None:
         """Wait for background writes and commit retries (graceful shutdown)."""
         await self.inflight.drain()
+
+
+class _Erased(enum.Enum):
+    ERASED = "erased"  # ``_commit``: the task was erased after the turn began
+
+
+_ERASED: Final = _Erased.ERASED
 
 
 def _said(replies: list[StoredMessage]) -> str:

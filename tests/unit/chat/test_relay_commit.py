@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
+from proxy.call import CallContext
 from proxy.chat.inflight import InFlight
 from proxy.chat.relay import RelayPlan, StreamRelay
 from proxy.chat.stages import TurnDeps, assemble_turn, read_task
 from proxy.chat.turns import TurnWriter
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import ClaimState
 from proxy.context.memory_store import MemoryHistoryStore

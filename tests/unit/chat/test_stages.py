@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from proxy.call import CallContext
 from proxy.chat.inflight import InFlight
 from proxy.chat.meta import queue_for_task, take_queued
 from proxy.chat.stages import (
@@ -25,7 +26,6 @@ from proxy.chat.stages import (
 )
 from proxy.chat.turns import TurnWriter
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import (
     ClaimState,
@@ -134,12 +134,13 @@ async def test_a_store_that_refuses_is_down_and_a_slow_one_is_not() -> None:
     deps = make_deps(store)
     store.load_fails = "down"
     down = await read_task(deps, CallContext("t", "r1"), "t", POLICY, [], take_meta=False)
-    assert down.history is FAILED and isinstance(down.load_error, RedisConnectionError)
-    assert down.store_down
+    assert down.history is FAILED and down.claim is FAILED
+    assert isinstance(down.error, RedisConnectionError) and down.store_down
     store.load_fails = "slow"
     slow = await read_task(deps, CallContext("t", "r2"), "t", POLICY, [], take_meta=False)
-    assert slow.history is FAILED and isinstance(slow.load_error, TimeoutError)
+    assert slow.history is FAILED and isinstance(slow.error, TimeoutError)
     assert not slow.store_down
+    assert slow.claiming is not None and not slow.claiming.done()  # runs on: the commit waits
 
 
 # resolve_claim
@@ -201,7 +202,7 @@ async def test_905s_left_by_a_dead_reply_join_the_history_before_the_turn() -> N
     # (built here: a real claim holds this turn's own lease, which the store counts as a
     # reply in flight, and the 905 would wait on).
     claim = RequestClaim(ClaimState.NEW, "a1", pending_spoken=1, others_in_flight=0)
-    reads = TaskReads("a1", claim, None, await store.load("t", 100), None)
+    reads = TaskReads("a1", 0.0, claim, await store.load("t", 100))
     assert not isinstance(reads.history, type(FAILED)) and reads.history.messages == []
     assert await resolve_claim(deps, CallContext("t", "r1"), "t", reads, POLICY) is None
     assert not isinstance(reads.history, type(FAILED))
@@ -235,7 +236,7 @@ async def test_assembly_replaces_an_earlier_attempt_and_keeps_the_new_turn() -> 
     assert contents(turn.new_turn) == ["two"] and turn.new_turn[0].request_id == "r2"
     assert turn.attempt_id == reads.attempt_id and turn.profile == "agent"
     assert turn.stored_messages == 2  # the earlier attempt's two are not counted
-    assert turn.claiming is reads.claiming
+    assert turn.claiming is reads.claiming and turn.started_at == reads.started_at
 
 
 async def test_assembly_takes_a_retried_turn_once() -> None:
@@ -281,9 +282,9 @@ async def test_engine_history_cuts_a_longer_stored_reply() -> None:
 
 
 def test_a_slow_store_turn_is_recorded_as_the_request_carries_it() -> None:
-    reads = TaskReads("a1", None, None, FAILED, TimeoutError())
+    reads = TaskReads("a1", 5.0, None, FAILED, TimeoutError())
     messages = [user("one"), {"role": "assistant", "content": "reply"}, user("two")]
     turn = unassembled_turn(CallContext("t", "r1"), "t", reads, messages, POLICY, None, None)
     assert contents(turn.new_turn) == ["two"] and turn.new_turn[0].request_id == "r1"
     assert turn.seed is not None and contents(turn.seed) == ["one", "reply"]
-    assert turn.attempt_id == "a1" and turn.policy is POLICY
+    assert turn.attempt_id == "a1" and turn.policy is POLICY and turn.started_at == 5.0
