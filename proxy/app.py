@@ -113,6 +113,17 @@ def _expose_error_counters(state: Any) -> None:
     expose(errors, doc, lambda: state.transcripts.failed_writes, store="database")
     expose(errors, doc, lambda: state.callbacks.writer.failed_writes, store="database")
     expose(
+        "proxy_store_timeouts",
+        "Redis calls past their time box (PROXY_REDIS_TIMEOUT_MS) or refused for want of a "
+        "free connection: the store is slow, not down (counted in proxy_store_errors too).",
+        lambda: state.store_guard.timeouts,
+    )
+    expose(
+        "proxy_budget_tokens_uncounted",
+        "Tokens not added to the daily budget counters: the store call failed.",
+        lambda: state.budgets.uncounted_tokens,
+    )
+    expose(
         "proxy_transcript_dropped",
         "Transcript items dropped: the write queue was full.",
         lambda: state.transcripts.dropped,
@@ -232,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.turn_logs.start()
-        summariser = Summariser(history, table, settings.history)
+        summariser = Summariser(history, state.router, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
@@ -300,7 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state.spool is not None:
                 state.spool.close()
 
-    app = FastAPI(
+    app = chat.ProxyApp(
         title="Voice LLM proxy",
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
@@ -311,7 +322,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
-    app.add_middleware(chat.ChatFastPath)
     app.state.tracing = Tracing.start(
         traces_endpoint(
             settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
@@ -319,6 +329,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         __version__,
     )
     app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
+    app.chat_path = AccessMiddleware(
+        chat.chat_endpoint, tracing=app.state.tracing, access_log=settings.access_log
+    )
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -29,6 +29,7 @@ def _is_loopback(host: str) -> bool:
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
+    from proxy.heap import freeze_after_startup
     from proxy.logs import configure_logging
     from proxy.serving import HeaderTimeoutProtocol
     from proxy.settings import Settings
@@ -36,7 +37,9 @@ def create_app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level)
     HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
-    return create_app(settings)
+    app = create_app(settings)
+    freeze_after_startup(app)
+    return app
 
 
 def load_settings(prog: str, **overrides: Any) -> Settings | None:

@@ -27,8 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from proxy.call import APP_ID_PATTERN
 from proxy.config_file import read_config_file
-from proxy.context.call import APP_ID_PATTERN
 from proxy.usage.specs import Budget, ModelPrice
 
 ECHO_MODEL = "echo"

@@ -1,7 +1,7 @@
 """Admin API: conversation tasks (durable record, live history, callbacks, metrics).
 
 A task is addressed by its task key, ``<app id>:<task id>`` when the engine named an
-app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same;
+app (see ``proxy.call``); ``?app_id=`` with the engine's task id means the same;
 the engine's bare TaskId finds the one app that has it (``admin_task_ids``).
 
 Two views of a task: the live history in the history store (what the next request
@@ -21,6 +21,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
 from proxy.api.admin_task_ids import choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import (
@@ -33,10 +34,9 @@ from proxy.api.schemas import (
     TaskDetail,
     TaskOut,
     TranscriptMessageOut,
-    as_utc,
 )
+from proxy.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.chat.meta import queue_for_task
-from proxy.context.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.context.history import StoredMessage
 from proxy.context.redis_errors import STORE_ERRORS
 from proxy.db.erasure import erase_task

@@ -221,15 +221,22 @@ def _same(a: str, b: str) -> bool:
     return a == b or normalise(a) == normalise(b)
 
 
-def expected_reply(rnd: RoundResult) -> tuple[bool, str | None]:
-    """(user turn stored, the assistant text stored or None) for what the user heard.
+def expected_reply(rnd: RoundResult) -> tuple[bool | None, str | None]:
+    """(user turn stored: yes, no or None for either; the assistant text stored or None)
+    for what the user heard.
 
-    Nothing reached the caller before an HTTP error: nothing is stored. A turn whose
-    every attempt timed out keeps the user's words without a reply. Otherwise the
-    reply is what was spoken (the 905 text): whole, or the prefix before a barge-in.
+    Nothing reached the caller before an HTTP error: nothing is stored. An attempt the
+    engine gave up on (its timeout) keeps the user's words without a reply: a turn whose
+    every attempt timed out has them. When the engine gave up on the first attempt and
+    its retry then failed before the first byte, both rules apply to one round: the
+    user's words may stand (the abandoned attempt was recorded before the retry failed)
+    or not (the retry's failure came first); no reply, either way. Otherwise the reply
+    is what was spoken (the 905 text): whole, or the prefix before a barge-in.
     """
     if rnd.first_token_ms is None:
-        return (rnd.error_code == LLM_TIMEOUT, None)
+        if rnd.error_code == LLM_TIMEOUT:
+            return (True, None)
+        return (None if rnd.retries else False, None)
     return (True, rnd.spoken_text)
 
 
@@ -282,6 +289,8 @@ def _verify_round(
     want_user, want_reply = expected_reply(rnd)
     users = [m for m in stored if m["role"] == "user"]
     replies = [m for m in stored if m["role"] == "assistant"]
+    if want_user is None and not [m for m in stored if m["role"] != "user"]:
+        want_user = bool(stored)  # either, if nothing but the user's words
     if not want_user:
         if stored:
             verdict.problem("mismatched", f"{where}: stored although nothing was heard")

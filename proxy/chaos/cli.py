@@ -2,6 +2,7 @@
 
 uv run proxy chaos                      # every scenario
 uv run proxy chaos kill9-retry erasure-race --sessions 30
+uv run proxy chaos cluster-failover     # 3 masters + 3 replicas, one master kill -9ed
 uv run proxy chaos --python-path /tmp/main-src   # another checkout's proxy ("before")
 """
 
@@ -11,9 +12,13 @@ import argparse
 import asyncio
 import sys
 
+from proxy.chaos.cluster import cluster_failover
 from proxy.chaos.engine import Tally
-from proxy.chaos.scenarios import SCENARIOS, Options
+from proxy.chaos.scenarios import SCENARIOS as SINGLE_NODE
+from proxy.chaos.scenarios import Options
 from proxy.chaos.servers import ChaosError
+
+SCENARIOS = {**SINGLE_NODE, "cluster-failover": cluster_failover}
 
 COLUMNS = ("scenario", "answered", "recorded", "lost", "duplicated", "notes")
 

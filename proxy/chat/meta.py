@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
+from proxy.call import CallContext
 from proxy.chat.sse import json_frame
-from proxy.context.call import CallContext
 from proxy.context.history import TaskQueues, TurnStart
 from proxy.observability import turnlog
 

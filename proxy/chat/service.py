@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.call import CallContext
 from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
 from proxy.chat.meta import merge, queue_for_task, requeue_late_meta, wants_meta_info
@@ -27,8 +28,7 @@ from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, Failed, StoreGuard, slow
+from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, slow
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
     ClaimState,
@@ -134,17 +134,21 @@ class ChatService:
         plan = await self._prepare(body, call, profile, received_at or time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_frames(plan)
-        opening = asyncio.ensure_future(self.router.open_stream(plan.body))
+        opening: asyncio.Future[CompletionStream] | None = None
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
         try:
             if filler_after and profile is not None and profile.spec.filler_phrases:
+                opening = asyncio.ensure_future(self.router.open_stream(plan.body))
                 done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
                 if not done:  # the model is slow: say something while it thinks
                     plan.opening_filler = profile.spec.filler_phrases[0]
                     return self._relay(plan, opening)
-            await asyncio.shield(opening)
+                await asyncio.shield(opening)
+            else:  # opened in this task: no task of its own, no extra trip round the loop
+                opening = _resolved(await self.router.open_stream(plan.body))
         except asyncio.CancelledError:
-            opening.cancel()
+            if opening is not None:
+                opening.cancel()
             self._left_before_the_reply(plan.turn)
             raise
         except BaseException:
@@ -299,7 +303,8 @@ class ChatService:
         queued: list[dict[str, Any]]
         if start is FAILED:
             claim, history, queued = (FAILED if claiming else None), FAILED, []
-            log.error("history store unavailable, continuing without it: %r", error)
+            if error is not None:
+                log_store_error(error, call.log_fields())
             if claiming is not None:
                 requeue_late_meta(self.history, task_id, claiming)
             if error is not None and not slow(error):
@@ -476,3 +481,9 @@ class ChatService:
     async def drain(self) -> None:
         await self.writer.drain()
         await self.leases.close()
+
+
+def _resolved(stream: CompletionStream) -> asyncio.Future[CompletionStream]:
+    future: asyncio.Future[CompletionStream] = asyncio.get_running_loop().create_future()
+    future.set_result(stream)
+    return future

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit, retryable
 from proxy.chat.inflight import LeaseKeeper
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import (
     HistoryStore,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Final, TypeVar
 
 from proxy.context.history import TaskErased
@@ -28,16 +28,25 @@ class Failed(enum.Enum):
 FAILED: Final = Failed.FAILED
 
 
+def log_store_error(error: BaseException, extra: Mapping[str, object] | None = None) -> None:
+    """A store call failed and the proxy carries on: a slow store (a call past its time
+    box, every connection busy) is a warning, counted in ``proxy_store_timeouts``; an
+    outage or a refusal is an error."""
+    level = logging.WARNING if slow(error) else logging.ERROR
+    log.log(level, "history store unavailable, continuing without it: %r", error, extra=extra)
+
+
 class StoreGuard:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout = timeout_seconds
         self.errors = 0
+        self.timeouts = 0  # of the errors, the slow ones (``slow``)
         self.faults = FaultRecord()  # errors that are configuration faults, by name
 
     async def __call__(self, operation: Awaitable[T]) -> T | Failed:
         result, error = await self.attempt(operation)
         if error is not None:
-            log.error("history store unavailable, continuing without it: %r", error)
+            log_store_error(error)
         return result
 
     async def attempt(self, operation: Awaitable[T]) -> tuple[T | Failed, Exception | None]:
@@ -60,6 +69,7 @@ class StoreGuard:
         except Exception as exc:
             error = exc
         self.errors += 1
+        self.timeouts += slow(error)
         self.faults.note(error)
         return FAILED, error
 

@@ -95,7 +95,7 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
     hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
     sentinel_password = settings.redis_sentinel_password
     # redis-py leaves Sentinel untyped.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         hosts,
         sentinel_kwargs={
             "password": sentinel_password.get_secret_value() if sentinel_password else None,

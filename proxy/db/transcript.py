@@ -8,14 +8,14 @@ a database outage, a restart or a crash of the process costs nothing but disk).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.base import without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
@@ -66,7 +66,7 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
     queue_name = "transcript"
 
     def _encode(self, item: _Item) -> bytes:
-        return orjson.dumps(asdict(item))
+        return orjson.dumps(item)  # a dataclass, natively: asdict deep-copies (~100 µs)
 
     def _decode(self, body: bytes) -> _Item:
         item = _Item(**orjson.loads(body))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proxy.access.catalog import Caller
-from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.guard import FAILED, StoreGuard, slow
 from proxy.errors import ProxyError
 from proxy.usage.specs import Budget
 
@@ -111,6 +111,7 @@ class BudgetGate:
         self._app_budgets = dict(app_budgets)
         self._guard = guard
         self._charging: set[asyncio.Task[None]] = set()
+        self.uncounted_tokens = 0  # proxy_budget_tokens_uncounted
 
     def _caps(self, caller: Caller, app_id: str | None) -> list[tuple[str, str, Budget]]:
         """(counter scope, who, budget) for each budget this request falls under."""
@@ -170,9 +171,12 @@ class BudgetGate:
         task.add_done_callback(self._charging.discard)
 
     async def _add(self, names: list[str], tokens: int, micros: int) -> None:
-        result = await self._guard(self._counters.add(names, tokens, micros))
-        if result is FAILED:
-            log.error("budget counters not updated: %d tokens uncounted", tokens)
+        # Not retried: an increment that timed out may have run (counted twice).
+        _, error = await self._guard.attempt(self._counters.add(names, tokens, micros))
+        if error is not None:
+            self.uncounted_tokens += tokens
+            level = logging.WARNING if slow(error) else logging.ERROR
+            log.log(level, "budget counters not updated: %d tokens uncounted: %r", tokens, error)
 
     async def drain(self) -> None:
         if self._charging:

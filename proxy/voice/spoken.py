@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import HistoryStore, SpokenOutcome, StoredMessage
 from proxy.context.matching import content_text, normalise
 from proxy.db.transcript import TranscriptWriter

@@ -14,10 +14,10 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import StoreGuard
 from proxy.context.history import StoredAnswer, StoredMessage
 from proxy.context.memory_store import MemoryHistoryStore
