@@ -93,7 +93,11 @@ def plan_request(
         profile.spec.meta_info_events if profile is not None else None,
     )
     plan = RelayPlan(
-        body=body, model=str(body.get("model")), received_at=received_at, emit_meta=emit_meta
+        body=body,
+        model=str(body.get("model")),
+        received_at=received_at,
+        emit_meta=emit_meta,
+        keep_reasoning=profile is not None and profile.spec.keep_reasoning,
     )
     plan.tools = belt
     if belt is not None:
