@@ -61,7 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="proxy soak", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--sessions", type=int, default=200, help="concurrent voice sessions (200)")
-    add("--duration", type=float, default=60.0, help="seconds new turns are started (60)")
+    # Four minutes: at 200 sessions the proxy's RSS climbs for about two (pools, caches,
+    # allocator arenas) and the memory bar judges the second half of the run.
+    add("--duration", type=float, default=240.0, help="seconds new turns are started (240)")
     add("--turns-per-session", type=int, default=8, help="turns per conversation/task (8)")
     # The engine's speech clock is virtual (the bot's speech is not waited out), so the
     # pause before a turn stands for the user's utterance, the VAD silence and the bot's
