@@ -25,8 +25,8 @@ from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_client import connect_redis
+from proxy.context.redis_faults import FAULTS
 from proxy.context.redis_store import RedisHistoryStore
-from proxy.context.store_faults import FAULTS
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.spool import Spool, SpoolError, spool_directory
@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spool=state.spool,
         )
         await state.turn_logs.start()
-        summariser = Summariser(history, table, settings.history)
+        summariser = Summariser(history, state.router, settings.history)
         spoken = SpokenTextReconciler(
             history, state.transcripts, grace_seconds=settings.spoken_grace_seconds
         )
@@ -311,7 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state.spool is not None:
                 state.spool.close()
 
-    app = FastAPI(
+    app = chat.ProxyApp(
         title="Voice LLM proxy",
         version=__version__,
         description="OpenAI-compatible LLM proxy with per-task context for voice agents.",
@@ -322,7 +322,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ProxyMetrics()
     install_error_handlers(app)
-    app.add_middleware(chat.ChatFastPath)
     app.state.tracing = Tracing.start(
         traces_endpoint(
             settings.otel_exporter_otlp_endpoint, settings.otel_exporter_otlp_traces_endpoint
@@ -330,6 +329,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         __version__,
     )
     app.add_middleware(AccessMiddleware, tracing=app.state.tracing, access_log=settings.access_log)
+    app.chat_path = AccessMiddleware(
+        chat.chat_endpoint, tracing=app.state.tracing, access_log=settings.access_log
+    )
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -29,7 +29,7 @@ def _is_loopback(host: str) -> bool:
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (one per worker process): settings come from the environment."""
     from proxy.app import create_app
-    from proxy.heap import freeze_startup_heap
+    from proxy.heap import freeze_after_startup
     from proxy.logs import configure_logging
     from proxy.serving import HeaderTimeoutProtocol
     from proxy.settings import Settings
@@ -38,7 +38,7 @@ def create_app_from_env() -> FastAPI:
     configure_logging(settings.log_level)
     HeaderTimeoutProtocol.header_timeout = settings.header_timeout_seconds
     app = create_app(settings)
-    freeze_startup_heap()  # a served process only: tests build many apps in one process
+    freeze_after_startup(app)
     return app
 
 

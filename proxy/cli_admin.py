@@ -20,16 +20,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.admin import Admin, AdminStore
+from proxy.admin.models import KeyCreate, KeyOut, ProfileCreate
 from proxy.api.admin_task_ids import AmbiguousTask, choose, is_task_key, recorded_task_keys
-from proxy.api.schemas import (
-    KeyCreate,
-    KeyOut,
-    ProfileCreate,
-    TaskOut,
-    TranscriptMessageOut,
-)
+from proxy.api.schemas import TaskOut, TranscriptMessageOut
+from proxy.call import task_key
 from proxy.config_file import describe
-from proxy.context.call import task_key
 from proxy.db.migrate import migrate_embedded
 from proxy.db.repositories import TaskRepository, TranscriptRepository
 from proxy.db.session import make_engine, make_sessionmaker

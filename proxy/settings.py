@@ -27,8 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from proxy.call import APP_ID_PATTERN
 from proxy.config_file import read_config_file
-from proxy.context.call import APP_ID_PATTERN
 from proxy.usage.specs import Budget, ModelPrice
 
 ECHO_MODEL = "echo"
@@ -355,6 +355,14 @@ class Settings(BaseSettings):
         description="Connections to Redis per process, at most. The client refuses a call "
         "beyond them at once (it does not wait): size it for the calls in flight at peak "
         "(a turn makes up to three at once).",
+    )
+    lease_seconds: float = Field(
+        default=4.0,
+        ge=1.0,
+        le=60.0,
+        description="In-flight lease of a reply, refreshed while it streams: a killed "
+        "replica's replies count as in flight (905s wait, retries on another replica wait "
+        "to adopt) for at most this long.",
     )
     history_ttl_seconds: int = Field(default=86_400, ge=60)
     history_closed_ttl_seconds: int = Field(default=600, ge=1)

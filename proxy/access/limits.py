@@ -7,14 +7,14 @@ import time
 
 from proxy.access.catalog import Caller
 from proxy.context.guard import FAILED, StoreGuard
-from proxy.context.history import HistoryStore
+from proxy.context.history import Counters
 from proxy.errors import Overloaded, RateLimited
 
 WINDOW_SECONDS = 60
 
 
 class RateLimiter:
-    def __init__(self, store: HistoryStore, guard: StoreGuard) -> None:
+    def __init__(self, store: Counters, guard: StoreGuard) -> None:
         self._store = store
         self._guard = guard
 

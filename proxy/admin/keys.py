@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.admin.models import CONFIG_KEY_PREFIX, KeyCreate, KeyCreated, KeyOut
 from proxy.admin.store import AdminStore, read_only
-from proxy.api.schemas import CONFIG_KEY_PREFIX, KeyCreate, KeyCreated, KeyOut
 from proxy.db.repositories import KeyRepository, ProfileRepository
 from proxy.errors import Conflict, InvalidRequest, NotFound
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from proxy.admin.models import ProfileCreate, ProfileIn, ProfileOut
 from proxy.admin.named import NamedAdmin
-from proxy.api.schemas import ProfileCreate, ProfileIn, ProfileOut
 from proxy.db.models import Profile
 from proxy.db.repositories import ProfileRepository
 from proxy.errors import Conflict, NotFound

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from proxy.admin.models import RouteIn, RouteOut
 from proxy.admin.named import NamedAdmin
-from proxy.api.schemas import RouteIn, RouteOut
 from proxy.db.models import Route
 from proxy.db.repositories import RouteRepository
 from proxy.errors import InvalidRequest

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from proxy.admin.models import ToolCreate, ToolIn, ToolOut
 from proxy.admin.named import NamedAdmin
 from proxy.db.models import Tool
 from proxy.errors import Conflict, NotFound
 from proxy.tools.repository import ToolRepository
-from proxy.tools.schemas import ToolCreate, ToolIn, ToolOut
 
 
 class ToolAdmin(NamedAdmin[Tool, ToolOut, ToolOut]):

@@ -12,8 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from proxy.api.admin_services import AdminServices
-from proxy.api.schemas import (
+from proxy.admin.models import (
     KeyCreate,
     KeyCreated,
     KeyOut,
@@ -23,6 +22,7 @@ from proxy.api.schemas import (
     RouteIn,
     RouteOut,
 )
+from proxy.api.admin_services import AdminServices
 
 router = APIRouter()
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.context.call import valid_app_id
+from proxy.call import valid_app_id
 from proxy.context.task_lookup import MAX_MATCHES, names_task
 from proxy.db.models import Task
 from proxy.errors import Conflict, NotFound

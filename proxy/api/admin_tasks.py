@@ -1,7 +1,7 @@
 """Admin API: conversation tasks (durable record, live history, callbacks, metrics).
 
 A task is addressed by its task key, ``<app id>:<task id>`` when the engine named an
-app (see ``proxy.context.call``); ``?app_id=`` with the engine's task id means the same;
+app (see ``proxy.call``); ``?app_id=`` with the engine's task id means the same;
 the engine's bare TaskId finds the one app that has it (``admin_task_ids``).
 
 Two views of a task: the live history in the history store (what the next request
@@ -14,13 +14,14 @@ current.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from redis.exceptions import RedisError
 
+from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
 from proxy.api.admin_task_ids import choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import (
@@ -33,11 +34,11 @@ from proxy.api.schemas import (
     TaskDetail,
     TaskOut,
     TranscriptMessageOut,
-    as_utc,
 )
+from proxy.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.chat.meta import queue_for_task
-from proxy.context.call import APP_ID_PATTERN, MAX_TASK_KEY, CallContext, task_key
 from proxy.context.history import StoredMessage
+from proxy.context.redis_errors import STORE_ERRORS
 from proxy.db.erasure import erase_task
 from proxy.db.repositories import (
     EventRepository,
@@ -92,7 +93,7 @@ async def _live(operation: Awaitable[T]) -> T:
     """A history store call; an unreachable store is a 503, not an internal error."""
     try:
         return await operation
-    except (RedisError, OSError, TimeoutError) as exc:
+    except STORE_ERRORS as exc:
         log.error("admin API: history store unavailable: %r", exc)
         raise ServiceUnavailable("the history store is unavailable") from exc
 
@@ -220,9 +221,12 @@ async def queue_metainfo(task_id: TaskKey, body: MetaInfoIn, request: Request) -
 async def delete_task(task_id: TaskKey, request: Request) -> None:
     # The tombstone makes it final: rows any replica (or its spool) accepted for the task
     # before now are discarded by the writer that would have written them.
+    # The live store's tombstone does the same for the live history: a commit of a turn
+    # that began before now, in flight or retried on any replica, is refused.
+    at = time.time()
     async with transaction(request) as session:
-        await erase_task(session, task_id)
-    await _live(request.app.state.history.reset(task_id))
+        await erase_task(session, task_id, at=at)
+    await _live(request.app.state.history.erase(task_id, at))
 
 
 @router.get(

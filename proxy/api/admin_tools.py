@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
+from proxy.admin.models import TOOL_NAME_PATTERN, ToolCreate, ToolIn, ToolOut
 from proxy.api.admin_services import AdminServices
-from proxy.tools.schemas import TOOL_NAME_PATTERN, ToolCreate, ToolIn, ToolOut
 
 router = APIRouter()
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, get_args
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
-from proxy.api.schemas import as_utc
 from proxy.errors import InvalidRequest
 from proxy.usage.aggregate import GroupKey, UsageFilter, aggregate
 

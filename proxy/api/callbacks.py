@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 
 from proxy.api.chat import read_body
 from proxy.api.deps import SettingsDep
-from proxy.context.call import MAX_TASK_ID, task_key, valid_app_id
+from proxy.call import MAX_TASK_ID, task_key, valid_app_id
 from proxy.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
 from proxy.settings import Settings
 from proxy.voice.events import MalformedEvent, parse_event

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from proxy.api.deps import CallerDep
-from proxy.context.store_faults import ADVICE, FaultRecord, config_fault
+from proxy.context.redis_faults import ADVICE, FaultRecord, config_fault
 from proxy.settings import ECHO_MODEL
 
 log = logging.getLogger(__name__)

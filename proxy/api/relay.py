@@ -55,10 +55,14 @@ class RelayResponse(Response):
         opener: Opener,
         on_close: Callable[[], None] | None = None,
         on_unstarted: Callable[[int], None] | None = None,
+        final_frame: bytes | None = None,
     ) -> None:
         self.opener = opener
         self.on_close = on_close
         self.on_unstarted = on_unstarted  # the status sent for a stream cancelled unstarted
+        # A chunk ending with this frame ends the response: it leaves with the end of the
+        # body in one write (``data: [DONE]``: nothing may follow it in a chat stream).
+        self.final_frame = final_frame
         self.status_code = 200
         self.background = None
         self._started = False
@@ -120,9 +124,16 @@ class RelayResponse(Response):
             return
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            ended = False
+            final = self.final_frame
             async for chunk in frames:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if ended:  # the stream's own clean-up runs; nothing more is sent
+                    log.warning("a stream yielded %d bytes after its final frame", len(chunk))
+                    continue
+                ended = final is not None and chunk.endswith(final)
+                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await frames.aclose()  # type: ignore[attr-defined]
 

@@ -12,10 +12,10 @@ from proxy.api.chat import RequestCount, read_body
 from proxy.api.deps import require_caller
 from proxy.api.jsonresponse import ORJSONResponse
 from proxy.api.relay import RelayResponse, cancel_on_disconnect
+from proxy.call import CallContext
 from proxy.chat.chunks import chunk_events
 from proxy.chat.profiles import select_profile
 from proxy.chat.service import ChatService
-from proxy.context.call import CallContext
 from proxy.errors import ProxyError
 from proxy.observability import tracing, turnlog
 from proxy.responses.conversation import resolve_turn

@@ -16,7 +16,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from proxy.api.chat import RequestCount
 from proxy.api.deps import bearer_token
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import HistoryStore
 from proxy.errors import ProxyError
 from proxy.observability import turnlog

@@ -58,14 +58,28 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def log_tail(self, limit: int = 2000) -> str:
+    def log_text(self) -> str:
+        """Everything it wrote (stdout and stderr); empty once the log is closed."""
         try:
             self.log.flush()
             self.log.seek(0)
-            text = self.log.read().decode(errors="replace")
+            return self.log.read().decode(errors="replace")
         except (OSError, ValueError):
             return ""
-        return text[-limit:]
+
+    def log_tail(self, limit: int = 2000) -> str:
+        return self.log_text()[-limit:]
+
+    def stop(self) -> None:
+        """SIGTERM its process group; SIGKILL what is left after ``STOP_TIMEOUT_S``."""
+        if self.alive():
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        _signal_group(self.proc.pid, signal.SIGKILL)  # stragglers in its group, if any
 
     def peak_rss_mib(self) -> float | None:
         """VmHWM of the serving process(es): with uvicorn workers, the sum of the workers
@@ -142,14 +156,7 @@ class Processes:
         return child
 
     def stop(self, child: Child) -> None:
-        if child.alive():
-            _signal_group(child.proc.pid, signal.SIGTERM)
-            try:
-                child.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(child.proc.pid, signal.SIGKILL)
-                child.proc.wait(timeout=STOP_TIMEOUT_S)
-        _signal_group(child.proc.pid, signal.SIGKILL)  # stragglers in its group, if any
+        child.stop()
         if child in self._children:
             self._children.remove(child)
         child.log.close()

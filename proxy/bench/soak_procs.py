@@ -1,59 +1,28 @@
-"""The soak's child processes (mock upstream, proxy) and the proxy's RSS and CPU samples."""
+"""The soak's child processes (mock upstream, proxy: ``proxy.bench.procs.Child``) and the
+proxy's RSS and CPU samples."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import IO
 
 import aiohttp
 
-from proxy.bench.procs import free_port
+from proxy.bench.procs import HOST, Child, free_port
 
-HOST = "127.0.0.1"
+__all__ = ["HOST", "Child", "Sampler", "SoakError", "start_child", "wait_ready"]
 READY_TIMEOUT_S = 30.0
 
 
 class SoakError(RuntimeError):
     """The soak cannot run (a server did not start, the admin API refused the setup)."""
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log_text(self) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            self.log.flush()
-            self.log.seek(0)
-            return self.log.read().decode(errors="replace")
-        return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def start_child(name: str, args: list[str], env: dict[str, str], workdir: str) -> Child:

@@ -227,29 +227,57 @@ async def kill9_after_turn(options: Options) -> Tally:
 
 
 async def erasure_race(options: Options) -> Tally:
-    """Turns on replica A (transcript rows still queued there), erased on replica B: the
-    task must stay erased. "recorded" counts rows that came back (should be 0)."""
-    tally = Tally("erasure racing queued writes")
+    """Turns on replica A (transcript rows still queued there, and one more reply still
+    streaming), erased on replica B: the task must stay erased, live and in the
+    transcript. Then one turn per task after the erasure, which must be recorded once.
+    "recorded" counts rows of the erased turns that came back (should be 0)."""
+    tally = Tally("erasure racing queued and in-flight writes")
     async with _world() as (procs, http, mock), _stores(procs, mock, options, redis=True) as stores:
         pg, env = stores.pg, stores.env
         a = start_proxy(procs, {**env, "PROXY_TRANSCRIPT_FLUSH_SECONDS": "3"}, "replica-a")
         b = start_proxy(procs, env, "replica-b")
         await _ready(http, a, b)
         sessions = [Session(f"erase-{n}") for n in range(max(1, options.sessions // 3))]
-        await run_sessions(http, sessions, 2, lambda s, n: [a.url])
-        statuses = Counter([await erase(http, b.url, s.task_id) for s in sessions])
-        await asyncio.sleep(5)  # A's queue flushes (every 3 s)
         tasks = [s.task_id for s in sessions]
+        await run_sessions(http, sessions, 2, lambda s, n: [a.url])
+        # One reply per task is streaming on A (~0.5 s) when B erases the task.
+        racing = [
+            asyncio.ensure_future(chat_turn(http, [a.url], t, f"{t}-racing", f"{t} racing"))
+            for t in tasks
+        ]
+        await asyncio.sleep(0.2)
+        statuses = Counter(await asyncio.gather(*(erase(http, b.url, t) for t in tasks)))
+        raced = sum(await asyncio.gather(*racing))
+        await asyncio.sleep(5)  # A's queue flushes (every 3 s)
         (rows,) = await _settled(lambda: postgres_counts(pg.url, USER_ROWS, tasks), quiet=4)
         live = sum([sum((await live_user_turns(http, b.url, t)).values()) for t in tasks])
-        tally.answered = sum(len(s.answered) for s in sessions)
+        tally.answered = sum(len(s.answered) for s in sessions) + raced
         tally.recorded = sum(rows.values())
-        tally.measures = {"erased": statuses[204], "came_back": 0.0, "live_after": live}
         back = sum(1 for t in tasks if any(k.startswith(f"{t} ") for k in rows))
-        tally.measures["came_back"] = back
+        # A new conversation on the same task ids, after the erasure: recorded once.
+        after = [await chat_turn(http, [a.url], t, f"{t}-after", f"{t} after") for t in tasks]
+        (rows,) = await _settled(
+            lambda: postgres_counts(pg.url, USER_ROWS, tasks), expected=len(tasks)
+        )
+        live_new = [await live_user_turns(http, b.url, t) for t in tasks]
+        kept = sum(
+            1
+            for t, turns in zip(tasks, live_new, strict=True)
+            if turns == Counter({f"{t} after": 1})
+            and {k: n for k, n in rows.items() if k.startswith(f"{t} ")} == {f"{t} after": 1}
+        )
+        tally.measures = {
+            "erased": statuses[204],
+            "raced": raced,
+            "came_back": back,
+            "live_after": live,
+            "new_turns": sum(after),
+            "new_recorded_once": kept,
+        }
         tally.notes = (
-            f"erased {statuses[204]}/{len(tasks)} tasks (204); {back} came back in the "
-            f"transcript; {live} live messages after erasure"
+            f"erased {statuses[204]}/{len(tasks)} tasks (204), {raced} replies in flight; "
+            f"{back} came back in the transcript; {live} live messages after erasure; "
+            f"{kept}/{sum(after)} turns after the erasure recorded once"
         )
         return tally
 

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.context.guard import transient
-from proxy.context.history import HistoryStore, LeaseHeld, StoredAnswer, StoredMessage
+from proxy.context.history import (
+    HistoryStore,
+    LeaseHeld,
+    StoredAnswer,
+    StoredMessage,
+    TaskErased,
+)
 from proxy.metrics import ProxyMetrics, bounded_label
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ NOT_RECORDED_REASONS = (
     "gave_up",  # retried for RETRY_FOR_SECONDS or MAX_ATTEMPTS without landing
     "queue_full",  # MAX_PENDING commits were waiting already
     "shutdown",  # the process stopped before the commit landed
+    "erased",  # the task was erased after the turn began (erasure is final)
 )
 
 
@@ -65,6 +72,7 @@ class TurnCommit:
     answer: StoredAnswer | None
     seed: list[StoredMessage] | None = None
     adopt: bool = False  # the attempt's claim timed out (see ``commit_turn``)
+    started_at: float | None = None  # when the turn began (wall clock; erasure check)
     log_fields: dict[str, Any] = field(default_factory=dict)
     on_committed: Callable[[], None] | None = None  # what follows a recorded turn
     on_resolved: Callable[[], None] | None = None  # recorded, refused or given up
@@ -85,6 +93,7 @@ class TurnCommit:
             seed=self.seed,
             retry=retry,
             adopt=self.adopt,
+            started_at=self.started_at,
         )
 
 
@@ -198,6 +207,10 @@ class CommitRetrier:
         try:
             async with asyncio.timeout(self.attempt_timeout):
                 committed = await commit.send(self._history, retry=True)
+        except TaskErased:
+            self.refused += 1
+            self.not_recorded("erased", commit)
+            return False
         except Exception as exc:
             last = commit.attempts >= self.max_attempts or time.monotonic() >= commit.deadline
             if retryable(exc) and not last:

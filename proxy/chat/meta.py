@@ -19,17 +19,17 @@ task's next reply. The queue lives in the history store under its own key.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import orjson
 
+from proxy.call import CallContext
 from proxy.chat.sse import json_frame
-from proxy.context.call import CallContext
-from proxy.context.history import HistoryStore
+from proxy.context.history import TaskQueues, TurnStart
 from proxy.observability import turnlog
 
-QUEUE_SUFFIX = "#metainfo"
 MARKER = b'"meta.info"'  # a cheap test before decoding an upstream event
 
 
@@ -88,9 +88,29 @@ def merge(items: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-async def queue_for_task(store: HistoryStore, task_id: str, metainfo: dict[str, Any]) -> None:
-    await store.push_pending(task_id + QUEUE_SUFFIX, metainfo)
+async def queue_for_task(store: TaskQueues, task_id: str, metainfo: dict[str, Any]) -> None:
+    await store.push_meta(task_id, metainfo)
 
 
-async def take_queued(store: HistoryStore, task_id: str) -> list[dict[str, Any]]:
-    return await store.take_pending(task_id + QUEUE_SUFFIX)
+async def take_queued(store: TaskQueues, task_id: str) -> list[dict[str, Any]]:
+    return await store.take_meta(task_id)
+
+
+def requeue_late_meta(store: TaskQueues, task_id: str, starting: asyncio.Future[TurnStart]) -> None:
+    """A turn gave up waiting for its start (``begin_turn``), which still runs: the
+    meta.info it takes goes back to the queue, for the next reply."""
+
+    def done(finished: asyncio.Future[TurnStart]) -> None:
+        if finished.cancelled() or finished.exception() is not None:
+            return
+        items = finished.result().meta
+        if items:
+            task = asyncio.ensure_future(_queue_all(store, task_id, items))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    starting.add_done_callback(done)
+
+
+async def _queue_all(store: TaskQueues, task_id: str, items: list[dict[str, Any]]) -> None:
+    for item in items:
+        await store.push_meta(task_id, item)

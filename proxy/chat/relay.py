@@ -83,6 +83,10 @@ class StreamRelay:
         # Usage is always asked of the upstream (prompt cache figures); the caller gets
         # the usage chunk only if it asked for it too.
         self._forward_usage = bool((plan.body.get("stream_options") or {}).get("include_usage"))
+        # Nothing to write and no tool step after the upstream's [DONE]: ours leaves with
+        # the last words, in the same write.
+        self._done_with_last_batch = plan.turn is None and plan.tools is None
+        self._done_sent = False
 
     async def frames(self) -> AsyncIterator[bytes]:
         plan, metrics = self.plan, self._metrics
@@ -141,7 +145,8 @@ class StreamRelay:
                 await asyncio.shield(
                     self._writer.finished(plan.turn, [*self._produced, final], answer)
                 )
-            yield DONE_FRAME
+            if not self._done_sent:
+                yield DONE_FRAME
         except UpstreamError as exc:
             log.warning("upstream failed mid-stream: %s", exc.message)
             turnlog.failed(exc.message)
@@ -204,6 +209,9 @@ class StreamRelay:
                 out.append(frame(payload))
                 if text:
                     texts.append(text)
+            if reply.done and reply.error is None and self._done_with_last_batch:
+                out.append(DONE_FRAME)
+                self._done_sent = True
             if out:
                 self._sent_any = True
                 yield b"".join(out)

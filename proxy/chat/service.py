@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.call import CallContext
 from proxy.chat.grounding import Grounding, ground, retrieve_for_turn
 from proxy.chat.inflight import LeaseKeeper, replica_id
-from proxy.chat.meta import merge, queue_for_task, take_queued, wants_meta_info
+from proxy.chat.meta import merge, queue_for_task, requeue_late_meta, wants_meta_info
 from proxy.chat.profiles import apply_profile
 from proxy.chat.relay import RelayPlan, StreamRelay, ToolBelt
 from proxy.chat.replay import replay_completion, replay_frames
@@ -27,11 +28,9 @@ from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
-from proxy.context.guard import FAILED, StoreGuard, log_store_error, slow
+from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, slow
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
-    DEFAULT_LEASE_SECONDS,
     ClaimState,
     HistoryStore,
     RequestClaim,
@@ -78,7 +77,7 @@ class ChatService:
         self._streams: dict[tuple[str, str], asyncio.Task[Any]] = {}
         # The store holds the task's in-flight record; this keeps this replica's leases.
         self.leases = writer.leases or LeaseKeeper(
-            history, guard, lease_seconds=DEFAULT_LEASE_SECONDS, holder=replica_id()
+            history, guard, lease_seconds=settings.lease_seconds, holder=replica_id()
         )
         writer.leases = self.leases
 
@@ -135,17 +134,21 @@ class ChatService:
         plan = await self._prepare(body, call, profile, received_at or time.perf_counter())
         if isinstance(plan, StoredAnswer):
             return replay_frames(plan)
-        opening = asyncio.ensure_future(self.router.open_stream(plan.body))
+        opening: asyncio.Future[CompletionStream] | None = None
         filler_after = profile.spec.fast_first_words_ms if profile is not None else None
         try:
             if filler_after and profile is not None and profile.spec.filler_phrases:
+                opening = asyncio.ensure_future(self.router.open_stream(plan.body))
                 done, _ = await asyncio.wait({opening}, timeout=filler_after / 1000)
                 if not done:  # the model is slow: say something while it thinks
                     plan.opening_filler = profile.spec.filler_phrases[0]
                     return self._relay(plan, opening)
-            await asyncio.shield(opening)
+                await asyncio.shield(opening)
+            else:  # opened in this task: no task of its own, no extra trip round the loop
+                opening = _resolved(await self.router.open_stream(plan.body))
         except asyncio.CancelledError:
-            opening.cancel()
+            if opening is not None:
+                opening.cancel()
             self._left_before_the_reply(plan.turn)
             raise
         except BaseException:
@@ -260,50 +263,57 @@ class ChatService:
         await self._abandon_earlier_streams(task_id, call.request_id)
         await self.writer.settled(task_id)  # an interrupted turn may still be being written
 
-        # The claim, the history and the queued meta.info are independent reads: one
-        # round trip to the store instead of two (the history is unused on a replay).
+        # The claim, the history and the queued meta.info: one store round trip.
         policy = profile.policy if profile is not None else self.settings.history
         # Chosen here, so that it is known even if the claim times out (and runs later).
         attempt_id = uuid.uuid4().hex
-        claiming: asyncio.Future[RequestClaim] | None = None
-        if call.request_id is not None:
-            claiming = asyncio.ensure_future(
-                self.history.claim_request(
-                    task_id,
-                    call.request_id,
-                    attempt_id,
-                    lease_seconds=self.leases.lease_seconds,
-                    holder=self.leases.holder,
-                )
+        began = time.time()  # an erasure of the task after this refuses the turn's writes
+        starting = asyncio.ensure_future(
+            self.history.begin_turn(
+                task_id,
+                call.request_id,
+                attempt_id,
+                limit=policy.load_limit,
+                lease_seconds=self.leases.lease_seconds,
+                holder=self.leases.holder,
+                take_meta=plan.emit_meta,  # queued meta.info waits for a caller that gets it
             )
+        )
+        # With a request id the start claims it: shielded, so that a start that misses its
+        # time box still runs to its end, and the commit learns from it whether this
+        # attempt owns the request (meta.info it takes late goes back to the queue).
+        claiming = starting if call.request_id is not None else None
         try:
             with tracing.child("proxy.store", {"proxy.task_key": task_id}):
-                (claim, claim_error), (history, load_error), queued = await asyncio.gather(
-                    # Shielded: a claim that misses its time box still runs to its end, and
-                    # the commit learns from it whether this attempt owns the request.
-                    self.guard.attempt(asyncio.shield(claiming)) if claiming else _no_claim(),
-                    self.guard.attempt(self.history.load(task_id, policy.load_limit)),
-                    # Queued meta.info waits for a caller that receives it.
-                    self.guard(
-                        take_queued(self.history, task_id) if plan.emit_meta else _nothing()
-                    ),
+                start, error = await self.guard.attempt(
+                    asyncio.shield(starting) if claiming else starting
                 )
         except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
             if claiming is not None:
+                requeue_late_meta(self.history, task_id, claiming)
                 said = split_request(body["messages"]).new_turn
                 new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
-                turn = PendingTurn(call, task_id, attempt_id, new_turn, None, claiming=claiming)
+                turn = PendingTurn(
+                    call, task_id, attempt_id, new_turn, None, claiming=claiming, started_at=began
+                )
                 self.writer.interrupted(turn, [])
             raise
-        if queued is not FAILED:
-            plan.meta.extend(queued)
-        for error in (claim_error, load_error):
+        claim: RequestClaim | Failed | None
+        history: TaskHistory | Failed
+        queued: list[dict[str, Any]]
+        if start is FAILED:
+            claim, history, queued = (FAILED if claiming else None), FAILED, []
             if error is not None:
                 log_store_error(error, call.log_fields())
-        if not all(error is None or slow(error) for error in (claim_error, load_error)):
-            self.metrics.turns_not_recorded.labels("store_unavailable").inc()
-            log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
-            return plan  # the store is down: stateless, not recorded (nothing registered)
+            if claiming is not None:
+                requeue_late_meta(self.history, task_id, claiming)
+            if error is not None and not slow(error):
+                self.metrics.turns_not_recorded.labels("store_unavailable").inc()
+                log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
+                return plan  # the store is down: stateless, not recorded (nothing registered)
+        else:
+            claim, history, queued = start.claim, start.history, start.meta
+        plan.meta.extend(queued)
         owner = asyncio.current_task()
         if claim is not None and claim is not FAILED:
             assert call.request_id is not None
@@ -311,9 +321,8 @@ class ChatService:
                 log.info("replaying a finished request", extra=call.log_fields())
                 self.metrics.replays.inc()
                 turnlog.replayed()
-                if queued is not FAILED and queued:  # not delivered: keep for the next reply
-                    for item in queued:
-                        await self.guard(queue_for_task(self.history, task_id, item))
+                for item in queued:  # not delivered: kept for the next reply
+                    await self.guard(queue_for_task(self.history, task_id, item))
                 return claim.answer
             if claim.state is ClaimState.TAKEOVER:
                 self._cancel_stream(task_id, call.request_id)
@@ -338,6 +347,7 @@ class ChatService:
                 policy=policy,
                 profile=profile_name,
                 claiming=claiming,
+                started_at=began,
             )
             return plan
         assert isinstance(history, TaskHistory)
@@ -376,6 +386,7 @@ class ChatService:
             policy,
             profile_name,
             claiming=claiming,
+            started_at=began,
         )
         return plan
 
@@ -472,9 +483,7 @@ class ChatService:
         await self.leases.close()
 
 
-async def _no_claim() -> tuple[None, None]:
-    return None, None
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []
+def _resolved(stream: CompletionStream) -> asyncio.Future[CompletionStream]:
+    future: asyncio.Future[CompletionStream] = asyncio.get_running_loop().create_future()
+    future.set_result(stream)
+    return future

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit, retryable
 from proxy.chat.inflight import LeaseKeeper
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import (
     HistoryStore,
-    RequestClaim,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
+    TurnStart,
 )
 from proxy.context.summary import Summariser
 from proxy.db.transcript import TranscriptWriter
@@ -43,7 +45,9 @@ class PendingTurn:
     profile: str | None = None
     # The claim of ``attempt_id`` missed its time box and is still running: the commit
     # waits for its answer, and adopts the request only if it never comes.
-    claiming: asyncio.Future[RequestClaim] | None = None
+    claiming: asyncio.Future[TurnStart] | None = None
+    # When the turn began (wall clock): an erasure of the task after it refuses its writes.
+    started_at: float = field(default_factory=time.time)
 
 
 class TurnWriter:
@@ -131,17 +135,23 @@ class TurnWriter:
             answer,
             turn.seed,
             adopt=await self._claim_unknown(turn),
+            started_at=turn.started_at,
             log_fields=turn.call.log_fields(),
             on_committed=lambda: self._after_commit(turn, messages, answer),
             on_resolved=lambda: self._lease_over(turn),
         )
         committed = await self._commit(commit)
+        if committed is _ERASED:
+            return  # nothing of it is kept: not the live history, not the transcript
         if committed is False:
             self.retries.not_recorded("superseded", commit)
             return
         if self._transcripts is not None:  # the durable record, even if the live store failed
             self._transcripts.submit(
-                turn.call, [*(turn.seed or ()), *messages], profile=turn.profile
+                turn.call,
+                [*(turn.seed or ()), *messages],
+                profile=turn.profile,
+                started_at=turn.started_at,  # an erasure after it discards the rows
             )
         if committed is True:
             self._after_commit(turn, messages, answer)
@@ -176,6 +186,11 @@ class TurnWriter:
         if error is None:
             commit.resolved()
             return committed
+        if isinstance(error, TaskErased):
+            commit.resolved()
+            self.retries.refused += 1
+            self.retries.not_recorded("erased", commit)
+            return _ERASED
         if retryable(error):
             if self.retries.submit(commit):
                 log.warning(
@@ -201,6 +216,9 @@ class TurnWriter:
         if self._background:
             await asyncio.wait(set(self._background.values()), timeout=5)
         await self.retries.close(timeout=5)
+
+
+_ERASED = object()  # ``_commit``: the task was erased after the turn began
 
 
 def _said(replies: list[StoredMessage]) -> str:

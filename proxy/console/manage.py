@@ -16,14 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from proxy.admin.models import KeyCreate, ProfileCreate, ProfileIn, RouteIn, ToolCreate, ToolIn
 from proxy.api import admin_knowledge
 from proxy.api.admin_services import admin_services
-from proxy.api.schemas import KeyCreate, ProfileCreate, ProfileIn, RouteIn
 from proxy.console.session import Session
 from proxy.console.web import PREFIX, Form, back, current_session, page, read_form
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.knowledge.schemas import DocumentIn, KnowledgeBaseCreate
-from proxy.tools.schemas import ToolCreate, ToolIn
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 SessionDep = Annotated[Session, Depends(current_session)]

@@ -17,11 +17,11 @@ from starlette.responses import RedirectResponse, Response
 
 from proxy.api.admin_db import transaction
 from proxy.api.admin_tasks import _flush_transcripts
+from proxy.call import MAX_TASK_KEY
 from proxy.console import charts
 from proxy.console.session import COOKIE, LIFETIME_SECONDS, Session
 from proxy.console.timeline import build_rounds
 from proxy.console.web import PREFIX, current_session, page, signer
-from proxy.context.call import MAX_TASK_KEY
 from proxy.db.models import TurnRecord
 from proxy.db.repositories import EventRepository, TaskFilter, TaskRepository, TranscriptRepository
 from proxy.errors import NotFound, Overloaded

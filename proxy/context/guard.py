@@ -8,11 +8,13 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Final, TypeVar
 
-from redis import exceptions as redis_errors
-
-from proxy.context.store_faults import FaultRecord
+from proxy.context.history import TaskErased
+from proxy.context.redis_errors import slow, transient
+from proxy.context.redis_faults import FaultRecord
 
 log = logging.getLogger(__name__)
+
+__all__ = ["FAILED", "Failed", "StoreCallCancelled", "StoreGuard", "slow", "transient"]
 
 T = TypeVar("T")
 
@@ -24,31 +26,6 @@ class Failed(enum.Enum):
 
 
 FAILED: Final = Failed.FAILED
-
-# Failures a later attempt may well not meet: a stall, a lost connection, a failover.
-_TRANSIENT = (
-    TimeoutError,
-    OSError,  # ConnectionError included
-    redis_errors.ConnectionError,  # BusyLoadingError, MaxConnectionsError included
-    redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,  # a replica just promoted, or a failover in progress
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-)
-
-
-def transient(exc: BaseException) -> bool:
-    """The store may answer the same call a moment later (nothing refused it as wrong)."""
-    # A refused password is a ConnectionError to redis-py, but no retry will fix it.
-    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis_errors.AuthenticationError)
-
-
-def slow(exc: BaseException) -> bool:
-    """The store is there but busy: it did not answer in time (and may even have run the
-    call), or this process has every connection to it in use. Not an outage."""
-    return isinstance(
-        exc, TimeoutError | redis_errors.TimeoutError | redis_errors.MaxConnectionsError
-    )
 
 
 def log_store_error(error: BaseException, extra: Mapping[str, object] | None = None) -> None:
@@ -87,6 +64,8 @@ class StoreGuard:
             # and an ``asyncio.gather`` of store reads would cancel its caller (a turn
             # answered with nothing). A failed store call, like any other.
             error: Exception = StoreCallCancelled("the store call was cancelled")
+        except TaskErased as exc:
+            return FAILED, exc  # the store's answer (a refusal), not a failure of it
         except Exception as exc:
             error = exc
         self.errors += 1

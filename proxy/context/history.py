@@ -26,6 +26,12 @@ DEFAULT_LEASE_SECONDS = 4.0
 # The attempts a request marker remembers having been taken over (an unconfirmed claim
 # among them must not adopt the request back).
 SUPERSEDED_KEPT = 8
+# How long an erased task's tombstone refuses writes of attempts that began before the
+# erasure: longer than any turn in flight (a long streamed reply, server-side tool steps)
+# plus its commit's retries (``chat.commit_retry.RETRY_FOR_SECONDS``, 30 s) and a few
+# leases. Attempts that begin after the erasure are never refused, so the task id may be
+# used again at once; the hour only bounds how late a straggler can be.
+ERASURE_TOMBSTONE_SECONDS = 3600
 
 
 def new_message_id() -> str:
@@ -137,19 +143,34 @@ class RequestClaim:
     others_in_flight: int = 0  # other attempts of the task holding a live lease
 
 
+@dataclass(slots=True)
+class TurnStart:
+    """What ``HistoryStore.begin_turn`` returns: a turn's claim, history and meta.info."""
+
+    claim: RequestClaim | None  # None: the turn has no request id (nothing claimed)
+    history: TaskHistory
+    meta: list[dict[str, Any]] = field(default_factory=list)  # queued meta.info, taken
+
+
 class LeaseHeld(Exception):
     """A commit that adopts a request found another attempt streaming it under a live
     lease: its owner may still commit. Retried later (the lease ends when its owner
     dies), never recorded twice."""
 
 
+class TaskErased(Exception):
+    """The task was erased after this write's attempt began: the write is refused (the
+    erased history must not come back). Not a store failure."""
+
+
 class SpokenOutcome(enum.Enum):
     APPENDED = "appended"  # no reply of the task in flight: joined the history at once
     PENDING = "pending"  # a reply is in flight: the text waits for it
     MOVED = "moved"  # the history changed since it was read: match again
+    ERASED = "erased"  # the task was erased after the 905 arrived: dropped
 
 
-class HistoryStore(Protocol):
+class TaskHistoryStore(Protocol):
     """Per-task history. Every method refreshes the task's TTL when it writes."""
 
     async def load(self, task_id: str, limit: int) -> TaskHistory:
@@ -180,6 +201,21 @@ class HistoryStore(Protocol):
         """
         ...
 
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        """A turn's start in one atomic step (one round trip): ``claim_request`` (with a
+        request id), then ``load(task_id, limit)``, then ``take_meta`` if asked."""
+        ...
+
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
     ) -> int:
@@ -198,11 +234,18 @@ class HistoryStore(Protocol):
         ...
 
     async def add_spoken(
-        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+        self,
+        task_id: str,
+        message: StoredMessage,
+        item: dict[str, Any],
+        *,
+        after: str | None,
+        started_at: float | None = None,
     ) -> SpokenOutcome:
         """Atomically: if a reply of the task is in flight (a live lease), queue ``item``
         (``push_pending``); else append ``message``, provided the newest stored message
-        is still ``after`` (its id; None: no messages), else change nothing (MOVED)."""
+        is still ``after`` (its id; None: no messages), else change nothing (MOVED).
+        ERASED (nothing written) if the task was erased at or after ``started_at``."""
         ...
 
     async def commit_turn(
@@ -216,6 +259,7 @@ class HistoryStore(Protocol):
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
         adopt: bool = False,
+        started_at: float | None = None,
     ) -> bool:
         """Append one turn (user message(s), tool turns, assistant reply) atomically.
 
@@ -242,6 +286,8 @@ class HistoryStore(Protocol):
         - Committing is idempotent per attempt: once this attempt's commit is recorded,
           the same commit again changes nothing and returns True. It ends the attempt's
           lease whatever it returns.
+        - ``started_at`` (wall clock, when the turn began): if the task was erased at or
+          after that time (``erase``), nothing is written and ``TaskErased`` is raised.
         """
         ...
 
@@ -270,20 +316,53 @@ class HistoryStore(Protocol):
         ...
 
     async def reset(self, task_id: str) -> None:
-        """Forget the task's history, summary and request markers."""
+        """Forget the task's history, summary, request markers, leases and queues."""
+        ...
+
+    async def erase(self, task_id: str, at: float) -> None:
+        """``reset``, and for ``ERASURE_TOMBSTONE_SECONDS`` refuse the writes of attempts
+        that began at or before ``at`` (wall clock): a commit in flight or retried on
+        another replica never brings the erased history back. Writes that begin later
+        (the task id used again) are not affected."""
         ...
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         """Shorten the task's TTL (the task ended)."""
         ...
 
-    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
-        """Queue a JSON-able item for the task (a 905 spoken text awaiting its turn)."""
+    async def ping(self) -> None:
+        """Raise if the store is unreachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TaskQueues(Protocol):
+    """Per-task queues, kept with the task (same TTL; a reset or an erasure drops them)."""
+
+    async def push_pending(
+        self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
+    ) -> bool:
+        """Queue a JSON-able item for the task (a 905 spoken text awaiting its turn).
+        False (nothing queued) if the task was erased at or after ``started_at``."""
         ...
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
         """Atomically remove and return the task's queued items, oldest first."""
         ...
+
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        """Queue a meta.info object for the task's next reply (kept with the task: a
+        reset or an erasure drops it)."""
+        ...
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        """Atomically remove and return the task's queued meta.info, oldest first."""
+        ...
+
+
+class Counters(Protocol):
+    """Shared counters and marks, not tied to a task (deduplication, rate limits)."""
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:
         """True the first time ``key`` is marked within ``ttl_seconds`` (deduplication)."""
@@ -293,8 +372,7 @@ class HistoryStore(Protocol):
         """Count one event under ``key`` in a window that starts at its first event."""
         ...
 
-    async def ping(self) -> None:
-        """Raise if the store is unreachable."""
-        ...
 
-    async def close(self) -> None: ...
+class HistoryStore(TaskHistoryStore, TaskQueues, Counters, Protocol):
+    """What each implementation is: history, queues and counters, one store. A caller
+    that needs only one of them takes that protocol."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
+    ERASURE_TOMBSTONE_SECONDS,
     PROBE_WINDOW,
     SUPERSEDED_KEPT,
     ClaimState,
@@ -26,7 +27,9 @@ from proxy.context.history import (
     SpokenOutcome,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
     TaskHistory,
+    TurnStart,
 )
 from proxy.context.task_lookup import MAX_MATCHES, names_task
 
@@ -57,6 +60,7 @@ class _Task:
     summary: str | None = None
     markers: dict[str, _RequestMarker] = field(default_factory=dict)
     pending: list[dict[str, Any]] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)  # meta.info for the next reply
     leases: dict[str, float] = field(default_factory=dict)  # attempt id -> expiry (clock)
 
     def others_live(self, attempt_id: str | None, now: float) -> int:
@@ -98,6 +102,8 @@ class MemoryHistoryStore:
         self._next_sweep = clock() + self._sweep_interval
         self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        # Erased tasks: key -> (erased at, wall clock; tombstone expiry, ``clock``).
+        self._erased: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     @property
     def task_count(self) -> int:
@@ -164,6 +170,27 @@ class MemoryHistoryStore:
         claim.others_in_flight = task.others_live(attempt_id, now)
         return claim
 
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        # One event loop and no await in between: atomic, as the Redis script.
+        claim = None
+        if request_id is not None:
+            claim = await self.claim_request(
+                task_id, request_id, attempt_id, lease_seconds=lease_seconds, holder=holder
+            )
+        history = await self.load(task_id, limit)
+        meta = await self.take_meta(task_id) if take_meta else []
+        return TurnStart(claim, history, meta)
+
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
     ) -> int:
@@ -181,8 +208,16 @@ class MemoryHistoryStore:
             task.leases.pop(attempt_id, None)
 
     async def add_spoken(
-        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+        self,
+        task_id: str,
+        message: StoredMessage,
+        item: dict[str, Any],
+        *,
+        after: str | None,
+        started_at: float | None = None,
     ) -> SpokenOutcome:
+        if self._erased_since(task_id, started_at):
+            return SpokenOutcome.ERASED
         task = self._find(task_id)
         if task is not None and task.others_live(None, self.clock()):
             task.pending.append(copy.deepcopy(item))
@@ -204,7 +239,10 @@ class MemoryHistoryStore:
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
         adopt: bool = False,
+        started_at: float | None = None,
     ) -> bool:
+        if self._erased_since(task_id, started_at):
+            raise TaskErased(f"task erased after this turn began: {task_id}")
         marker = None
         existing = self._find(task_id)
         if existing is not None and attempt_id is not None:
@@ -288,6 +326,26 @@ class MemoryHistoryStore:
     async def reset(self, task_id: str) -> None:
         self._drop(task_id)
 
+    async def erase(self, task_id: str, at: float) -> None:
+        self._drop(task_id)
+        now = self.clock()
+        while self._erased and next(iter(self._erased.values()))[1] <= now:
+            self._erased.popitem(last=False)
+        earlier = self._erased.pop(task_id, (at, 0.0))[0]
+        self._erased[task_id] = (max(at, earlier), now + ERASURE_TOMBSTONE_SECONDS)
+        while len(self._erased) > self.max_tasks:  # bounded, like the tasks
+            self._erased.popitem(last=False)
+
+    def _erased_since(self, task_id: str, started_at: float | None) -> bool:
+        """The task was erased at or after ``started_at`` (and the tombstone is live)."""
+        tombstone = self._erased.get(task_id) if started_at is not None else None
+        return (
+            tombstone is not None
+            and started_at is not None
+            and started_at <= tombstone[0]
+            and tombstone[1] > self.clock()
+        )
+
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         task = self._find(task_id)
         if task is None:
@@ -297,14 +355,29 @@ class MemoryHistoryStore:
         else:
             task.expires_at = self.clock() + ttl_seconds
 
-    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
+    async def push_pending(
+        self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
+    ) -> bool:
+        if self._erased_since(task_id, started_at):
+            return False
         self._for_write(task_id).pending.append(copy.deepcopy(item))
+        return True
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
         task = self._find(task_id)
         if task is None:
             return []
         items, task.pending = task.pending, []
+        return items
+
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        self._for_write(task_id).meta.append(copy.deepcopy(metainfo))
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        task = self._find(task_id)
+        if task is None:
+            return []
+        items, task.meta = task.meta, []
         return items
 
     async def mark_once(self, key: str, ttl_seconds: int) -> bool:

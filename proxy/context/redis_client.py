@@ -94,7 +94,8 @@ async def connect_redis(settings: Settings) -> RedisClient:
 def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis:
     hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in settings.redis_sentinels]
     sentinel_password = settings.redis_sentinel_password
-    sentinel = Sentinel(
+    # redis-py leaves Sentinel untyped.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         hosts,
         sentinel_kwargs={
             "password": sentinel_password.get_secret_value() if sentinel_password else None,
@@ -104,7 +105,8 @@ def _sentinel_client(settings: Settings, options: dict[str, Any]) -> redis.Redis
         **stale_connection_retry(),
         **options,
     )
-    return sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
+    master: redis.Redis = sentinel.master_for(settings.redis_sentinel_master, db=settings.redis_db)
+    return master
 
 
 def _safe(url: str) -> str:

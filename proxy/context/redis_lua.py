@@ -44,6 +44,14 @@ local function set_lease(attempt, now, lease_ms, holder)
   redis.call('EXPIRE', KEYS[4], ttl)
 end
 
+-- The task was erased at or after ``started`` (ms, '' = unknown: not checked): the
+-- tombstone (``erase``) holds the erasure time, in ms.
+local function erased_since(key, started)
+  if started == '' then return false end
+  local at = redis.call('GET', key)
+  return at ~= false and tonumber(started) <= tonumber(at)
+end
+
 local function superseded(marker, attempt)
   for _, id in ipairs(marker.superseded or {}) do
     if id == attempt then return true end
@@ -91,37 +99,64 @@ end
 """
 )
 
-# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, request id, new
-# attempt id, lease ms, holder. Returns {state, previous attempt, marker, pending
+# A request claim, shared by the claim and the turn start. KEYS: messages, meta,
+# requests, leases, pending 905s. Returns {state, previous attempt, marker, pending
 # 905s, other live leases}.
-CLAIM_SCRIPT = r"""
-local now, lease_ms = now_ms(), tonumber(ARGV[4])
-local raw = redis.call('HGET', KEYS[3], ARGV[2])
-local result
-if not raw then
-  local marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
-  redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
-  result = {'new', '', ''}
-else
-  local marker = cjson.decode(raw)
-  if marker.state == 'done' then
-    result = {'replay', '', raw}
-  elseif marker.attempt_id == ARGV[3] then
-    result = {'new', '', ''}  -- this very claim ran already (the call was retried)
+CLAIM_FUNCTION = r"""
+local function claim(request_id, attempt, lease_ms, holder)
+  local now = now_ms()
+  local raw = redis.call('HGET', KEYS[3], request_id)
+  local result
+  if not raw then
+    local marker = {state = 'streaming', attempt_id = attempt, stored = 0}
+    redis.call('HSET', KEYS[3], request_id, cjson.encode(marker))
+    result = {'new', '', ''}
   else
-    local state = marker.state == 'streaming' and 'takeover' or 'retry'
-    result = {state, marker.attempt_id, ''}
-    supersede(marker, ARGV[3])
-    marker.state = 'streaming'
-    redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(marker))
+    local marker = cjson.decode(raw)
+    if marker.state == 'done' then
+      result = {'replay', '', raw}
+    elseif marker.attempt_id == attempt then
+      result = {'new', '', ''}  -- this very claim ran already (the call was retried)
+    else
+      local state = marker.state == 'streaming' and 'takeover' or 'retry'
+      result = {state, marker.attempt_id, ''}
+      supersede(marker, attempt)
+      marker.state = 'streaming'
+      redis.call('HSET', KEYS[3], request_id, cjson.encode(marker))
+    end
   end
+  if result[1] ~= 'replay' then set_lease(attempt, now, lease_ms, holder) end
+  touch()
+  result[4] = redis.call('LLEN', KEYS[5])
+  result[5] = others_live(attempt, now)
+  return result
 end
-if result[1] ~= 'replay' then set_lease(ARGV[3], now, lease_ms, ARGV[5]) end
-touch()
-result[4] = redis.call('LLEN', KEYS[5])
-result[5] = others_live(ARGV[3], now)
-return result
 """
+
+# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, request id, new
+# attempt id, lease ms, holder.
+CLAIM_SCRIPT = CLAIM_FUNCTION + "return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5])\n"
+
+# A turn's start in one round trip: the claim (if the turn has a request id), the
+# newest messages and summary, and the queued meta.info (taken, if the caller gets it).
+# KEYS: messages, meta, requests, leases, pending 905s, queued meta.info. ARGV: ttl,
+# request id or '', attempt id, lease ms, holder, how many messages, take meta ('1' or
+# ''). Returns {claim or false, messages, summary, total messages, meta.info items}.
+BEGIN_TURN_SCRIPT = (
+    CLAIM_FUNCTION
+    + r"""
+local claimed = false
+if ARGV[2] ~= '' then claimed = claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]) end
+local limit, messages, meta = tonumber(ARGV[6]), {}, {}
+if limit > 0 then messages = redis.call('LRANGE', KEYS[1], -limit, -1) end
+if ARGV[7] ~= '' then
+  meta = redis.call('LRANGE', KEYS[6], 0, -1)
+  if #meta > 0 then redis.call('DEL', KEYS[6]) end
+end
+local summary = redis.call('HGET', KEYS[2], 'summary')
+return {claimed, messages, summary, redis.call('LLEN', KEYS[1]), meta}
+"""
+)
 
 # KEYS: leases, pending 905s. ARGV: attempt, lease ms, holder, create ('1' or '').
 HOLD_SCRIPT = r"""
@@ -134,9 +169,10 @@ end
 return redis.call('LLEN', KEYS[2])
 """
 
-# KEYS: messages, meta, requests, leases, pending 905s. ARGV: ttl, newest message's id
-# prefix or '', encoded message, pending item.
+# KEYS: messages, meta, requests, leases, pending 905s, erasure tombstone. ARGV: ttl,
+# newest message's id prefix or '', encoded message, pending item, started ms or ''.
 ADD_SPOKEN_SCRIPT = r"""
+if erased_since(KEYS[6], ARGV[5]) then return 'erased' end
 if others_live('', now_ms()) > 0 then
   redis.call('RPUSH', KEYS[5], ARGV[4])
   redis.call('EXPIRE', KEYS[5], ttl)
@@ -153,10 +189,15 @@ touch()
 return 'appended'
 """
 
+# KEYS: messages, meta, requests, leases, pending 905s, erasure tombstone.
 # ARGV: ttl, request id or '', attempt id, answer JSON or '', request id needle
 # (',"request_id":<json>,'), seed count, probe (the id prefix of the turn's first
-# message, or ''), adopt ('1' or ''), seed messages..., messages...
+# message, or ''), adopt ('1' or ''), started ms or '', seed messages..., messages...
+# Returns 1 (recorded), 0 (refused: another attempt owns the request), 2 (another
+# attempt's lease is live: ask again later), 3 (the task was erased after the turn
+# began: nothing written).
 COMMIT_SCRIPT = r"""
+if erased_since(KEYS[6], ARGV[9]) then return 3 end
 local request_id, needle, probe, adopt = ARGV[2], ARGV[5], ARGV[7], ARGV[8] ~= ''
 local marker = nil
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[3]) end  -- the lease ends here
@@ -219,8 +260,8 @@ local function push(first, last)
   end
 end
 local seed_count = tonumber(ARGV[6])
-if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(9, 8 + seed_count) end
-push(9 + seed_count, #ARGV)
+if seed_count > 0 and redis.call('LLEN', KEYS[1]) == 0 then push(10, 9 + seed_count) end
+push(10 + seed_count, #ARGV)
 
 if marker then
   local finished = ARGV[4] ~= ''
@@ -279,5 +320,23 @@ else
 end
 redis.call('HSET', KEYS[2], 'summary', ARGV[3])
 touch()
+return 1
+"""
+
+# KEYS: a queue, the erasure tombstone. ARGV: ttl, item, started ms or ''.
+PUSH_SCRIPT = r"""
+if erased_since(KEYS[2], ARGV[3]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# KEYS: every key of the task, the erasure tombstone last. ARGV: erased at (ms), the
+# tombstone's TTL. A later erasure keeps the latest time.
+ERASE_SCRIPT = r"""
+local tombstone = KEYS[#KEYS]
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+local earlier = tonumber(redis.call('GET', tombstone) or '0')
+redis.call('SET', tombstone, tostring(math.max(earlier, tonumber(ARGV[1]))), 'EX', ARGV[2])
 return 1
 """

@@ -1,7 +1,8 @@
 """The production history store: Redis, shared by every replica.
 
-Layout per task (the task id sits verbatim in a ``{...}`` hash tag so that all of a
-task's keys share one cluster slot):
+Layout per task (the task id sits in a ``{...}`` hash tag so that all of a task's keys
+share one cluster slot; verbatim, except that ``%``, ``{`` and ``}`` are escaped as
+``%25``, ``%7B`` and ``%7D``, so that any id makes one non-empty tag):
 
 - ``<prefix>{<task>}:msgs``: list of JSON messages, oldest first;
 - ``<prefix>{<task>}:meta``: hash, ``summary``;
@@ -10,7 +11,12 @@ task's keys share one cluster slot):
   id; ``superseded``: the last attempts taken over);
 - ``<prefix>{<task>}:live``: hash, attempt id -> in-flight lease ``<expiry ms>|<holder>``
   (Redis server time): the one record of which replies of the task are in flight;
-- ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight.
+- ``<prefix>{<task>}:pending``: list of 905 texts waiting for a reply in flight;
+- ``<prefix>{<task>}:metainfo``: list of meta.info objects queued for the task's next
+  reply (``POST /admin/tasks/{id}/metainfo``);
+- ``<prefix>{<task>}:erased``: the erasure tombstone, the time of the task's last
+  erasure (ms, wall clock), kept ``ERASURE_TOMBSTONE_SECONDS``: writers whose attempt
+  began before it are refused, in the same script as the write.
 
 Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
 so they are atomic across replicas.
@@ -26,6 +32,7 @@ empty lists into objects.
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from typing import Any
 
@@ -37,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
+    ERASURE_TOMBSTONE_SECONDS,
     PROBE_WINDOW,
     ClaimState,
     LeaseHeld,
@@ -44,14 +52,19 @@ from proxy.context.history import (
     SpokenOutcome,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
     TaskHistory,
+    TurnStart,
 )
 from proxy.context.redis_lua import (
     ADD_SPOKEN_SCRIPT,
+    BEGIN_TURN_SCRIPT,
     CLAIM_SCRIPT,
     COMMIT_SCRIPT,
+    ERASE_SCRIPT,
     HOLD_SCRIPT,
     LUA_HELPERS,
+    PUSH_SCRIPT,
     SET_SUMMARY_SCRIPT,
     UPDATE_MESSAGE_SCRIPT,
 )
@@ -106,6 +119,7 @@ class RedisHistoryStore:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._claim = client.register_script(LUA_HELPERS + CLAIM_SCRIPT)
+        self._begin = client.register_script(LUA_HELPERS + BEGIN_TURN_SCRIPT)
         self._commit = client.register_script(
             LUA_HELPERS + f"local PROBE_WINDOW = {PROBE_WINDOW}\n" + COMMIT_SCRIPT
         )
@@ -117,6 +131,8 @@ class RedisHistoryStore:
         self._load = client.register_script(_LOAD_SCRIPT)
         self._take = client.register_script(_TAKE_SCRIPT)
         self._hit = client.register_script(_HIT_SCRIPT)
+        self._push = client.register_script(LUA_HELPERS + PUSH_SCRIPT)
+        self._erase = client.register_script(ERASE_SCRIPT)
 
     async def load_scripts(self) -> None:
         """Load the scripts on every primary ahead of the turns (start, readiness).
@@ -127,9 +143,13 @@ class RedisHistoryStore:
         for script in [value for value in vars(self).values() if isinstance(value, AsyncScript)]:
             await self._client.script_load(script.script)
 
+    def _base(self, task_id: str) -> str:
+        """What every key of the task starts with: the prefix and the task's hash tag."""
+        return f"{self.prefix}{{{_escape(task_id)}}}"
+
     def task_keys(self, task_id: str) -> list[str]:
         """The task's keys: messages, meta, request markers (the scripts' KEYS order)."""
-        base = f"{self.prefix}{{{task_id}}}"
+        base = self._base(task_id)
         return [f"{base}:msgs", f"{base}:meta", f"{base}:req"]
 
     async def load(self, task_id: str, limit: int) -> TaskHistory:
@@ -138,18 +158,26 @@ class RedisHistoryStore:
         encoded, summary, total = await self._load(
             keys=[messages_key, meta_key], args=[max(limit, 0)]
         )
-        return TaskHistory(
-            messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
-            summary=_text(summary) if summary is not None else None,
-            total_messages=int(total),
-        )
+        return _history(encoded, summary, total)
 
     def live_key(self, task_id: str) -> str:
         """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
-        return f"{self.prefix}{{{task_id}}}:live"
+        return f"{self._base(task_id)}:live"
+
+    def erased_key(self, task_id: str) -> str:
+        """The task's erasure tombstone: when it was last erased (ms)."""
+        return f"{self._base(task_id)}:erased"
 
     def _lease_keys(self, task_id: str) -> list[str]:
         return [*self.task_keys(task_id), self.live_key(task_id), self.pending_key(task_id)]
+
+    def _writer_keys(self, task_id: str) -> list[str]:
+        """``_lease_keys`` and the erasure tombstone (the order the writing scripts use)."""
+        return [*self._lease_keys(task_id), self.erased_key(task_id)]
+
+    def _all_keys(self, task_id: str) -> list[str]:
+        """Every key of the task but its tombstone (what a reset deletes)."""
+        return [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
 
     async def claim_request(
         self,
@@ -168,18 +196,36 @@ class RedisHistoryStore:
             int(lease_seconds * 1000),
             holder,
         ]
-        state, previous, marker, pending, others = await self._claim(
-            keys=self._lease_keys(task_id), args=args
+        claimed = await self._claim(keys=self._lease_keys(task_id), args=args)
+        return _claim(attempt_id, claimed)
+
+    async def begin_turn(
+        self,
+        task_id: str,
+        request_id: str | None,
+        attempt_id: str,
+        *,
+        limit: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        holder: str = "",
+        take_meta: bool = False,
+    ) -> TurnStart:
+        args: list[bytes | str | int] = [
+            self.ttl_seconds,
+            request_id or "",
+            attempt_id,
+            int(lease_seconds * 1000),
+            holder,
+            max(limit, 0),
+            b"1" if take_meta else b"",
+        ]
+        keys = [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
+        claimed, encoded, summary, total, meta = await self._begin(keys=keys, args=args)
+        return TurnStart(
+            _claim(attempt_id, claimed) if claimed else None,
+            _history(encoded, summary, total),
+            [orjson.loads(item) for item in meta],
         )
-        claim_state = ClaimState(_text(state))
-        claim = RequestClaim(
-            claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
-        )
-        if claim_state is ClaimState.REPLAY:
-            claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
-        elif claim_state is ClaimState.TAKEOVER:
-            claim.previous_attempt_id = _text(previous)
-        return claim
 
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
@@ -197,15 +243,22 @@ class RedisHistoryStore:
         await self._client.hdel(self.live_key(task_id), attempt_id)
 
     async def add_spoken(
-        self, task_id: str, message: StoredMessage, item: dict[str, Any], *, after: str | None
+        self,
+        task_id: str,
+        message: StoredMessage,
+        item: dict[str, Any],
+        *,
+        after: str | None,
+        started_at: float | None = None,
     ) -> SpokenOutcome:
         args: list[bytes | str | int] = [
             self.ttl_seconds,
             _id_prefix(after) if after is not None else b"",
             _encode(message),
             orjson.dumps(item),
+            _ms(started_at),
         ]
-        outcome = await self._add_spoken(keys=self._lease_keys(task_id), args=args)
+        outcome = await self._add_spoken(keys=self._writer_keys(task_id), args=args)
         return SpokenOutcome(_text(outcome))
 
     async def commit_turn(
@@ -219,6 +272,7 @@ class RedisHistoryStore:
         seed: list[StoredMessage] | None = None,
         retry: bool = False,
         adopt: bool = False,
+        started_at: float | None = None,
     ) -> bool:
         seed = seed or []
         # Without a request marker the turn's first message id tells whether an earlier
@@ -233,12 +287,15 @@ class RedisHistoryStore:
             len(seed),
             _id_prefix(messages[0].id) if probe else b"",
             b"1" if adopt and attempt_id else b"",
+            _ms(started_at),
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]
-        committed = await self._commit(keys=self._lease_keys(task_id), args=args)
+        committed = await self._commit(keys=self._writer_keys(task_id), args=args)
         if committed == 2:
             raise LeaseHeld(f"another attempt of request {request_id} holds a live lease")
+        if committed == 3:
+            raise TaskErased(f"task erased after this turn began: {task_id}")
         return bool(committed)
 
     async def append(self, task_id: str, messages: list[StoredMessage]) -> None:
@@ -269,17 +326,29 @@ class RedisHistoryStore:
         return bool(await self._set_summary(keys=self.task_keys(task_id), args=args))
 
     def pending_key(self, task_id: str) -> str:
-        return f"{self.prefix}{{{task_id}}}:pending"
+        return f"{self._base(task_id)}:pending"
 
-    async def push_pending(self, task_id: str, item: dict[str, Any]) -> None:
-        key = self.pending_key(task_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, orjson.dumps(item))
-            pipe.expire(key, self.ttl_seconds)
-            await pipe.execute()
+    def meta_queue_key(self, task_id: str) -> str:
+        return f"{self._base(task_id)}:metainfo"
+
+    async def push_pending(
+        self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
+    ) -> bool:
+        keys = [self.pending_key(task_id), self.erased_key(task_id)]
+        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(item), _ms(started_at)]
+        return bool(await self._push(keys=keys, args=args))
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
         items = await self._take(keys=[self.pending_key(task_id)])
+        return [orjson.loads(item) for item in items]
+
+    async def push_meta(self, task_id: str, metainfo: dict[str, Any]) -> None:
+        keys = [self.meta_queue_key(task_id), self.erased_key(task_id)]
+        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(metainfo), b""]
+        await self._push(keys=keys, args=args)
+
+    async def take_meta(self, task_id: str) -> list[dict[str, Any]]:
+        items = await self._take(keys=[self.meta_queue_key(task_id)])
         return [orjson.loads(item) for item in items]
 
     async def hit(self, key: str, window_seconds: int) -> int:
@@ -292,7 +361,12 @@ class RedisHistoryStore:
         )
 
     async def reset(self, task_id: str) -> None:
-        await self._client.delete(*self._lease_keys(task_id))
+        await self._client.delete(*self._all_keys(task_id))
+
+    async def erase(self, task_id: str, at: float) -> None:
+        args: list[bytes | str | int] = [_ms(at), ERASURE_TOMBSTONE_SECONDS]
+        keys = [*self._all_keys(task_id), self.erased_key(task_id)]
+        await self._erase(keys=keys, args=args)
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
@@ -301,13 +375,13 @@ class RedisHistoryStore:
 
     async def find_task_keys(self, task_id: str) -> list[str]:
         # Every task has a request or messages key; SCAN visits every primary of a cluster.
-        pattern = f"{_glob(self.prefix)}{{*{_glob(task_id)}}}:*"
+        pattern = f"{_glob(self.prefix)}{{*{_glob(_escape(task_id))}}}:*"
         found: set[str] = set()
         async for raw in self._client.scan_iter(match=pattern, count=1000):
             key = _text(raw)
             tag, _, suffix = key[len(self.prefix) + 1 :].rpartition("}:")
-            if suffix in ("msgs", "meta", "req") and names_task(tag, task_id):
-                found.add(tag)
+            if suffix in ("msgs", "meta", "req") and names_task(_unescape(tag), task_id):
+                found.add(_unescape(tag))
                 if len(found) >= MAX_MATCHES:
                     break
         return sorted(found)
@@ -346,9 +420,37 @@ def _encode(message: StoredMessage) -> bytes:
     return orjson.dumps({**head, **fields, **tail})
 
 
+def _ms(at: float | None) -> bytes | int:
+    """A wall-clock time for the scripts, in ms ('' when unknown: not checked)."""
+    return b"" if at is None else int(at * 1000)
+
+
 def _id_prefix(message_id: str) -> bytes:
     """How every encoded message with this id starts (see ``_encode``)."""
     return b'{"id":' + orjson.dumps(message_id) + b","
+
+
+def _history(encoded: list[bytes], summary: bytes | None, total: int) -> TaskHistory:
+    """A ``TaskHistory`` from what the load and turn-start scripts return."""
+    return TaskHistory(
+        messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
+        summary=_text(summary) if summary is not None else None,
+        total_messages=int(total),
+    )
+
+
+def _claim(attempt_id: str, claimed: list[Any]) -> RequestClaim:
+    """A ``RequestClaim`` from what the claim function of the scripts returns."""
+    state, previous, marker, pending, others = claimed
+    claim_state = ClaimState(_text(state))
+    claim = RequestClaim(
+        claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
+    )
+    if claim_state is ClaimState.REPLAY:
+        claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
+    elif claim_state is ClaimState.TAKEOVER:
+        claim.previous_attempt_id = _text(previous)
+    return claim
 
 
 def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
@@ -360,6 +462,22 @@ def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
         finish_reason=data.get("finish_reason"),
         completion_id=data.get("completion_id"),
     )
+
+
+_ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D"}
+_UNESCAPE = re.compile("%(25|7B|7D)")
+
+
+def _escape(task_id: str) -> str:
+    """The task id inside its hash tag: no brace can end the tag early (or leave it
+    empty, which would scatter the task's keys over the cluster's slots)."""
+    if "%" not in task_id and "{" not in task_id and "}" not in task_id:
+        return task_id  # the usual case: the id verbatim
+    return "".join(_ESCAPES.get(c, c) for c in task_id)
+
+
+def _unescape(tag: str) -> str:
+    return _UNESCAPE.sub(lambda m: {"25": "%", "7B": "{", "7D": "}"}[m.group(1)], tag)
 
 
 def _glob(value: str) -> str:

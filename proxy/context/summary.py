@@ -1,22 +1,30 @@
 """Background summarisation: older turns become one pinned summary, off the request path.
 
 When a task's stored history passes ``summary_threshold_turns``, every turn except the
-newest ``summary_keep_turns`` is summarised by a model (langchain-openai ``ChatOpenAI``
-against the route named by ``summary_model``); the summary is pinned and those turns
-leave the window. A failed summary changes nothing.
+newest ``summary_keep_turns`` is summarised by the model the route ``summary_model`` names;
+the summary is pinned and those turns leave the window. A failed summary changes nothing.
+
+The request goes through the ``UpstreamRouter`` like a chat turn: the same targets,
+fallback, hedging, cooldown and timeouts. It streams, as voice turns do, so a target is
+held to the first-token timeout and the answer then has the total timeout (a
+non-streaming call would have to fit the whole summary in the first-token timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from typing import Any
+
+import orjson
 
 from proxy.context.budget import group_turns
 from proxy.context.history import HistoryStore, StoredMessage
 from proxy.context.matching import content_text
-from proxy.settings import HistoryPolicy, UpstreamTarget
-from proxy.upstream.routes import RouteTable
+from proxy.errors import UpstreamError
+from proxy.settings import HistoryPolicy
+from proxy.upstream.routes import CompletionStream, UpstreamRouter
+from proxy.upstream.sse import DONE
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +60,11 @@ def transcript(messages: list[StoredMessage]) -> str:
 
 
 class Summariser:
-    def __init__(self, store: HistoryStore, table: RouteTable, policy: HistoryPolicy) -> None:
+    def __init__(self, store: HistoryStore, router: UpstreamRouter, policy: HistoryPolicy) -> None:
         self._store = store
-        self._table = table
+        self._router = router
         self._default_policy = policy
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._models: dict[str, Any] = {}
         self.failures = 0
 
     def maybe_schedule(
@@ -70,7 +77,9 @@ class Summariser:
         # Two messages a turn is the common shape; the exact count happens in the task.
         if stored_messages < 2 * policy.summary_threshold_turns:
             return
-        task = asyncio.create_task(self._summarise(task_id, policy))
+        # A context of its own: the summary is not part of the turn that scheduled it (its
+        # trace span and turn log).
+        task = asyncio.create_task(self._summarise(task_id, policy), context=contextvars.Context())
         self._running[task_id] = task
         task.add_done_callback(lambda _: self._running.pop(task_id, None))
 
@@ -96,40 +105,53 @@ class Summariser:
     async def _ask(
         self, model_name: str | None, previous: str | None, messages: list[StoredMessage]
     ) -> str:
-        from langchain_core.messages import HumanMessage, SystemMessage
-
-        model = self._chat_model(model_name)
-        if model is None:
-            return ""
-        text = (f"Previous summary: {previous}\n\n" if previous else "") + transcript(messages)
-        result = await model.ainvoke([SystemMessage(INSTRUCTIONS), HumanMessage(text)])
-        return str(result.content).strip()
-
-    def _chat_model(self, model_name: str | None) -> Any:
-        """One ChatOpenAI per summary model, built on first use (off the request path)."""
         if not model_name:
             log.warning("summarisation is on but no summary_model is set")
-            return None
-        if model_name not in self._models:
-            targets = self._table.resolve(model_name)
-            if not targets:
-                log.warning("summary_model %r names no upstream", model_name)
-                return None
-            from langchain_openai import ChatOpenAI
-
-            target: UpstreamTarget = targets[0]
-            self._models[model_name] = ChatOpenAI(
-                model=target.model or model_name,
-                base_url=target.base_url,
-                api_key=target.resolved_api_key() or "unused",  # type: ignore[arg-type]
-                timeout=target.total_timeout,
-                max_retries=0,  # the next turn tries again anyway
-                temperature=0,
-            )
-        return self._models[model_name]
+            return ""
+        if self._router.table.plan(model_name) is None:
+            log.warning("summary_model %r names no upstream", model_name)
+            return ""
+        text = (f"Previous summary: {previous}\n\n" if previous else "") + transcript(messages)
+        body = {
+            "model": model_name,
+            "stream": True,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": INSTRUCTIONS},
+                {"role": "user", "content": text},
+            ],
+        }
+        stream = await self._router.open_stream(body)
+        try:
+            return (await streamed_text(stream)).strip()
+        finally:
+            stream.close()
 
     async def close(self) -> None:
         for task in list(self._running.values()):
             task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=1)
+
+
+async def streamed_text(stream: CompletionStream) -> str:
+    """The text of a streamed answer (choice 0); an error event raises ``UpstreamError``."""
+    parts = [_delta_text(payload) for payload in stream.first_events]
+    async for batch in stream.batches():
+        parts.extend(_delta_text(payload) for payload in batch)
+    return "".join(parts)
+
+
+def _delta_text(payload: bytes) -> str:
+    if payload == DONE:
+        return ""
+    event = orjson.loads(payload)
+    if not isinstance(event, dict):
+        return ""
+    if "error" in event:
+        raise UpstreamError("the upstream failed while summarising")
+    choices = event.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else ""

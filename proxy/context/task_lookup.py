@@ -1,13 +1,13 @@
 """Which task keys an engine's bare TaskId names: itself, or ``<app id>:<task id>``.
 
 The engine's TaskId is unique within its app only; the proxy keys a task by its task
-key (``proxy.context.call``). An operator who has only the TaskId needs the keys it
+key (``proxy.call``). An operator who has only the TaskId needs the keys it
 may stand for: the history stores list the live ones, the database the recorded ones.
 """
 
 from __future__ import annotations
 
-from proxy.context.call import valid_app_id
+from proxy.call import valid_app_id
 
 MAX_MATCHES = 50  # more than any real TaskId has; a listing stays bounded
 

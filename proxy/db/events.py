@@ -11,7 +11,7 @@ metric row with it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ class CallbackEventWriter(WriteBehindQueue[EventRecord]):
     queue_name = "callback_event"
 
     def _encode(self, item: EventRecord) -> bytes:
-        return orjson.dumps(asdict(item))
+        return orjson.dumps(item)  # a dataclass, natively: asdict deep-copies (~100 µs)
 
     def _decode(self, body: bytes) -> EventRecord:
         record = EventRecord(**orjson.loads(body))

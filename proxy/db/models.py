@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from proxy.db.base import Base, JsonType, utcnow
 
-TASK_KEY_LENGTH = 330  # proxy.context.call.MAX_TASK_KEY (321), rounded up
+TASK_KEY_LENGTH = 330  # proxy.call.MAX_TASK_KEY (321), rounded up
 
 Timestamp = DateTime(timezone=True)
 

@@ -8,14 +8,14 @@ a database outage, a restart or a crash of the process costs nothing but disk).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.base import without_nul
 from proxy.db.repositories import TaskRepository, TranscriptRepository
@@ -66,7 +66,7 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
     queue_name = "transcript"
 
     def _encode(self, item: _Item) -> bytes:
-        return orjson.dumps(asdict(item))
+        return orjson.dumps(item)  # a dataclass, natively: asdict deep-copies (~100 µs)
 
     def _decode(self, body: bytes) -> _Item:
         item = _Item(**orjson.loads(body))
@@ -76,9 +76,17 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
         return item
 
     def submit(
-        self, call: CallContext, messages: list[StoredMessage], *, profile: str | None = None
+        self,
+        call: CallContext,
+        messages: list[StoredMessage],
+        *,
+        profile: str | None = None,
+        started_at: float | None = None,
     ) -> bool:
-        """Queue a task's new messages; False if not queued (no task id, full, or closed)."""
+        """Queue a task's new messages; False if not queued (no task id, full, or closed).
+
+        ``started_at``: when the turn that made them began; an erasure after it discards
+        them (else the time they are queued)."""
         if call.task_id is None or not messages:
             return False
         known = {"app_id": call.app_id, "room_id": call.room_id, "user_id": call.user_id}
@@ -87,7 +95,10 @@ class TranscriptWriter(WriteBehindQueue[_Item]):
             task["profile_name"] = profile
         task["last_activity_at"] = _utc(time.time())  # when it happened, not when written
         rows = [_row(call.task_id, m) for m in messages]
-        return self._put(_Item(call.task_id, task=task, rows=rows))
+        item = _Item(call.task_id, task=task, rows=rows)
+        if started_at is not None:
+            item.at = started_at
+        return self._put(item)
 
     def submit_update(self, task_id: str, message_id: str, content: Any, interrupted: bool) -> bool:
         """Queue an in-place correction of a stored message (905), after what is queued."""

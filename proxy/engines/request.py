@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.context.call import CallContext, task_key, valid_task_id
+from proxy.call import CallContext, task_key, valid_task_id
 from proxy.errors import InvalidRequest
 
 # The chat-completions request fields (OpenAI's, and the proxy's own); anything else an

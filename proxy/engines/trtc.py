@@ -1,6 +1,6 @@
 """Tencent RTC Conversational AI: ``LLMConfig.MetaInfo`` travels in the request body.
 
-The engine is recognised by its headers (``proxy.context.call``); its ``MetaInfo`` object
+The engine is recognised by its headers (``proxy.call``); its ``MetaInfo`` object
 is the proxy's to read (a profile choice, prompt variables) and leaves the body at the
 upstream target, unless the target sets ``forward_metainfo``.
 """

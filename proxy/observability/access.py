@@ -47,9 +47,14 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+PLAIN_PATH = re.compile(r"[\x21-\x7e]*")
+
+
 def _path(path: str) -> str:
-    printable = "".join(ch if " " < ch < "\x7f" else "?" for ch in path[: MAX_LOGGED * 2])
-    return printable
+    path = path[: MAX_LOGGED * 2]
+    if PLAIN_PATH.fullmatch(path):  # the usual case: nothing to replace
+        return path
+    return "".join(ch if " " < ch < "\x7f" else "?" for ch in path)
 
 
 class AccessMiddleware:
@@ -70,16 +75,21 @@ class AccessMiddleware:
         chat = scope["path"] in CHAT_PATHS
         turn = turnlog.begin(request_id) if chat else None
 
+        first_body = True  # until the first body byte: then every message passes as is
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if turn is not None and turn.first_byte_ms is None and message.get("body"):
-                turn.first_byte_ms = (time.perf_counter() - started) * 1000
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                out = list(message.get("headers", ()))
-                if not any(name.lower() == b"x-request-id" for name, _ in out):
-                    out.append((b"x-request-id", raw_id))
-                message = {**message, "headers": out}
+            nonlocal status, first_body
+            if first_body:
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    out = list(message.get("headers", ()))
+                    if not any(name.lower() == b"x-request-id" for name, _ in out):
+                        out.append((b"x-request-id", raw_id))
+                    message = {**message, "headers": out}
+                elif message.get("body"):
+                    first_body = False
+                    if turn is not None:
+                        turn.first_byte_ms = (time.perf_counter() - started) * 1000
             await send(message)
 
         traced = self.tracing.enabled and chat
@@ -94,7 +104,7 @@ class AccessMiddleware:
         finally:
             if turn is not None:
                 self._keep(scope, turn, status, started)
-            if self.access_log:
+            if self.access_log and log.isEnabledFor(logging.INFO):
                 self._log(scope, status, started, request_id, ids)
 
     @staticmethod

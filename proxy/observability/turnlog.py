@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,7 +153,7 @@ class TurnLogWriter(WriteBehindQueue[_Record]):
         return self._put(_Record(log.task_key, log.row(status, total_ms)))
 
     def _encode(self, item: _Record) -> bytes:
-        return orjson.dumps(asdict(item))
+        return orjson.dumps(item)  # a dataclass, natively: asdict deep-copies (~100 µs)
 
     def _decode(self, body: bytes) -> _Record:
         item = _Record(**orjson.loads(body))

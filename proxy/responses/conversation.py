@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from proxy.access.catalog import Caller
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import HistoryStore
 from proxy.errors import InvalidRequest
 from proxy.responses.ids import ResponseRef, new_request_id, new_task_id

@@ -3,7 +3,7 @@
 ``previous_response_id`` is how Responses API clients continue a conversation. The
 proxy keeps the conversation as the task's history, so a response id carries the task
 key and the request id of the turn that produced it: ``resp_<base64url(key\\nrequest)>``.
-Both parts are printable ASCII without spaces (``context.call`` checks them), so the
+Both parts are printable ASCII without spaces (``proxy.call`` checks them), so the
 newline separates them unambiguously. An id is not a secret: whoever holds it may
 continue the task only within the tenant their key acts for (checked by the caller).
 """
@@ -16,7 +16,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from proxy.context.call import MAX_TASK_KEY
+from proxy.call import MAX_TASK_KEY
 from proxy.errors import InvalidRequest
 
 PREFIX = "resp_"

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.access.catalog import ResolvedProfile
+from proxy.call import CallContext
 from proxy.chat.chunks import chunk_events
 from proxy.chat.service import ChatService
-from proxy.context.call import CallContext
 from proxy.context.history import HistoryStore
 from proxy.errors import ProxyError
 from proxy.retell import protocol as rp

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from proxy.access.catalog import Caller
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.observability import tracing
 from proxy.upstream.usage import UpstreamUsage, parse_usage
 from proxy.usage.budgets import BudgetGate, key_scope

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ class UsageWriter(WriteBehindQueue[_Usage]):
         return self._put(_Usage(row))
 
     def _encode(self, item: _Usage) -> bytes:
-        return orjson.dumps(asdict(item))
+        return orjson.dumps(item)  # a dataclass, natively: asdict deep-copies (~100 µs)
 
     def _decode(self, body: bytes) -> _Usage:
         item = _Usage(**orjson.loads(body))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.context.call import MAX_TASK_ID
+from proxy.call import MAX_TASK_ID
 
 TASK_STARTED, TASK_STOPPED, SENTENCE, SPEECH_STARTED = 901, 902, 903, 904
 SPEAKING_FINISHED, METRIC, ERROR_METRIC, SESSION_READY = 905, 906, 908, 909

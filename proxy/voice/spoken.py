@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import HistoryStore, SpokenOutcome, StoredMessage
 from proxy.context.matching import content_text, normalise
 from proxy.db.transcript import TranscriptWriter
@@ -78,12 +79,13 @@ class SpokenTextReconciler:
         self.appended = 0
 
     async def on_spoken(self, task_id: str, text: str, *, at: float) -> str:
-        """Apply a 905; returns "corrected", "unchanged", "appended" or "pending"."""
+        """Apply a 905; returns "corrected", "unchanged", "appended", "pending" or
+        "erased" (the task was erased while it was being applied: dropped)."""
         if not normalise(text):
             return "unchanged"  # nothing was said
-        return await self._resolve(task_id, {"text": text, "at": at})
+        return await self._resolve(task_id, {"text": text, "at": at}, time.time())
 
-    async def _resolve(self, task_id: str, item: dict[str, Any]) -> str:
+    async def _resolve(self, task_id: str, item: dict[str, Any], started_at: float) -> str:
         text, at = item["text"], float(item["at"])
         for _ in range(MATCH_ATTEMPTS):
             history = await self._store.load(task_id, RECENT_MESSAGES)
@@ -103,14 +105,19 @@ class SpokenTextReconciler:
                 # A turn cut short before any text was counted as sent, heard after
                 # all: this is its reply.
                 message.request_id, message.interrupted = last.request_id, True
-            added = await self._store.add_spoken(task_id, message, item, after=newest)
+            added = await self._store.add_spoken(
+                task_id, message, item, after=newest, started_at=started_at
+            )
+            if added is SpokenOutcome.ERASED:
+                return "erased"
             if added is SpokenOutcome.APPENDED:
                 self._recorded(task_id, message)
                 return "appended"
             if added is SpokenOutcome.PENDING:
                 self._spawn(self._settle_later(task_id))
                 return "pending"
-        await self._store.push_pending(task_id, item)  # the history kept moving: later
+        if not await self._store.push_pending(task_id, item, started_at=started_at):
+            return "erased"  # the history kept moving (above): later, unless erased
         self._spawn(self._settle_later(task_id))
         return "pending"
 
@@ -120,9 +127,11 @@ class SpokenTextReconciler:
         newest turn that started before ``at`` is emptied (``interrupted``) and marked
         heard at ``at``; if it is not written yet, its commit does that."""
         item = {"text": "", "at": at, "gave_up": True}
+        started_at = time.time()
         if await self._gave_up_written(task_id, at):
             return "corrected"
-        await self._store.push_pending(task_id, item)  # its reply is (or was) in flight
+        if not await self._store.push_pending(task_id, item, started_at=started_at):
+            return "erased"  # its reply is (or was) in flight, unless the task was erased
         self._spawn(self._settle_later(task_id))
         return "pending"
 
@@ -141,7 +150,7 @@ class SpokenTextReconciler:
             if item.get("gave_up"):
                 await self._gave_up_written(task_id, float(item["at"]))
             else:
-                await self._resolve(task_id, item)
+                await self._resolve(task_id, item, time.time())
 
     async def before_commit(
         self, task_id: str, messages: list[StoredMessage], *, interrupted: bool = False

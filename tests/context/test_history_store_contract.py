@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 import redis.asyncio as redis
+from redis.crc import key_slot
 
 from proxy.context.history import (
     ClaimState,
@@ -17,6 +19,7 @@ from proxy.context.history import (
     SpokenOutcome,
     StoredAnswer,
     StoredMessage,
+    TaskErased,
 )
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_store import RedisHistoryStore
@@ -424,6 +427,125 @@ async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) ->
     assert not await store.commit_turn("t", "r2", in_flight.attempt_id, [user("x")], answer=None)
 
 
+async def test_erasure_refuses_every_write_of_attempts_begun_before_it(
+    store: HistoryStore,
+) -> None:
+    await commit(store, "t", "r1", "q")
+    began = time.time()
+    in_flight = await store.claim_request("t", "r2")
+    await store.erase("t", time.time())
+    assert (await store.load("t", 10)).total_messages == 0
+
+    # The turn that began before the erasure: its commit (and a retry) write nothing.
+    turn = [user("old", "r2"), reply("re:old", "r2")]
+    for retry in (False, True):
+        with pytest.raises(TaskErased):
+            await store.commit_turn(
+                "t",
+                "r2",
+                in_flight.attempt_id,
+                turn,
+                answer=ANSWER,
+                retry=retry,
+                seed=[user("seed")],
+                started_at=began,
+            )
+    with pytest.raises(TaskErased):  # without a request id alike
+        await store.commit_turn("t", None, None, [user("o")], answer=ANSWER, started_at=began)
+    spoken = StoredMessage(role="assistant", content="heard", source="spoken")
+    outcome = await store.add_spoken("t", spoken, {"text": "heard"}, after=None, started_at=began)
+    assert outcome is SpokenOutcome.ERASED
+    assert not await store.push_pending("t", {"text": "heard"}, started_at=began)
+    assert (await store.load("t", 10)).total_messages == 0
+    assert await store.take_pending("t") == []
+
+    # A turn that begins after the erasure is recorded: the task id lives on.
+    await asyncio.sleep(0.002)
+    after = time.time()
+    claim = await store.claim_request("t", "r3")
+    new = [user("new", "r3"), reply("re:new", "r3")]
+    assert await store.commit_turn(
+        "t", "r3", claim.attempt_id, new, answer=ANSWER, started_at=after
+    )
+    assert await store.push_pending("t", {"text": "x"}, started_at=after)
+    assert await contents(store, "t") == ["new", "re:new"]
+
+
+async def test_a_turn_starts_with_claim_history_and_meta_info_at_once(
+    store: HistoryStore,
+) -> None:
+    await commit(store, "t", "r1", "q1")
+    await store.push_meta("t", {"n": 1})
+    await store.push_pending("t", {"text": "heard"})
+    # No request id: nothing claimed; the meta.info stays queued unless asked for.
+    start = await store.begin_turn("t", None, "a0", limit=1)
+    assert start.claim is None and start.meta == []
+    assert [m.content for m in start.history.messages] == ["re:q1"]
+    assert start.history.total_messages == 2
+    # A new request id: claimed (with the task's in-flight facts), meta.info taken.
+    start = await store.begin_turn("t", "r2", "a1", limit=10, take_meta=True)
+    assert start.claim is not None and start.claim.state is ClaimState.NEW
+    assert (start.claim.attempt_id, start.claim.pending_spoken) == ("a1", 1)
+    assert [m.content for m in start.history.messages] == ["q1", "re:q1"]
+    assert start.meta == [{"n": 1}] and await store.take_meta("t") == []
+    # The same request again: taken over; a finished one: replayed.
+    start = await store.begin_turn("t", "r2", "a2", limit=10)
+    assert start.claim is not None and start.claim.state is ClaimState.TAKEOVER
+    assert start.claim.previous_attempt_id == "a1"
+    start = await store.begin_turn("t", "r1", "a3", limit=0)
+    assert start.claim is not None and start.claim.state is ClaimState.REPLAY
+    assert start.claim.answer == ANSWER and start.history.messages == []
+    # The claim is the claim: only its attempt commits.
+    turn = [user("q2", "r2"), reply("re:q2", "r2")]
+    assert not await store.commit_turn("t", "r2", "a1", turn, answer=ANSWER)
+    assert await store.commit_turn("t", "r2", "a2", turn, answer=ANSWER)
+    empty = await store.begin_turn("nothing-here", "r1", "a4", limit=10, take_meta=True)
+    assert empty.history.messages == [] and empty.history.summary is None and empty.meta == []
+
+
+async def test_queued_meta_info_lives_and_dies_with_its_task(store: HistoryStore) -> None:
+    await store.push_meta("t", {"n": 1})
+    await store.push_meta("t", {"n": 2})
+    await store.push_meta("other", {"n": 3})
+    assert await store.take_meta("t") == [{"n": 1}, {"n": 2}]
+    assert await store.take_meta("t") == []
+    await store.push_meta("t", {"n": 4})
+    await store.reset("t")
+    assert await store.take_meta("t") == []
+    await store.push_meta("t", {"n": 5})
+    await store.erase("t", time.time())
+    assert await store.take_meta("t") == []
+    await store.push_meta("t", {"n": 6})  # queued after the erasure: for the next reply
+    assert await store.take_meta("t") == [{"n": 6}]
+    assert await store.take_meta("other") == [{"n": 3}]
+
+
+async def test_redis_keys_of_a_task_share_one_slot_whatever_its_id(
+    redis_store: RedisHistoryStore,
+) -> None:
+    prefix = redis_store.prefix
+    # The usual ids keep their layout: the task key verbatim in the hash tag.
+    assert redis_store.task_keys("1400000001:T-1")[0] == f"{prefix}{{1400000001:T-1}}:msgs"
+    for task_id in ["T-1", "}x", "a{b}", "{}", "}", "%", "a%7Db", "任务"]:
+        keys = [
+            *redis_store.task_keys(task_id),
+            redis_store.live_key(task_id),
+            redis_store.pending_key(task_id),
+            redis_store.meta_queue_key(task_id),
+            redis_store.erased_key(task_id),
+        ]
+        tags = {key[len(prefix) :].split("}", 1)[0] for key in keys}
+        assert len(tags) == 1 and tags != {"{"}, (task_id, keys)  # one non-empty tag
+        assert len({key_slot(key.encode()) for key in keys}) == 1, task_id
+
+
+async def test_find_task_keys_with_braces_in_the_id(store: HistoryStore) -> None:
+    await commit(store, "app1:}T{", "r1", "q")
+    await commit(store, "app1:%7DT%7B", "r1", "q")
+    assert await store.find_task_keys("}T{") == ["app1:}T{"]
+    assert await store.find_task_keys("%7DT%7B") == ["app1:%7DT%7B"]
+
+
 async def test_expire_zero_forgets_the_task(store: HistoryStore) -> None:
     await commit(store, "t", "r1", "q")
     await store.expire("t", 0)
@@ -432,12 +554,13 @@ async def test_expire_zero_forgets_the_task(store: HistoryStore) -> None:
 
 
 async def test_tasks_are_isolated(store: HistoryStore) -> None:
-    task_ids = ["a", "a}", "{a}", "a:msgs", "b"]
+    # Braces would end (or empty) a hash tag; "%7Da" is what "}a" escapes to.
+    task_ids = ["a", "a}", "{a}", "}a", "%7Da", "{}", "a:msgs", "b"]
     for task_id in task_ids:
         await commit(store, task_id, "same-request", f"from {task_id}")
     await store.set_summary("b", "b only", (await store.load("b", 1)).messages[0].id)
     await store.reset("a:msgs")
-    for task_id in ["a", "a}", "{a}"]:
+    for task_id in ["a", "a}", "{a}", "}a", "%7Da", "{}"]:
         history = await store.load(task_id, 10)
         assert [m.content for m in history.messages] == [f"from {task_id}", f"re:from {task_id}"]
         assert history.summary is None
@@ -577,7 +700,7 @@ async def test_find_task_keys_lists_the_apps_that_have_the_task(store: HistorySt
     await commit(store, "app2:T-1", "r1", "q")
     await commit(store, "T-1", "r1", "q")  # an engine that names no app
     await commit(store, "app1:T-10", "r1", "q")  # a longer id with the same start
-    await store.push_pending("app3:T-1#metainfo", {"queued": "before any turn"})
+    await store.push_meta("app3:T-1", {"queued": "before any turn"})
     await store.claim_request("app4:T-1", "r1")  # a turn in flight counts
     assert await store.find_task_keys("T-1") == ["T-1", "app1:T-1", "app2:T-1", "app4:T-1"]
     assert await store.find_task_keys("T-10") == ["app1:T-10"]

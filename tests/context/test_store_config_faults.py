@@ -66,7 +66,7 @@ def test_a_redis_user_without_permission_is_a_named_fault(
     )
     url = REDIS_URL.replace("redis://", f"redis://{name}:secret-pw@", 1)
     proxy = make_proxy(redis=True, redis_url=url)
-    with caplog.at_level(logging.ERROR, logger="proxy.context.store_faults"):
+    with caplog.at_level(logging.ERROR, logger="proxy.context.redis_faults"):
         for n in range(2):  # answered, without history
             assert say(proxy, "task-acl", [SYSTEM, user(f"hello {n}")], reply="hi") == "hi"
     assert mock.requests[-1].body["messages"] == [SYSTEM, user("hello 1")]

@@ -1,4 +1,4 @@
-"""Background summarisation through langchain-openai against the mock upstream."""
+"""Background summarisation through the upstream router, against the mock upstream."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import httpx
 from proxy.settings import ModelRoute, UpstreamTarget
 from tests.context.engine_calls import SYSTEM, assistant, say, task_key, user
 from tests.context.test_conversation import ADMIN, upstream_messages
+from tests.servers import free_port
 
 SUMMARY = "Ana is planning a trip to Kyoto."
+KEPT = ["question 3", "answer 3", "question 4", "answer 4"]  # summary_keep_turns=2 of four
 
 
-def summarising_proxy(make_proxy, summary_url: str):
+def summarising_proxy(make_proxy, *summary_urls: str):
+    targets = [UpstreamTarget(base_url=url) for url in summary_urls]
     return make_proxy(
         redis=True,
         admin_token=ADMIN,
-        routes={"summariser": ModelRoute(targets=[UpstreamTarget(base_url=summary_url)])},
+        routes={"summariser": ModelRoute(targets=targets)},
         history={
             "summarise": True,
             "summary_threshold_turns": 4,
@@ -40,21 +43,20 @@ def four_turns(proxy, task_id: str) -> None:
         say(proxy, task_id, [SYSTEM, user(f"question {n}")], reply=f"answer {n}")
 
 
+def wait_for_summary(proxy, task_id: str) -> dict:
+    deadline = time.monotonic() + 10
+    while task_view(proxy, task_id)["summary"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return task_view(proxy, task_id)
+
+
 def test_older_turns_become_a_pinned_summary(make_proxy, mock):
     proxy = summarising_proxy(make_proxy, mock.scenario_url(reply=SUMMARY))
     t = f"task-{uuid.uuid4().hex[:8]}"
     four_turns(proxy, t)
-    deadline = time.monotonic() + 10
-    while task_view(proxy, t)["summary"] is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    view = task_view(proxy, t)
+    view = wait_for_summary(proxy, t)
     assert view["summary"] == SUMMARY
-    assert [m["content"] for m in view["messages"]] == [
-        "question 3",
-        "answer 3",
-        "question 4",
-        "answer 4",
-    ]
+    assert [m["content"] for m in view["messages"]] == KEPT
     summary_request = next(r for r in mock.requests if "/s/" in r.path)
     transcript = summary_request.body["messages"][-1]["content"]
     assert "User: question 1" in transcript and "Assistant: answer 2" in transcript
@@ -85,3 +87,17 @@ def test_a_failed_summary_changes_nothing(make_proxy, mock):
     say(proxy, t, [SYSTEM, user("question 5")], reply="answer 5")
     chat_requests = [r for r in mock.requests if "/s/" not in r.path]
     assert len(chat_requests[-1].body["messages"]) == 10
+
+
+def test_a_summary_falls_back_when_its_first_target_is_dead(make_proxy, mock):
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connection refused
+    proxy = summarising_proxy(make_proxy, dead, mock.scenario_url(reply=SUMMARY))
+    t = f"task-{uuid.uuid4().hex[:8]}"
+    four_turns(proxy, t)
+    view = wait_for_summary(proxy, t)
+    assert view["summary"] == SUMMARY
+    assert [m["content"] for m in view["messages"]] == KEPT
+    assert len([r for r in mock.requests if "/s/" in r.path]) == 1
+    assert len([r for r in mock.requests if "/s/" not in r.path]) == 4
+    assert proxy.state.summariser.failures == 0
+    assert proxy.state.router.fallbacks == 1  # the dead target, tried once

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.erasure import erase_task
 from proxy.db.events import CallbackEventWriter

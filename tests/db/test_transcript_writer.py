@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.base import Base
 from proxy.db.models import Task, TranscriptMessage

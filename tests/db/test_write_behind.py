@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.base import Base
 from proxy.db.events import CallbackEventWriter, EventRecord

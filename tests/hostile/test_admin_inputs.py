@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.context.call import MAX_TASK_KEY
+from proxy.call import MAX_TASK_KEY
 from tests.hostile.conftest import (
     ADMIN,
     admin_client,

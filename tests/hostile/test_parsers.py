@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from proxy.call import CallContext
 from proxy.chat.request import parse_body
-from proxy.context.call import CallContext
 from proxy.context.matching import normalise
 from proxy.errors import InvalidRequest
 from proxy.upstream.sse import SSEDecoder

@@ -14,10 +14,10 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.budget import TokenCounter
-from proxy.context.call import CallContext
 from proxy.context.guard import StoreGuard
 from proxy.context.history import StoredAnswer, StoredMessage
 from proxy.context.memory_store import MemoryHistoryStore
@@ -203,3 +203,22 @@ async def test_drain_lets_retries_land_then_gives_up_on_the_rest() -> None:
     assert stuck.retries.lost == 1 and stuck.retries.pending == 0
     commit = TurnCommit("u", None, None, [], None)
     assert not stuck.retries.submit(commit)  # closed
+
+
+async def test_a_commit_retried_after_an_erasure_is_refused_and_counted() -> None:
+    store, metrics = FlakyStore(), ProxyMetrics()
+    turns = writer(store, metrics=metrics)
+    turn = await pending_turn(store, "t", "r1", "said before the erasure")
+    store.failures = [RedisConnectionError("lost")]  # the first try fails: retried later
+    await finished(turns, turn, "reply")
+    await store.erase("t", time.time())  # on another replica, before the retry lands
+    await turns.retries.settled("t", 5)
+    assert await contents(store, "t") == []
+    assert store.calls == [False, True]
+    assert turns.retries.refused == 1 and turns.retries.lost == 0
+    assert metrics.turns_not_recorded.labels("erased")._value.get() == 1
+
+    # A turn that begins after the erasure is recorded.
+    later = await pending_turn(store, "t", "r2", "said after")
+    await finished(turns, later, "reply")
+    assert await contents(store, "t") == ["said after", "reply"]

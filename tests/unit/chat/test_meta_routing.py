@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from proxy.call import CallContext
 from proxy.chat.meta import meta_info_event, upstream_meta_info, wants_meta_info
-from proxy.context.call import CallContext
 
 TRTC = CallContext.from_headers({"x-task-id": "t", "x-room-id": "r1"})
 TRTC_APP = CallContext.from_headers({"x-task-id": "t", "x-sdk-app-id": "1400000001"})

@@ -6,7 +6,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from proxy.context.guard import transient
-from proxy.context.store_faults import FAULTS, FaultRecord, config_fault
+from proxy.context.redis_faults import FAULTS, FaultRecord, config_fault
 
 CASES = [
     (redis_errors.MovedError("3999 127.0.0.1:7001"), "MOVED"),

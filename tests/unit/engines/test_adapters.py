@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.context.call import CallContext
+from proxy.call import CallContext
 from proxy.engines.adapt import adapt_request
 from proxy.engines.request import OPENAI_FIELDS
 from proxy.engines.variables import render

@@ -8,6 +8,10 @@ the same X-Task-Id. App ids hold no ``:``, which keeps the key unambiguous.
 The headers that scope state are validated, never silently dropped: a request whose
 ``X-Task-Id``, ``X-Request-Id`` or ``X-Sdk-App-Id`` is not a valid id gets a 400
 ``invalid_request_error`` rather than a stateless answer (or a merged task).
+
+A leaf of the package: settings, stores, the API and the CLI all read these ids, so this
+module imports nothing from ``proxy`` but the error tree (itself a leaf). The unit test
+``tests/unit/test_layers.py`` keeps it that way.
 """
 
 from __future__ import annotations

@@ -1,0 +1,112 @@
+"""A turn's start on Redis: three calls at once (claim, load, queued meta.info) against
+one script (``begin_turn``), same run, same tasks.
+
+    uv run python -m tests.bench.store_turn_start [--concurrency 10] [--turns 10] [--starts 2000]
+
+Each of ``--concurrency`` workers starts turns of its own task (pre-filled with ``--turns``
+turns), alternating the two ways in blocks, and prints the latency of a start (p50, p95,
+p99) and the Redis commands per start. Uses the server at PROXY_TEST_REDIS_URL (default
+local) under a random prefix, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as redis
+
+from proxy.context.history import StoredAnswer, StoredMessage
+from proxy.context.redis_store import RedisHistoryStore
+
+URL = os.environ.get("PROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+LIMIT = 200  # the default history policy's load limit
+BLOCK = 50  # starts per block; the ways alternate block by block
+
+
+async def gathered(store: RedisHistoryStore, task: str) -> None:
+    request_id = uuid.uuid4().hex
+    await asyncio.gather(
+        store.claim_request(task, request_id, uuid.uuid4().hex),
+        store.load(task, LIMIT),
+        store.take_meta(task),
+    )
+
+
+async def one_script(store: RedisHistoryStore, task: str) -> None:
+    request_id = uuid.uuid4().hex
+    await store.begin_turn(task, request_id, uuid.uuid4().hex, limit=LIMIT, take_meta=True)
+
+
+async def prefill(store: RedisHistoryStore, task: str, turns: int) -> None:
+    for n in range(turns):
+        claim = await store.claim_request(task, f"fill-{n}")
+        messages = [
+            StoredMessage(role="user", content=f"question {n} " * 8, request_id=f"fill-{n}"),
+            StoredMessage(role="assistant", content=f"answer {n} " * 20, request_id=f"fill-{n}"),
+        ]
+        answer = StoredAnswer(content="answer")
+        await store.commit_turn(task, f"fill-{n}", claim.attempt_id, messages, answer=answer)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--starts", type=int, default=2000, help="per way, all workers")
+    args = parser.parse_args()
+    client = redis.Redis.from_url(URL, max_connections=100)
+    prefix = f"bench-start:{uuid.uuid4().hex[:8]}:"
+    store = RedisHistoryStore(client, prefix=prefix, ttl_seconds=600)
+    await store.load_scripts()
+    tasks = [f"task-{n}" for n in range(args.concurrency)]
+    await asyncio.gather(*(prefill(store, task, args.turns) for task in tasks))
+    ways: dict[str, Callable[[RedisHistoryStore, str], Awaitable[None]]] = {
+        "claim + load + meta, gathered": gathered,
+        "begin_turn (one script)": one_script,
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    commands: dict[str, int] = {}
+
+    async def worker(
+        way: Callable[[RedisHistoryStore, str], Awaitable[None]], task: str, out: list[float]
+    ) -> None:
+        for _ in range(BLOCK):
+            started = time.perf_counter()
+            await way(store, task)
+            out.append((time.perf_counter() - started) * 1000)
+
+    try:
+        per_block = BLOCK * len(tasks)
+        for name, way in ways.items():  # warm-up, and the commands per start
+            before = (await client.info("stats"))["total_commands_processed"]
+            await asyncio.gather(*(worker(way, task, []) for task in tasks))
+            after = (await client.info("stats"))["total_commands_processed"]
+            commands[name] = round((after - before - 1) / per_block)
+        for _ in range(max(1, args.starts // per_block)):
+            for name, way in ways.items():
+                await asyncio.gather(*(worker(way, task, times[name]) for task in tasks))
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    print(
+        f"turn start on Redis ({URL}), {args.concurrency} concurrent, tasks of "
+        f"{args.turns} turns, load limit {LIMIT}; ms"
+    )
+    print(f"{'way':34} {'n':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'cmds':>5}")
+    for name, values in times.items():
+        q = statistics.quantiles(values, n=100)
+        print(
+            f"{name:34} {len(values):6} {q[49]:7.3f} {q[94]:7.3f} {q[98]:7.3f} {commands[name]:5}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
