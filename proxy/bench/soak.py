@@ -7,10 +7,11 @@ ports, then runs ``--sessions`` concurrent engine stand-ins (``proxy.voice.engin
 for ``--duration`` seconds. Each session is a stream of conversations (tasks) of
 ``--turns-per-session`` turns: normal turns, barge-ins while the reply streams and
 while it is spoken (905 carries the spoken prefix), first attempts that stall past the
-engine's Timeout and are retried under the same request id, turns that time out
-twice, upstream 503s, streams cut mid-way, and (``--tools``) server-side tool turns;
-some sessions re-send engine history (History 4), some use a profile with a
-knowledge base (retrieval). Every turn the engine ran is then compared with
+engine's Timeout and are retried under the same request id, first tokens that come
+just as the engine gives up (a reply streamed to an engine that left, then the retry's),
+turns that time out twice, upstream 503s, streams cut mid-way, and (``--tools``)
+server-side tool turns; some sessions re-send engine history (History 4), some use a
+profile with a knowledge base (retrieval). Every turn the engine ran is then compared with
 ``GET /admin/tasks/{id}``: lost, duplicated and mismatched turns (the history must
 hold what the user heard: the whole reply, the spoken prefix after a barge-in, the
 user's words alone when every attempt timed out, nothing after an error before the
