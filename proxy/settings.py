@@ -359,7 +359,7 @@ class Settings(BaseSettings):
         ge=10,
         description="Connections to Redis per process, at most. The client refuses a call "
         "beyond them at once (it does not wait): size it for the calls in flight at peak "
-        "(a turn makes up to three at once).",
+        "(a turn starts with one script, then writes its commit and lease refreshes).",
     )
     lease_seconds: float = Field(
         default=4.0,

@@ -7,10 +7,11 @@ ports, then runs ``--sessions`` concurrent engine stand-ins (``proxy.voice.engin
 for ``--duration`` seconds. Each session is a stream of conversations (tasks) of
 ``--turns-per-session`` turns: normal turns, barge-ins while the reply streams and
 while it is spoken (905 carries the spoken prefix), first attempts that stall past the
-engine's Timeout and are retried under the same request id, turns that time out
-twice, upstream 503s, streams cut mid-way, and (``--tools``) server-side tool turns;
-some sessions re-send engine history (History 4), some use a profile with a
-knowledge base (retrieval). Every turn the engine ran is then compared with
+engine's Timeout and are retried under the same request id, first tokens that come
+just as the engine gives up (a reply streamed to an engine that left, then the retry's),
+turns that time out twice, upstream 503s, streams cut mid-way, and (``--tools``)
+server-side tool turns; some sessions re-send engine history (History 4), some use a
+profile with a knowledge base (retrieval). Every turn the engine ran is then compared with
 ``GET /admin/tasks/{id}``: lost, duplicated and mismatched turns (the history must
 hold what the user heard: the whole reply, the spoken prefix after a barge-in, the
 user's words alone when every attempt timed out, nothing after an error before the
@@ -61,7 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="proxy soak", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--sessions", type=int, default=200, help="concurrent voice sessions (200)")
-    add("--duration", type=float, default=60.0, help="seconds new turns are started (60)")
+    # Four minutes: at 200 sessions the proxy's RSS climbs for about two (pools, caches,
+    # allocator arenas) and the memory bar judges the second half of the run.
+    add("--duration", type=float, default=240.0, help="seconds new turns are started (240)")
     add("--turns-per-session", type=int, default=8, help="turns per conversation/task (8)")
     # The engine's speech clock is virtual (the bot's speech is not waited out), so the
     # pause before a turn stands for the user's utterance, the VAD silence and the bot's

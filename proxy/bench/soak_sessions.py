@@ -98,13 +98,16 @@ def mock_main(argv: list[str] | None = None) -> int:
 
 # What the sessions do.
 
-# kind -> (weight, the engine error code it injects, a retry it injects)
-KINDS: dict[str, tuple[float, int | None, bool]] = {
-    "normal": (58, None, False),
+# kind -> (weight, the engine error code it injects, a retry it injects: yes, no, either)
+KINDS: dict[str, tuple[float, int | None, bool | None]] = {
+    "normal": (55, None, False),
     "barge_in_streaming": (10, None, False),  # the user talks over a reply still arriving
     "barge_in_speaking": (10, None, False),  # ... over a reply already received, mid-speech
     "timeout_retry": (7, None, True),  # first attempt stalls, the retry answers
     "timeout_twice": (2, LLM_TIMEOUT, True),  # both attempts stall: 30200
+    # The first token comes about when the engine gives up (1.9-2.1 s): heard at once,
+    # or streamed after the engine left (never heard) and the retry answers.
+    "timeout_at_deadline": (3, None, None),
     "upstream_503": (3, LLM_FAILED, False),  # before the first byte: 502 -> 30202
     "cut_mid_stream": (4, LLM_FAILED, False),  # after it: error event + [DONE] -> 30202
     "tool": (30, None, False),  # only in sessions on the tools profile
@@ -186,6 +189,10 @@ class Planner:
         elif kind == "timeout_retry":
             key = uuid.UUID(int=self.rng.getrandbits(128)).hex
             turn.mock = {"soak_slow_once": key, "soak_slow_ms": 10_000}
+        elif kind == "timeout_at_deadline":
+            key = uuid.UUID(int=self.rng.getrandbits(128)).hex
+            slow_ms = self.rng.uniform(1900, 2100)
+            turn.mock = {"soak_slow_once": key, "soak_slow_ms": slow_ms}
         elif kind == "timeout_twice":
             turn.mock = {"first_token_ms": 10_000}
         elif kind == "upstream_503":
@@ -352,7 +359,7 @@ def round_errors(kind: str, rnd: RoundResult) -> tuple[Counter[str], Counter[str
         (injected if rnd.error_code == code else unexpected)[label] += 1
     elif code is not None:
         unexpected[f"injected {kind} not observed"] += 1
-    if rnd.retries and not retried:
+    if rnd.retries and retried is False:
         unexpected["engine timeout + retry (not injected)"] += 1
     elif retried and not rnd.retries:
         unexpected[f"injected {kind} not observed (no retry)"] += 1

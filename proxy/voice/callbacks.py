@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -143,14 +144,15 @@ class CallbackService:
             return "duplicate"
         self.received[event.event_type] += 1
         self._observe(event)
+        received = time.time()  # an erasure of the task after this refuses its live writes
         try:
             async with asyncio.timeout(self._timeout * 4):
-                await self._update_live_state(event)
+                await self._update_live_state(event, received)
         except Exception as exc:  # never fail the callback on the live store
             # It is deduplicated already, so the engine's retry would not bring it back:
             # applied again off the reply path (applying twice changes nothing more).
             log.warning("callback %d not applied yet: %r", event.event_type, exc)
-            self._spawn(self._apply_later(event))
+            self._spawn(self._apply_later(event, received))
         self.writer.submit(event_record(event, app_id))  # accepting was checked above
         return "accepted"
 
@@ -175,11 +177,11 @@ class CallbackService:
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
-    async def _apply_later(self, event: EngineEvent) -> None:
+    async def _apply_later(self, event: EngineEvent, received: float) -> None:
         await asyncio.sleep(self._timeout)
         try:
             async with asyncio.timeout(self._timeout * LATE_APPLY_FACTOR):
-                await self._update_live_state(event)
+                await self._update_live_state(event, received)
         except Exception as exc:
             log.error(
                 "callback %d not applied to live state: %r",
@@ -188,16 +190,18 @@ class CallbackService:
                 extra={"task_id": event.task_id},
             )
 
-    async def _update_live_state(self, event: EngineEvent) -> None:
+    async def _update_live_state(self, event: EngineEvent, received: float) -> None:
         if event.event_type == ev.SPEAKING_FINISHED:
             text = event.payload.get("Text")
             if isinstance(text, str):
                 outcome = await self._spoken.on_spoken(
-                    event.task_id, text, at=event.event_ms_ts / 1000
+                    event.task_id, text, at=event.event_ms_ts / 1000, received_at=received
                 )
                 log.info("905 %s", outcome, extra={"task_id": event.task_id})
         elif event.event_type == ev.ERROR_METRIC and engine_gave_up(event.payload):
-            outcome = await self._spoken.on_gave_up(event.task_id, at=event.event_ms_ts / 1000)
+            outcome = await self._spoken.on_gave_up(
+                event.task_id, at=event.event_ms_ts / 1000, received_at=received
+            )
             log.info("908 llm timeout: %s", outcome, extra={"task_id": event.task_id})
         elif event.event_type == ev.TASK_STOPPED:
             await self._store.expire(event.task_id, self._closed_ttl)

@@ -78,12 +78,16 @@ class SpokenTextReconciler:
         self.corrected = 0
         self.appended = 0
 
-    async def on_spoken(self, task_id: str, text: str, *, at: float) -> str:
+    async def on_spoken(
+        self, task_id: str, text: str, *, at: float, received_at: float | None = None
+    ) -> str:
         """Apply a 905; returns "corrected", "unchanged", "appended", "pending" or
         "erased" (the task was erased while it was being applied: dropped)."""
         if not normalise(text):
             return "unchanged"  # nothing was said
-        return await self._resolve(task_id, {"text": text, "at": at}, time.time())
+        # ``received_at``: when the 905 arrived; a task erased since refuses its writes.
+        started = time.time() if received_at is None else received_at
+        return await self._resolve(task_id, {"text": text, "at": at}, started)
 
     async def _resolve(self, task_id: str, item: dict[str, Any], started_at: float) -> str:
         text, at = item["text"], float(item["at"])
@@ -121,13 +125,13 @@ class SpokenTextReconciler:
         self._spawn(self._settle_later(task_id))
         return "pending"
 
-    async def on_gave_up(self, task_id: str, *, at: float) -> str:
+    async def on_gave_up(self, task_id: str, *, at: float, received_at: float | None = None) -> str:
         """The engine gave up on the round's LLM request (its timeout, 30200): the user
         heard nothing of that reply, whatever the proxy streamed after. The reply of the
         newest turn that started before ``at`` is emptied (``interrupted``) and marked
         heard at ``at``; if it is not written yet, its commit does that."""
         item = {"text": "", "at": at, "gave_up": True}
-        started_at = time.time()
+        started_at = time.time() if received_at is None else received_at
         if await self._gave_up_written(task_id, at):
             return "corrected"
         if not await self._store.push_pending(task_id, item, started_at=started_at):

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.context.engine_calls import SYSTEM, say, task_key, user
+from tests.context.engine_calls import APP_ID, SYSTEM, say, task_key, user
 from tests.e2e.procs import ProxyProcess
 
 ADMIN = "admin-token-for-erasure-tests-0123456789"
@@ -77,16 +78,33 @@ def erase(replica: Replica, task: str) -> int:
     return httpx.delete(url, headers=ADMIN_HEADERS, timeout=10).status_code
 
 
+def say_without_request_id(replica: Replica, task: str, text: str, **mock: Any) -> str:
+    """A client that sends no X-Request-Id (its turns are matched by message id)."""
+    client = openai.OpenAI(base_url=replica.base_url, api_key="unused", max_retries=0)
+    chunks = client.chat.completions.create(
+        model="voice-model",
+        messages=[SYSTEM, user(text)],  # type: ignore[list-item]
+        stream=True,
+        extra_headers={"X-Task-Id": task, "X-Sdk-App-Id": APP_ID},
+        extra_body={"mock": mock},
+    )
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
 def test_a_reply_committed_after_the_erasure_never_comes_back(replicas: Any) -> None:
     a, b = replicas
-    tasks = [f"erase-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    tasks = [f"erase-{uuid.uuid4().hex[:8]}" for _ in range(4)]
     for task in tasks:
         assert say(a, task, [SYSTEM, user("before")], reply="kept until erased")
-    # Each task has a reply streaming on A (six chunks, 0.3 s apart) when B erases it.
+    # Each task has a reply streaming on A (six chunks, 0.3 s apart) when B erases it;
+    # the client of the last two sends no request id.
     with ThreadPoolExecutor(len(tasks)) as pool:
         streaming = [
             pool.submit(say, a, task, [SYSTEM, user("racing")], reply="erased", gap_ms=300)
-            for task in tasks
+            for task in tasks[:2]
+        ] + [
+            pool.submit(say_without_request_id, a, task, "racing", reply="erased", gap_ms=300)
+            for task in tasks[2:]
         ]
         time.sleep(0.7)
         assert [erase(b, task) for task in tasks] == [204] * len(tasks)

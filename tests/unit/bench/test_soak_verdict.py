@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.bench.soak_sessions import LLM_FAILED, LLM_TIMEOUT, verify
+from proxy.bench.soak_sessions import LLM_FAILED, LLM_TIMEOUT, round_errors, verify
 from proxy.voice.room import RoundResult
 
 REPLY = "Reply to: hello there, this is the whole reply"
@@ -92,3 +92,14 @@ def test_a_retry_that_fails_before_its_first_byte_after_an_abandoned_attempt() -
     assert _counts([failed], []) == (1, 1, 0, 0, 0)
     assert _counts([failed], [_user(0)]) == (1, 1, 0, 0, 0)
     assert _counts([failed], [_user(0), _reply(0, "Reply")]) == (1, 0, 0, 0, 1)
+
+
+def test_a_first_token_at_the_engines_deadline_may_or_may_not_be_retried() -> None:
+    heard = _round(0)
+    retried = _round(1, retries=1)
+    for rnd, injected in ((heard, {}), (retried, {"engine timeout + retry": 1})):
+        assert round_errors("timeout_at_deadline", rnd) == (injected, {})
+    assert round_errors("normal", retried)[1] == {"engine timeout + retry (not injected)": 1}
+    assert round_errors("timeout_retry", heard)[1] == {
+        "injected timeout_retry not observed (no retry)": 1
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from redis import exceptions as redis_errors
@@ -84,3 +85,23 @@ async def test_a_cancelled_caller_is_still_cancelled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert guard.errors == 0
+
+
+@pytest.mark.parametrize(("error", "is_transient", "is_slow"), CASES, ids=lambda c: repr(c))
+async def test_a_slow_store_is_a_warning_and_counted_an_outage_an_error(
+    error: Exception, is_transient: bool, is_slow: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a call past its time box is handled (the turn is still recorded): a
+    warning, counted in ``timeouts`` (proxy_store_timeouts_total). Anything else the
+    operator must look at: an error."""
+    del is_transient
+    guard = StoreGuard(timeout_seconds=1.0)
+
+    async def fail() -> None:
+        raise error
+
+    with caplog.at_level(logging.WARNING, logger="proxy.context.guard"):
+        assert await guard(fail()) is FAILED
+    [record] = [r for r in caplog.records if "history store unavailable" in r.getMessage()]
+    assert record.levelno == (logging.WARNING if is_slow else logging.ERROR)
+    assert (guard.errors, guard.timeouts) == (1, 1 if is_slow else 0)

@@ -6,6 +6,7 @@ The engine's times (``at``) are plain numbers here: only their order matters.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -284,3 +285,17 @@ async def test_a_905_waiting_for_a_turn_cut_before_any_text_becomes_its_reply(
         ("user", "Tell me.", "r1", False),
         ("assistant", "Well, the", "r1", True),
     ]
+
+
+async def test_a_905_received_before_an_erasure_is_dropped_after_it(store, spoken) -> None:
+    await write_turn(store, spoken, "t", [user("hi"), reply(FIRST)])
+    received = time.time()
+    await store.erase("t", time.time())
+    # Applied after the erasure (a retry off the callback's path): the task stays erased.
+    assert await spoken.on_spoken("t", "Welcome back.", at=30.0, received_at=received) == "erased"
+    await streaming(store, "t")  # a reply in flight: it would have waited in the queue
+    assert await spoken.on_spoken("t", "Welcome back.", at=31.0, received_at=received) == "erased"
+    assert await spoken.on_gave_up("t", at=32.0, received_at=received) == "erased"
+    assert await stored(store, "t") == [] and await store.take_pending("t") == []
+    # One received after the erasure is the new conversation's.
+    assert await spoken.on_spoken("t", "Hello again.", at=40.0) == "pending"
