@@ -163,6 +163,11 @@ class ProfileSpec(BaseModel):
     meta_info_events: MetaInfoEvents | None = Field(
         default=None, description="Overrides PROXY_META_INFO_EVENTS for this profile."
     )
+    keep_reasoning: bool = Field(
+        default=False,
+        description="Store the model's reasoning with its reply in the history "
+        "(reasoning_content: never spoken, never sent upstream again).",
+    )
 
 
 class KeySpec(BaseModel):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
 
 import uvicorn
 
 from proxy.app import create_app
+from proxy.services import Services
 from proxy.settings import Settings
 
 
@@ -61,8 +61,10 @@ class ProxyServer:
         self._thread.join(timeout=10)
 
     @property
-    def state(self) -> Any:
-        return self.app.state
+    def state(self) -> Services:
+        """The running proxy's services (``proxy.services``)."""
+        running: Services = self.app.state.services
+        return running
 
     def __enter__(self) -> ProxyServer:
         return self.start()

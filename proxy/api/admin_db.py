@@ -10,11 +10,12 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from proxy.admin.store import database_errors
+from proxy.services import services
 
 
 @asynccontextmanager
 async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
     """One session and transaction; database failures leave as 409 / 422 / 503, not 500."""
     with database_errors():
-        async with request.app.state.sessions() as session, session.begin():
+        async with services(request).sessions() as session, session.begin():
             yield session

@@ -31,6 +31,7 @@ from proxy.knowledge.schemas import (
     SearchIn,
     SearchOut,
 )
+from proxy.services import services
 
 router = APIRouter(tags=["knowledge"])
 
@@ -40,14 +41,14 @@ MAX_BODY_BYTES = MAX_DOCUMENT_BYTES * 4 // 3 + 65_536  # base64 of the largest d
 
 
 def _knowledge(request: Request) -> IngestService:
-    service = getattr(request.app.state, "knowledge", None)
+    service = services(request).knowledge
     if service is None:
         raise ServiceUnavailable("knowledge bases are not enabled in this process")
     return service
 
 
 def _retriever(request: Request) -> Retriever:
-    retriever = getattr(request.app.state, "retriever", None)
+    retriever = services(request).retriever
     if retriever is None:
         raise ServiceUnavailable("knowledge bases are not enabled in this process")
     return retriever
@@ -195,7 +196,7 @@ async def delete_document(name: BaseName, document_id: str, request: Request) ->
 )
 async def search(name: BaseName, body: SearchIn, request: Request) -> SearchOut:
     await _stored(_knowledge(request).get_base(name))  # 404 for an unknown base
-    top_k = body.top_k or request.app.state.settings.retrieval_top_k
+    top_k = body.top_k or services(request).settings.retrieval_top_k
     chunks = await _retriever(request).retrieve([name], body.query, top_k=top_k)
     hits = [SearchHit.from_chunk(rank, chunk) for rank, chunk in enumerate(chunks, start=1)]
     return SearchOut(query=body.query, results=hits)

@@ -7,24 +7,19 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from proxy.admin import Admin, AdminStore
-
-
-async def _nothing_to_refresh() -> None:
-    return None
+from proxy.services import services
 
 
 def admin_services(request: Request) -> Admin:
     """Admin services over this replica's database; a change refreshes this replica's
     catalog and tool registry at once (other replicas poll)."""
-    state = request.app.state
-    catalog = getattr(state, "catalog", None)
-    tools = getattr(state, "tools", None)
+    running = services(request)
     return Admin(
         AdminStore(
-            state.settings,
-            state.sessions,
-            refresh_catalog=catalog.refresh if catalog is not None else _nothing_to_refresh,
-            refresh_tools=tools.refresh if tools is not None else _nothing_to_refresh,
+            running.settings,
+            running.sessions,
+            refresh_catalog=running.catalog.refresh,
+            refresh_tools=running.tools.refresh,
         )
     )
 

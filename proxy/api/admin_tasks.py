@@ -47,6 +47,7 @@ from proxy.db.repositories import (
     TranscriptRepository,
 )
 from proxy.errors import NotFound, ServiceUnavailable
+from proxy.services import services
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -74,7 +75,7 @@ async def _task_key(task_id: TaskId, request: Request, app_id: AppId = None) -> 
     TaskId resolves to the one task that has it (409 if several apps do, 404 if none)."""
     if app_id is not None or is_task_key(task_id):
         return task_key(app_id, task_id)
-    live = await _live(request.app.state.history.find_task_keys(task_id))
+    live = await _live(services(request).history.find_task_keys(task_id))
     try:
         async with transaction(request) as session:
             recorded = await recorded_task_keys(session, task_id)
@@ -101,14 +102,11 @@ async def _live(operation: Awaitable[T]) -> T:
 async def _flush_transcripts(request: Request, *, required: bool) -> None:
     """Write queued transcript rows and callback events now. ``required``: refuse to go
     on without it (an erasure: a row still queued would recreate the task)."""
-    state = request.app.state
-    callbacks = getattr(state, "callbacks", None)
-    writers = [getattr(state, "transcripts", None), getattr(callbacks, "writer", None)]
+    running = services(request)
     try:
-        for writer in writers:
-            if writer is not None:
-                # A view waits briefly (the database may be down); an erasure waits longer.
-                await writer.flush(timeout=10.0 if required else 2.0)
+        for writer in (running.transcripts, running.callbacks.writer):
+            # A view waits briefly (the database may be down); an erasure waits longer.
+            await writer.flush(timeout=10.0 if required else 2.0)
     except Exception as exc:
         if required:
             raise ServiceUnavailable("could not write the queued records; retry") from exc
@@ -148,7 +146,7 @@ async def list_tasks(
     response_model=TaskDetail,
 )
 async def get_task(task_id: TaskKey, request: Request) -> TaskDetail:
-    history = await _live(request.app.state.history.load(task_id, MAX_MESSAGES_SHOWN))
+    history = await _live(services(request).history.load(task_id, MAX_MESSAGES_SHOWN))
     live = history.total_messages > 0 or bool(history.summary)
     await _flush_transcripts(request, required=False)
     task: TaskOut | None = None
@@ -182,7 +180,7 @@ async def get_task(task_id: TaskKey, request: Request) -> TaskDetail:
     response_class=Response,
 )
 async def reset_task(task_id: TaskKey, request: Request) -> None:
-    await _live(request.app.state.history.reset(task_id))
+    await _live(services(request).history.reset(task_id))
 
 
 @router.post(
@@ -195,8 +193,8 @@ async def add_context(
     task_id: TaskKey, body: ContextMessageIn, request: Request
 ) -> HistoryMessageOut:
     message = StoredMessage(role=body.role, content=body.content, source="context")
-    await _live(request.app.state.history.append(task_id, [message]))
-    writer = getattr(request.app.state, "transcripts", None)
+    await _live(services(request).history.append(task_id, [message]))
+    writer = services(request).transcripts
     if writer is not None:  # the durable transcript records operator context too
         writer.submit(CallContext(task_id=task_id), [message])
     return HistoryMessageOut.model_validate(message.to_dict())
@@ -208,7 +206,7 @@ async def add_context(
     status_code=status.HTTP_202_ACCEPTED,
 )
 async def queue_metainfo(task_id: TaskKey, body: MetaInfoIn, request: Request) -> dict[str, bool]:
-    await _live(queue_for_task(request.app.state.history, task_id, body.metainfo))
+    await _live(queue_for_task(services(request).history, task_id, body.metainfo))
     return {"queued": True}
 
 
@@ -226,7 +224,7 @@ async def delete_task(task_id: TaskKey, request: Request) -> None:
     at = time.time()
     async with transaction(request) as session:
         await erase_task(session, task_id, at=at)
-    await _live(request.app.state.history.erase(task_id, at))
+    await _live(services(request).history.erase(task_id, at))
 
 
 @router.get(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from proxy.admin.models import as_utc
 from proxy.api.admin_db import transaction
 from proxy.errors import InvalidRequest
+from proxy.services import services
 from proxy.usage.aggregate import GroupKey, UsageFilter, aggregate
 
 router = APIRouter()
@@ -63,7 +64,7 @@ async def get_usage(
     ] = None,
 ) -> UsageAnswer:
     groups = parse_groups(group_by)
-    writer = request.app.state.usage.writer
+    writer = services(request).usage.writer
     # Rows still queued belong in the answer (if the database is down, the read says so).
     with contextlib.suppress(Exception):
         await writer.flush(timeout=2.0)

@@ -21,6 +21,7 @@ from proxy.api.chat import read_body
 from proxy.api.deps import SettingsDep
 from proxy.call import MAX_TASK_ID, task_key, valid_app_id
 from proxy.errors import AuthenticationFailed, InvalidRequest, ServiceUnavailable
+from proxy.services import services
 from proxy.settings import Settings
 from proxy.voice.events import MalformedEvent, parse_event
 from proxy.voice.signing import verify
@@ -69,5 +70,5 @@ async def trtc_callback(request: Request, settings: SettingsDep) -> dict[str, in
             "TaskId must be printable, without ':', at most 256 characters", param="TaskId"
         )
     event = replace(event, task_id=task_key(app_id, event.task_id))
-    await request.app.state.callbacks.handle(event, app_id)
+    await services(request).callbacks.handle(event, app_id)
     return {"code": 0}

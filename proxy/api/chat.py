@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,7 +25,9 @@ from proxy.chat.sse import DONE_FRAME
 from proxy.engines.adapt import adapt_request
 from proxy.engines.variables import with_variables
 from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
+from proxy.metrics import ClosedLabels
 from proxy.observability import tracing, turnlog
+from proxy.services import services
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 class RequestCount:
     """``proxy_requests_total`` for one request: by route, model and the status it got."""
 
-    def __init__(self, counter: Any, route: str) -> None:
+    def __init__(self, counter: ClosedLabels[Counter], route: str) -> None:
         self.counter, self.route, self.model = counter, route, ""
 
     def done(self, status: int) -> None:
@@ -88,7 +91,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def handle_chat(request: Request) -> Response:
     received_at = time.perf_counter()
-    state = request.app.state
+    state = services(request)
     count = RequestCount(state.metrics.requests, request.scope["path"])
     try:
         caller = await require_caller(request)

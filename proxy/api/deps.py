@@ -15,15 +15,16 @@ from starlette.requests import HTTPConnection
 from proxy.access.catalog import Caller
 from proxy.chat.service import ChatService
 from proxy.errors import AuthenticationFailed
+from proxy.services import services
 from proxy.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return services(request).settings
 
 
 async def get_chat_service(request: Request) -> ChatService:
-    return request.app.state.chat
+    return services(request).chat
 
 
 def bearer_token(request: HTTPConnection) -> str | None:  # a Request or a WebSocket
@@ -38,7 +39,7 @@ def _matches(token: str, secret: str) -> bool:
 
 async def require_caller(request: Request) -> Caller:
     """The caller named by the bearer key (from memory: never waits on the database)."""
-    caller = request.app.state.catalog.authenticate(bearer_token(request))
+    caller = services(request).catalog.authenticate(bearer_token(request))
     if caller is None:
         raise AuthenticationFailed("missing or invalid API key (Authorization: Bearer <key>)")
     request.state.caller = caller
@@ -46,7 +47,7 @@ async def require_caller(request: Request) -> Caller:
 
 
 async def require_admin(request: Request) -> None:
-    admin = request.app.state.settings.admin_token
+    admin = services(request).settings.admin_token
     token = bearer_token(request)
     if admin is None:
         raise AuthenticationFailed("the admin API is disabled: set PROXY_ADMIN_TOKEN")

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from proxy.api.deps import CallerDep
-from proxy.context.redis_faults import ADVICE, FaultRecord, config_fault
+from proxy.context.redis_faults import ADVICE
+from proxy.services import Services, services
 from proxy.settings import ECHO_MODEL
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Dependencies are reachable")
 async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = services(request)
     checks: dict[str, str] = {}
-    ready = not getattr(state, "shutting_down", False)
+    ready = not state.shutting_down
     degraded = False
     if not ready:
         checks["server"] = "shutting down"
@@ -60,23 +61,23 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-async def _history_check(state: Any) -> tuple[str, bool | None]:
+async def _history_check(state: Services) -> tuple[str, bool | None]:
     """What /readyz says of the history store, and whether it is ready (None: down).
 
     A configuration fault (``MOVED``, ``NOPERM``, ...) is not ready, by name: unlike an
     outage it never heals by itself, and a new rollout with it must not take traffic.
     """
-    faults: FaultRecord | None = getattr(getattr(state, "store_guard", None), "faults", None)
+    faults = state.store_guard.faults
     try:
         async with asyncio.timeout(1.0):
             await state.history.ping()  # a real write and read under the key prefix
     except Exception as exc:
-        name = faults.note(exc) if faults is not None else config_fault(exc)
+        name = faults.note(exc)
         if name is not None:
-            fault = faults.latest if faults is not None else None
+            fault = faults.latest
             return (fault.describe() if fault else f"{name}: {ADVICE[name]}"), False
         return f"unavailable: {type(exc).__name__}", None
-    recent = faults.recent() if faults is not None else None
+    recent = faults.recent()
     if recent is not None:  # the probe's key works, but turns met a fault (another slot)
         return recent.describe(), False
     return "ok", True
@@ -84,7 +85,7 @@ async def _history_check(state: Any) -> tuple[str, bool | None]:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
+    registry = services(request).metrics.registry
     # Rendered in a thread: a scrape never holds the event loop (and the streams on it).
     body = await asyncio.to_thread(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -92,7 +93,7 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/v1/models", dependencies=[CallerDep], summary="Models this proxy serves")
 async def list_models(request: Request) -> dict[str, Any]:
-    router_ = request.app.state.router
+    router_ = services(request).router
     models: dict[str, dict[str, Any]] = {}
     default = router_.table.default_target
     if default is not None:

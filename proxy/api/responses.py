@@ -22,6 +22,7 @@ from proxy.responses.conversation import resolve_turn
 from proxy.responses.events import ResponseEventStream, ResponseShell, from_completion
 from proxy.responses.references import resolve_references
 from proxy.responses.request import load_body, to_chat_request
+from proxy.services import services
 from proxy.usage import recorder as usage
 
 router = APIRouter()
@@ -31,7 +32,7 @@ PATH = "/v1/responses"
 @router.post(PATH, summary="Responses (text and function tools, over chat completions)")
 async def create_response(request: Request) -> Response:
     received_at = time.perf_counter()
-    state = request.app.state
+    state = services(request)
     count = RequestCount(state.metrics.requests, PATH)
     try:
         caller = await require_caller(request)

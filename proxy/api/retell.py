@@ -22,6 +22,7 @@ from proxy.errors import ProxyError
 from proxy.observability import turnlog
 from proxy.retell.protocol import ProtocolError, parse_event
 from proxy.retell.session import RetellCall, RetellSession
+from proxy.services import services
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ TRY_AGAIN_LATER = 1013
 
 @router.websocket(PATH)
 async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
-    state = websocket.app.state
+    state = services(websocket)
     settings = state.settings
     token = bearer_token(websocket) or websocket.query_params.get("api_key")
     caller = state.catalog.authenticate(token)
@@ -73,7 +74,7 @@ async def retell_llm_websocket(websocket: WebSocket, call_id: str) -> None:
         usage.bind(state.usage, usage.owner_for(caller, turn, setup.model))
         turnlog.identify(turn.task_id, setup.model)
 
-    spoken = getattr(state, "spoken", None)
+    spoken = state.spoken
     session = RetellSession(setup, state.chat, state.history, spoken, send, count.done, before_turn)
     log.info("Retell call connected", extra={"task_id": setup.call.task_id})
     try:

@@ -52,6 +52,9 @@ class HistoryMessageOut(BaseModel):
     request_id: str | None = None
     created_at: float = Field(description="Unix time, seconds.")
     source: str = Field(description="turn | seed | context | spoken")
+    reasoning_content: str | None = Field(
+        default=None, description="The model's reasoning, kept if the profile asks."
+    )
 
 
 class TranscriptMessageOut(RowOut):

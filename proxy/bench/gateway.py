@@ -149,8 +149,12 @@ async def _start_pair(
 
 def _targets(mock: Child, proxy: Child) -> tuple[Target, Target]:
     body, headers = chat_body(), base_headers()
-    direct = Target("direct", f"{mock.url}/v1/chat/completions", body, headers)
-    proxied = Target("proxy", f"{proxy.url}/v1/chat/completions", body, headers)
+    direct = Target(
+        "direct", f"{mock.url}/v1/chat/completions", body, headers, cpu=mock.cpu_seconds
+    )
+    proxied = Target(
+        "proxy", f"{proxy.url}/v1/chat/completions", body, headers, cpu=proxy.cpu_seconds
+    )
     return direct, proxied
 
 
@@ -165,7 +169,13 @@ async def latency_profile(
     # The floor: a bare aiohttp relay to the same mock, in the same alternating blocks.
     relay_child = start_relay(procs, upstream_base_url=f"{mock.url}/v1")
     await wait_ready(session, relay_child, "/healthz")
-    relay = Target("relay", f"{relay_child.url}/v1/chat/completions", direct.body, direct.headers)
+    relay = Target(
+        "relay",
+        f"{relay_child.url}/v1/chat/completions",
+        direct.body,
+        direct.headers,
+        cpu=relay_child.cpu_seconds,
+    )
     targets = [direct, proxied, relay]
     top = max(args.concurrency)
     _progress(f"latency: warm-up at concurrency {top}")
@@ -200,7 +210,11 @@ async def history_section(
             targets.append(stateless)
             continue
         task_ids = [f"bench-{run}-t{turns}-w{worker}" for worker in range(level)]
-        targets.append(Target(name, stateless.url, stateless.body, stateless.headers, task_ids))
+        targets.append(
+            Target(
+                name, stateless.url, stateless.body, stateless.headers, task_ids, cpu=stateless.cpu
+            )
+        )
         if turns:
             _progress(f"history: pre-filling {level} tasks with {turns} turns")
             await prefill_tasks(args.redis_url, prefix, task_ids, turns)

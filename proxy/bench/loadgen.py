@@ -13,7 +13,7 @@ import asyncio
 import gc
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -49,6 +49,7 @@ class Target:
     headers: dict[str, str]
     task_ids: list[str] | None = None  # per worker: X-Task-Id plus a fresh X-Request-Id
     cycle_s: float = 0.0  # median request duration seen last: spreads the workers' starts
+    cpu: Callable[[], float] | None = None  # CPU seconds of the server behind ``url``
 
 
 @dataclass(slots=True)
@@ -57,12 +58,21 @@ class Samples:
     total: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed: float = 0.0  # wall-clock seconds of the blocks these came from
+    cpu_s: float = 0.0  # CPU seconds the server used during those blocks (if known)
 
     def add(self, other: Samples) -> None:
         self.ttft += other.ttft
         self.total += other.total
         self.errors += other.errors
         self.elapsed += other.elapsed
+        self.cpu_s += other.cpu_s
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """The server's CPU per answered request (NaN when not measured)."""
+        if not self.cpu_s or not self.total:
+            return math.nan
+        return self.cpu_s / len(self.total) * 1000
 
     @property
     def rps(self) -> float:
@@ -184,11 +194,14 @@ async def run_block(
 
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the instrument must not pause mid-measurement; collected after
+    cpu_at_start = target.cpu() if target.cpu is not None else 0.0
     try:
         async with asyncio.timeout(limit_s + REQUEST_TIMEOUT_S):
             await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         samples.elapsed = perf_counter() - started
+        if target.cpu is not None:
+            samples.cpu_s = target.cpu() - cpu_at_start
         if samples.total:
             target.cycle_s = percentiles(samples.total, (50,))[0]
         if gc_was_enabled:
@@ -247,6 +260,8 @@ class Row:
         out["total_p50_direct_ms"] = percentiles(self.direct.total, (50,))[0] * 1000
         out["total_p50_proxy_ms"] = percentiles(self.proxy.total, (50,))[0] * 1000
         out["rps_direct"], out["rps_proxy"] = self.direct.rps, self.proxy.rps
+        out["cpu_ms_per_request_direct"] = self.direct.cpu_ms_per_request
+        out["cpu_ms_per_request_proxy"] = self.proxy.cpu_ms_per_request
         out["errors_direct"], out["errors_proxy"] = self.direct.errors, self.proxy.errors
         out["proxy_peak_rss_mib"] = self.rss_mib
         if self.relay is not None:
@@ -255,6 +270,7 @@ class Row:
                 out[f"ttft_p{point}_relay_ms"] = r * 1000
                 out[f"ttft_p{point}_relay_added_ms"] = (r - d) * 1000
             out["errors_relay"] = self.relay.errors
+            out["cpu_ms_per_request_relay"] = self.relay.cpu_ms_per_request
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
@@ -293,7 +309,9 @@ def render_table(rows: list[Row]) -> str:
         lines.append(
             f"  floor, concurrency {row.concurrency}: added TTFT p50 proxy {proxy_added:.2f} ms,"
             f" bare aiohttp relay {relay_added:.2f} ms (p95 {s['ttft_p95_added_ms']:.2f} /"
-            f" {s['ttft_p95_relay_added_ms']:.2f}), proxy/relay {ratio:.2f}x"
+            f" {s['ttft_p95_relay_added_ms']:.2f}), proxy/relay {ratio:.2f}x;"
+            f" CPU per request proxy {_ms(s['cpu_ms_per_request_proxy'])} ms,"
+            f" relay {_ms(s['cpu_ms_per_request_relay'])} ms"
         )
     off = next((r.summary() for r in rows if r.case == "history off"), None)
     if off is not None and off["ttft_p50_added_ms"] is not None:
@@ -305,5 +323,9 @@ def render_table(rows: list[Row]) -> str:
                 and s["ttft_p50_added_ms"] is not None
             ):
                 delta = s["ttft_p50_added_ms"] - off["ttft_p50_added_ms"]
-                lines.append(f"  {row.case}: added TTFT p50 vs history off {delta:+.2f} ms")
+                lines.append(
+                    f"  {row.case}: added TTFT p50 vs history off {delta:+.2f} ms; CPU per"
+                    f" request {_ms(s['cpu_ms_per_request_proxy'])} ms"
+                    f" (off: {_ms(off['cpu_ms_per_request_proxy'])} ms)"
+                )
     return "\n".join(lines)

@@ -90,6 +90,19 @@ class Child:
         known = [kib for kib in peaks if kib is not None]
         return sum(known) / 1024 if known else None
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the child and its worker processes."""
+        return sum(_cpu_seconds(pid) for pid in [self.proc.pid, *_children(self.proc.pid)])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # fields: state, ppid, ...
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0  # gone, or no /proc: counted as nothing
+
 
 def _vm_hwm_kib(pid: int) -> int | None:
     try:

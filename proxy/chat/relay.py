@@ -54,6 +54,7 @@ class RelayPlan:
     emit_meta: bool = False
     tools: ToolBelt | None = None
     opening_filler: str | None = None  # spoken before the first token (fast first words)
+    keep_reasoning: bool = False  # the profile stores the model's reasoning with its reply
 
 
 class StreamRelay:
@@ -87,6 +88,7 @@ class StreamRelay:
         # the last words, in the same write.
         self._done_with_last_batch = plan.turn is None and plan.tools is None
         self._done_sent = False
+        self._reasoned: list[CompletionStream] = []  # with keep_reasoning: this turn's streams
 
     async def frames(self) -> AsyncIterator[bytes]:
         plan, metrics = self.plan, self._metrics
@@ -102,7 +104,7 @@ class StreamRelay:
                 yield self._speak(filler)
                 self._said(filler)
                 self._join_next = True
-            stream = await self._first()
+            stream = self._opened(await self._first())
             if not plan.opening_filler:
                 self._adopt_ids(stream.first_events)
                 if plan.emit_meta and plan.meta:
@@ -125,7 +127,7 @@ class StreamRelay:
                 results_frames, body = await self._run_tools(body, calls, step)
                 if results_frames:
                     yield results_frames
-                stream = await self._open_next(body)
+                stream = self._opened(await self._open_next(body))
             final = StoredMessage(
                 role="assistant",
                 content=self._segment_text(),
@@ -137,6 +139,7 @@ class StreamRelay:
             elif plan.tools is None and reply.tool_calls:  # pass-through tools: keep the calls
                 final = reply.assistant_message(final.request_id)
                 final.content = self._segment_text() or final.content
+            final.reasoning_content = self._reasoning()
             finished = True
             if plan.turn is not None:
                 answer = reply.answer()
@@ -243,6 +246,16 @@ class StreamRelay:
         self.plan.meta.extend(step.visible)
         return frames, next_body(body, step, index, belt)
 
+    def _opened(self, stream: CompletionStream) -> CompletionStream:
+        if self.plan.keep_reasoning:
+            self._reasoned.append(stream)
+        return stream
+
+    def _reasoning(self) -> str | None:
+        """What the model reasoned in this turn, if its profile keeps it (else None)."""
+        text = "".join(stream.reasoning_text for stream in self._reasoned)
+        return text or None
+
     def _said(self, text: str) -> None:
         self._step_text.append(text)
         self._tail = text
@@ -316,6 +329,7 @@ class StreamRelay:
                     content=self._segment_text(),
                     request_id=self.plan.turn.call.request_id if self.plan.turn else None,
                     interrupted=True,
+                    reasoning_content=self._reasoning(),
                 )
             )
         return heard  # finished tool steps stay: those calls happened

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit, retryable
-from proxy.chat.inflight import LeaseKeeper
+from proxy.chat.inflight import InFlight
 from proxy.context.budget import TokenCounter
-from proxy.context.guard import FAILED, StoreGuard
+from proxy.context.guard import FAILED, Failed, StoreGuard
 from proxy.context.history import (
     HistoryStore,
     StoredAnswer,
@@ -57,12 +58,11 @@ class TurnWriter:
         counter: TokenCounter,
         guard: StoreGuard,
         metrics: ProxyMetrics,
+        inflight: InFlight,
         *,
         transcripts: TranscriptWriter | None = None,
         spoken: SpokenTextReconciler | None = None,
         summariser: Summariser | None = None,
-        retries: CommitRetrier | None = None,
-        leases: LeaseKeeper | None = None,
     ) -> None:
         self._history = history
         self._counter = counter
@@ -71,12 +71,11 @@ class TurnWriter:
         self._transcripts = transcripts
         self._spoken = spoken
         self._summariser = summariser
-        self._background: dict[str, asyncio.Task[None]] = {}
-        # A retry waits longer than a request would: nobody is waiting for it.
-        self.retries = retries or CommitRetrier(
-            history, attempt_timeout=max(1.0, 4 * guard.timeout), metrics=metrics
-        )
-        self.leases = leases
+        self.inflight = inflight  # the task's writes, retries and leases in flight
+
+    @property
+    def retries(self) -> CommitRetrier:
+        return self.inflight.retries
 
     @property
     def spoken(self) -> SpokenTextReconciler | None:
@@ -97,24 +96,12 @@ class TurnWriter:
         turnlog.sent(_said(replies), interrupted=True)
         spoken = sum(len(str(m.content or "")) for m in replies if m.role == "assistant")
         log.info("reply interrupted after %d characters", spoken, extra=turn.call.log_fields())
-        task = asyncio.create_task(self._write(turn, [*turn.new_turn, *replies], None))
-        self._background[turn.task_id] = task
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._background.get(turn.task_id) is done:
-                del self._background[turn.task_id]
-
-        task.add_done_callback(forget)
+        write = self._write(turn, [*turn.new_turn, *replies], None)
+        self.inflight.write_in_background(turn.task_id, write)
 
     async def settled(self, task_id: str) -> None:
-        """Wait (briefly) for an interrupted turn of the task still being written, and
-        for its commits being retried."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._guard.timeout
-        pending = self._background.get(task_id)
-        if pending is not None:
-            await asyncio.wait({pending}, timeout=self._guard.timeout)
-        await self.retries.settled(task_id, deadline - loop.time())
+        """Wait (briefly) for the task's writes in flight (see ``InFlight.settled``)."""
+        await self.inflight.settled(task_id)
 
     async def _write(
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
@@ -173,11 +160,12 @@ class TurnWriter:
         return False  # this attempt's claim ran (REPLAY: the commit is refused, counted)
 
     def _lease_over(self, turn: PendingTurn) -> None:
-        if self.leases is not None and turn.attempt_id is not None:
-            self.leases.drop(turn.task_id, turn.attempt_id)
+        if turn.attempt_id is not None:
+            self.inflight.lease_over(turn.task_id, turn.attempt_id)
 
-    async def _commit(self, commit: TurnCommit) -> Any:
-        """True or False as ``commit_turn`` answers, or FAILED: not recorded (yet)."""
+    async def _commit(self, commit: TurnCommit) -> bool | Failed | _Erased:
+        """True or False as ``commit_turn`` answers, FAILED: not recorded (yet), or
+        ERASED: the task was erased after the turn began."""
         if self.retries.has_pending(commit.task_id):
             # An earlier commit of the task is being retried: this one lands after it.
             self.retries.submit(commit)  # (resolved there, counted there if dropped)
@@ -213,12 +201,14 @@ class TurnWriter:
 
     async def drain(self) -> None:
         """Wait for background writes and commit retries (graceful shutdown)."""
-        if self._background:
-            await asyncio.wait(set(self._background.values()), timeout=5)
-        await self.retries.close(timeout=5)
+        await self.inflight.drain()
 
 
-_ERASED = object()  # ``_commit``: the task was erased after the turn began
+class _Erased(enum.Enum):
+    ERASED = "erased"  # ``_commit``: the task was erased after the turn began
+
+
+_ERASED: Final = _Erased.ERASED
 
 
 def _said(replies: list[StoredMessage]) -> str:

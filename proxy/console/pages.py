@@ -25,6 +25,7 @@ from proxy.console.web import PREFIX, current_session, page, signer
 from proxy.db.models import TurnRecord
 from proxy.db.repositories import EventRepository, TaskFilter, TaskRepository, TranscriptRepository
 from proxy.errors import NotFound, Overloaded
+from proxy.services import services
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -44,7 +45,7 @@ async def home() -> Response:
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
-    enabled = request.app.state.settings.admin_token is not None
+    enabled = services(request).settings.admin_token is not None
     return page(request, "login.html", None, enabled=enabled, failed=False)
 
 
@@ -57,7 +58,7 @@ async def log_in(request: Request) -> Response:
     from urllib.parse import parse_qs
 
     token = (parse_qs(raw).get("token") or [""])[-1]
-    admin = request.app.state.settings.admin_token
+    admin = services(request).settings.admin_token
     if (
         sessions is None
         or admin is None
@@ -149,7 +150,7 @@ async def _timeline(request: Request, task_key: str) -> dict[str, Any]:
     if len(task_key) > MAX_TASK_KEY:
         raise NotFound("no such task")
     await _flush_transcripts(request, required=False)
-    turn_logs = getattr(request.app.state, "turn_logs", None)
+    turn_logs = services(request).turn_logs
     if turn_logs is not None:
         with contextlib.suppress(Exception):
             await turn_logs.flush(timeout=2.0)
@@ -210,7 +211,7 @@ def _live(request: Request, render: Callable[[], Awaitable[str]]) -> Response:
         last = ""
         state.console_live_pages = getattr(state, "console_live_pages", 0) + 1
         try:
-            while not getattr(state, "shutting_down", False):
+            while not services(request).shutting_down:
                 try:
                     html = await render()
                 except Exception as exc:  # the database is down: say so, keep trying

@@ -13,6 +13,7 @@ from proxy.api.admin_db import transaction
 from proxy.console import charts
 from proxy.console.session import Session
 from proxy.console.web import PREFIX, current_session, page
+from proxy.services import services
 from proxy.usage.aggregate import GroupKey, UsageFilter, aggregate
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -61,7 +62,7 @@ async def usage(request: Request, session: SessionDep) -> Response:
         end=end + timedelta(days=1) if end else None,  # the "to" day is included
     )
     with contextlib.suppress(Exception):  # rows still queued belong on the page
-        await request.app.state.usage.writer.flush(timeout=2.0)
+        await services(request).usage.writer.flush(timeout=2.0)
     async with transaction(request) as db:
         items, totals = await aggregate(db, filters, [GROUPS[group]])
     return page(

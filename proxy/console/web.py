@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from proxy.api.chat import read_body
 from proxy.console.session import COOKIE, Session, SessionSigner
 from proxy.errors import InvalidRequest, PermissionDenied
+from proxy.services import services
 
 PREFIX = "/console"
 MAX_FORM_BYTES = 2 * 1024 * 1024  # a pasted knowledge document
@@ -45,7 +46,7 @@ def _when(value: datetime | None) -> str:
 
 
 def signer(request: Request) -> SessionSigner | None:
-    token = request.app.state.settings.admin_token
+    token = services(request).settings.admin_token
     return SessionSigner(token.get_secret_value()) if token is not None else None
 
 

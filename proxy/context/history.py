@@ -57,6 +57,9 @@ class StoredMessage:
     # When the user had heard it: the ``at`` (engine clock) of the 905 that matched it.
     # A reply heard once is never corrected by another 905.
     heard_at: float | None = None
+    # The model's reasoning for this reply, kept only when its profile asks
+    # (``keep_reasoning``): never spoken, never part of a prompt (``to_openai``).
+    reasoning_content: str | None = None
 
     def to_openai(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -82,6 +85,7 @@ class StoredMessage:
             "tokens": self.tokens,
             "source": self.source,
             "heard_at": self.heard_at,
+            "reasoning_content": self.reasoning_content,
         }
 
     @classmethod
@@ -99,6 +103,7 @@ class StoredMessage:
             tokens=data.get("tokens"),
             source=data.get("source") or "turn",
             heard_at=_optional_float(data.get("heard_at")),
+            reasoning_content=data.get("reasoning_content"),
         )
 
 

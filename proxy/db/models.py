@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,6 +42,7 @@ class Profile(Base):
     filler_phrases: Mapped[list[str]] = mapped_column(JsonType, default=list)
     fast_first_words_ms: Mapped[int | None] = mapped_column(Integer)
     meta_info_events: Mapped[str | None] = mapped_column(String(16))  # engine|always|never
+    keep_reasoning: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 

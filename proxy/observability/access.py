@@ -110,7 +110,9 @@ class AccessMiddleware:
     @staticmethod
     def _keep(scope: Scope, turn: turnlog.TurnLog, status: int, started: float) -> None:
         app = scope.get("app")
-        writer = getattr(getattr(app, "state", None), "turn_logs", None)
+        # The app's services (``proxy.services``), when there is an app that runs them.
+        running = getattr(getattr(app, "state", None), "services", None)
+        writer = getattr(running, "turn_logs", None)
         if writer is not None:
             writer.submit(turn, status, (time.perf_counter() - started) * 1000)
 

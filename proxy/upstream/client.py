@@ -47,6 +47,10 @@ class UpstreamStream:
         self.waited = 0.0
         self.speakable = speakable or SpeakableFilter()
 
+    @property
+    def reasoning_text(self) -> str:
+        return self.speakable.reasoning_text
+
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """Data payloads, one list per network read (never waits to fill a batch)."""
         content = self._response.content

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
+    from redis.asyncio.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,14 @@ class CooldownBook:
     def __init__(self) -> None:
         self._down: dict[str, _Down] = {}
         self._known: set[str] = set()  # targets this process uses (synced from Redis)
-        self._redis: redis.Redis | None = None
+        self._redis: redis.Redis | RedisCluster | None = None
         self._prefix = ""
         self._sync: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[object]] = set()
 
     # Sharing across replicas.
 
-    def share_through(self, client: redis.Redis, prefix: str) -> None:
+    def share_through(self, client: redis.Redis | RedisCluster, prefix: str) -> None:
         """Share cooldowns through Redis; call from a running event loop."""
         # One hash tag: MGET and DEL span several keys, which a cluster keeps in one slot.
         self._redis, self._prefix = client, f"{prefix}{{upstream}}:"

@@ -57,6 +57,10 @@ class EchoStream:
             _chunk(self._id, self._created, {"role": "assistant", "content": ""}, None)
         ]
 
+    @property
+    def reasoning_text(self) -> str:
+        return ""  # the echo model does not reason
+
     async def batches(self) -> AsyncIterator[list[bytes]]:
         pieces = re.findall(r"\S+\s*", self._text)
         for piece in pieces:

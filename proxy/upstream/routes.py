@@ -40,6 +40,9 @@ class CompletionStream(Protocol):
     first_events: list[bytes]
     waited: float  # seconds spent waiting on upstreams before the first event
 
+    @property
+    def reasoning_text(self) -> str: ...  # the reasoning removed from the events so far
+
     def batches(self) -> AsyncIterator[list[bytes]]: ...
 
     def close(self) -> None: ...

@@ -57,7 +57,7 @@ async def check(url: str) -> None:
 
 
 def test_single_linear_head() -> None:
-    assert head() == "0006"
+    assert head() == "0007"
 
 
 async def test_upgrade_downgrade_upgrade(database_url: str) -> None:

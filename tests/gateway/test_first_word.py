@@ -121,3 +121,48 @@ def test_default_timeouts_fall_back_inside_the_engines_3_s(make_proxy, mock):
     response = chat(proxy)
     assert response.status_code == 504
     assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("think_tags", [False, True], ids=["reasoning_content", "think tags"])
+def test_a_profile_may_keep_the_reasoning_in_the_history(make_proxy, mock, monkeypatch, think_tags):
+    """``keep_reasoning``: the reasoning is stored with its reply (``reasoning_content``),
+    still never spoken nor sent upstream again; a profile without it stores none."""
+    monkeypatch.setenv("TEST_THINK_KEY", "think-key")
+    monkeypatch.setenv("TEST_PLAIN_KEY", "plain-key")
+    proxy = make_proxy(
+        redis=True,
+        admin_token=ADMIN,
+        keys=[
+            KeySpec(name="thinker", key_env="TEST_THINK_KEY", profile="thinking"),
+            KeySpec(name="plain", key_env="TEST_PLAIN_KEY", profile="plain"),
+        ],
+        profiles={"thinking": ProfileSpec(keep_reasoning=True), "plain": ProfileSpec()},
+    )
+    behaviour = {"reasoning": "SECRET chain of thought", "think_tags": think_tags, "reply": "42."}
+    question = {"role": "user", "content": "what is six times seven?"}
+    stored: dict[str, list[tuple[str, str, str | None]]] = {}
+    for key, kind in (("think-key", "kept"), ("plain-key", "dropped")):
+        task = f"{kind}-{think_tags}"
+        headers = {"Authorization": f"Bearer {key}", "X-Task-Id": task}
+        response = chat(proxy, question["content"], headers, mock=behaviour)
+        assert "SECRET" not in response.text
+        assert spoken(events(response.text)) == "42."
+        chat(proxy, "thanks", headers, mock={"reply": "You're welcome."})
+        assert mock.requests[-1].body["messages"] == [
+            question,
+            {"role": "assistant", "content": "42."},
+            {"role": "user", "content": "thanks"},
+        ]
+        detail = httpx.get(
+            f"{proxy.url}/admin/tasks/{task}", headers={"Authorization": f"Bearer {ADMIN}"}
+        ).json()
+        stored[kind] = [
+            (m["role"], m["content"], m["reasoning_content"]) for m in detail["messages"]
+        ]
+    assert stored["kept"] == [
+        ("user", "what is six times seven?", None),
+        ("assistant", "42.", "SECRET chain of thought"),
+        ("user", "thanks", None),
+        ("assistant", "You're welcome.", None),
+    ]
+    assert stored["dropped"] == [(role, content, None) for role, content, _ in stored["kept"]]

@@ -50,3 +50,20 @@ def test_request_ids_and_one_access_line_per_request(make_proxy, mock, caplog):
         plain.headers["x-request-id"],
     )
     assert unauthorised.status == 401 and not hasattr(unauthorised, "key_name")
+
+
+def test_every_stateful_turn_is_kept_in_the_turn_log(make_proxy, mock):
+    """The access middleware hands each chat turn of a task to the turn-log writer (the
+    console's timeline); a turn without a task has no timeline."""
+    proxy = make_proxy()
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    for headers in ({"X-Task-Id": "t-log"}, {"X-Task-Id": "t-log"}, {}):
+        reply = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
+        assert reply.status_code == 200
+    writer = proxy.state.turn_logs
+    deadline = time.monotonic() + 10
+    while writer.written < 2:
+        assert time.monotonic() < deadline, "the turns never reached the turn log"
+        time.sleep(0.05)
+    time.sleep(0.2)  # nothing else arrives
+    assert writer.written == 2 and writer.failed_writes == 0

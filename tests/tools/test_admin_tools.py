@@ -37,7 +37,7 @@ def admin(proxy):
 
 
 def registry(proxy):
-    return proxy.app.state.tools
+    return proxy.state.tools
 
 
 def assert_error(response: httpx.Response, status: int) -> dict:

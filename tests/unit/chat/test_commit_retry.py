@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from proxy.call import CallContext
 from proxy.chat.commit_retry import CommitRetrier, TurnCommit
+from proxy.chat.inflight import InFlight, LeaseKeeper
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import StoreGuard
@@ -54,7 +55,9 @@ def writer(store: FlakyStore, **retry: Any) -> TurnWriter:
     retries = CommitRetrier(store, **retry)
     counter = TokenCounter()
     counter.count_message(StoredMessage(role="user", content="warm up"))  # loads the encoding
-    return TurnWriter(store, counter, guard, ProxyMetrics(), retries=retries)
+    leases = LeaseKeeper(store, guard, lease_seconds=4.0, holder="replica-a")
+    inflight = InFlight(leases, retries, wait_seconds=TIMEOUT)
+    return TurnWriter(store, counter, guard, ProxyMetrics(), inflight)
 
 
 async def pending_turn(store: FlakyStore, task_id: str, request_id: str, text: str) -> PendingTurn:
