@@ -209,20 +209,20 @@ async def resolve_claim(
     if claim.state is ClaimState.TAKEOVER and call.request_id is not None:
         deps.inflight.take_over(task_id, call.request_id)
     if claim.pending_spoken and not claim.others_in_flight:
-        reads.history = await _settle_spoken(deps, task_id, policy.load_limit, reads.history)
+        reads.history = await _settle_spoken(deps, task_id, reads, policy.load_limit)
     reads.claiming = None  # confirmed
     return None
 
 
 async def _settle_spoken(
-    deps: TurnDeps, task_id: str, limit: int, history: TaskHistory | Failed
+    deps: TurnDeps, task_id: str, reads: TaskReads, limit: int
 ) -> TaskHistory | Failed:
-    """905 texts wait for a reply in flight; none is (the one they waited for died or
-    was written before they were queued): they join the history now, before this
-    turn's user message, and the history is read again."""
+    """905 texts wait for a reply in flight; none is but this turn's own (the one they
+    waited for died or was written before they were queued): they join the history
+    now, before this turn's user message, and the history is read again."""
     spoken = deps.writer.spoken
-    if spoken is None or await deps.guard(spoken.settle(task_id)) is FAILED:
-        return history
+    if spoken is None or await deps.guard(spoken.settle(task_id, reads.attempt_id)) is FAILED:
+        return reads.history
     return await deps.guard(deps.history.load(task_id, limit))
 
 

@@ -246,11 +246,14 @@ class TaskHistoryStore(Protocol):
         *,
         after: str | None,
         started_at: float | None = None,
+        settling: str | None = None,
     ) -> SpokenOutcome:
         """Atomically: if a reply of the task is in flight (a live lease), queue ``item``
         (``push_pending``); else append ``message``, provided the newest stored message
         is still ``after`` (its id; None: no messages), else change nothing (MOVED).
-        ERASED (nothing written) if the task was erased at or after ``started_at``."""
+        ERASED (nothing written) if the task was erased at or after ``started_at``.
+        ``settling``: the attempt of a turn that settles the 905 as it starts; its own
+        lease is not a reply in flight (the 905 came before it)."""
         ...
 
     async def commit_turn(

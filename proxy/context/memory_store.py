@@ -215,11 +215,12 @@ class MemoryHistoryStore:
         *,
         after: str | None,
         started_at: float | None = None,
+        settling: str | None = None,
     ) -> SpokenOutcome:
         if self._erased_since(task_id, started_at):
             return SpokenOutcome.ERASED
         task = self._find(task_id)
-        if task is not None and task.others_live(None, self.clock()):
+        if task is not None and task.others_live(settling, self.clock()):
             task.pending.append(copy.deepcopy(item))
             return SpokenOutcome.PENDING
         newest = task.messages[-1].id if task is not None and task.messages else None

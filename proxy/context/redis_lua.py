@@ -170,10 +170,11 @@ return redis.call('LLEN', KEYS[2])
 """
 
 # KEYS: messages, meta, requests, leases, pending 905s, erasure tombstone. ARGV: ttl,
-# newest message's id prefix or '', encoded message, pending item, started ms or ''.
+# newest message's id prefix or '', encoded message, pending item, started ms or '',
+# the settling turn's attempt id or '' (its own lease is no reply in flight).
 ADD_SPOKEN_SCRIPT = r"""
 if erased_since(KEYS[6], ARGV[5]) then return 'erased' end
-if others_live('', now_ms()) > 0 then
+if others_live(ARGV[6], now_ms()) > 0 then
   redis.call('RPUSH', KEYS[5], ARGV[4])
   redis.call('EXPIRE', KEYS[5], ttl)
   return 'pending'

@@ -250,6 +250,7 @@ class RedisHistoryStore:
         *,
         after: str | None,
         started_at: float | None = None,
+        settling: str | None = None,
     ) -> SpokenOutcome:
         args: list[bytes | str | int] = [
             self.ttl_seconds,
@@ -257,6 +258,7 @@ class RedisHistoryStore:
             _encode(message),
             orjson.dumps(item),
             _ms(started_at),
+            settling or "",
         ]
         outcome = await self._add_spoken(keys=self._writer_keys(task_id), args=args)
         return SpokenOutcome(_text(outcome))

@@ -89,7 +89,13 @@ class SpokenTextReconciler:
         started = time.time() if received_at is None else received_at
         return await self._resolve(task_id, {"text": text, "at": at}, started)
 
-    async def _resolve(self, task_id: str, item: dict[str, Any], started_at: float) -> str:
+    async def _resolve(
+        self,
+        task_id: str,
+        item: dict[str, Any],
+        started_at: float,
+        settling: str | None = None,
+    ) -> str:
         text, at = item["text"], float(item["at"])
         for _ in range(MATCH_ATTEMPTS):
             history = await self._store.load(task_id, RECENT_MESSAGES)
@@ -110,7 +116,7 @@ class SpokenTextReconciler:
                 # all: this is its reply.
                 message.request_id, message.interrupted = last.request_id, True
             added = await self._store.add_spoken(
-                task_id, message, item, after=newest, started_at=started_at
+                task_id, message, item, after=newest, started_at=started_at, settling=settling
             )
             if added is SpokenOutcome.ERASED:
                 return "erased"
@@ -148,13 +154,15 @@ class SpokenTextReconciler:
         await self._apply(task_id, fixes, at)
         return True
 
-    async def settle(self, task_id: str) -> None:
-        """Settle the task's waiting 905s now (a turn starts and no reply is in flight)."""
+    async def settle(self, task_id: str, settling: str | None = None) -> None:
+        """Settle the task's waiting 905s now (a turn starts and no reply is in flight).
+        ``settling``: the attempt of the turn that starts; its own lease, made by its
+        claim, is not a reply those 905s wait for."""
         for item in await self._store.take_pending(task_id):
             if item.get("gave_up"):
                 await self._gave_up_written(task_id, float(item["at"]))
             else:
-                await self._resolve(task_id, item, time.time())
+                await self._resolve(task_id, item, time.time(), settling)
 
     async def before_commit(
         self, task_id: str, messages: list[StoredMessage], *, interrupted: bool = False

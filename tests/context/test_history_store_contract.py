@@ -267,6 +267,24 @@ async def test_spoken_text_joins_at_once_only_when_no_reply_is_in_flight(
     assert await contents(store, "t") == [welcome.content, second.content]
 
 
+async def test_a_turn_settling_a_905_as_it_starts_is_not_the_reply_it_waits_for(
+    store: HistoryStore,
+) -> None:
+    welcome = reply("Welcome! Are you calling about your card?")
+    item = {"text": welcome.content, "at": 1.0}
+    mine = await store.claim_request("t", "r1", "x1")  # the turn's claim made its lease
+    outcome = await store.add_spoken("t", welcome, item, after=None, settling="x1")
+    assert outcome is SpokenOutcome.APPENDED  # before this turn's user message
+    assert await contents(store, "t") == [welcome.content]
+    await store.claim_request("t", "r2", "x2")  # another reply in flight: it waits
+    second = reply("One more thing.")
+    outcome = await store.add_spoken("t", second, item, after=welcome.id, settling="x1")
+    assert outcome is SpokenOutcome.PENDING
+    assert await store.take_pending("t") == [item]
+    await store.release("t", mine.attempt_id)
+    assert await contents(store, "t") == [welcome.content]
+
+
 async def test_seed_is_written_only_when_the_task_is_empty(store: HistoryStore) -> None:
     seed = [user("old q"), reply("old a")]
     assert await store.commit_turn("t", None, None, [user("q1")], answer=None, seed=seed)

@@ -9,7 +9,10 @@ import uuid
 
 import httpx
 import pytest
+import redis
+import redis.asyncio as aioredis
 
+from proxy.context.redis_store import RedisHistoryStore
 from tests.conftest import REDIS_URL
 from tests.conftest import _delete_keys as delete_keys
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
@@ -23,6 +26,7 @@ SIGN_KEY = "heardSignKey0123456789"
 ADMIN = "admin-token-for-heard-tests-0123456789"
 WELCOME = "Hello, this is your bank. Are you calling about your card?"
 PUSH = "Please note: our offices close early today."
+PREFIX = "PROXY_REDIS_PREFIX"
 LONG = "Sure, I can block it right away, and then we will send you a new card by post."
 
 
@@ -101,6 +105,28 @@ def test_a_welcome_905_goes_with_the_first_turn(replicas, mock, answer_after):
     time.sleep(answer_after)
     assert turn(b, task, [SYSTEM, user("Yes.")], "Let me look.") == "Let me look."
     assert sent_upstream(mock) == [SYSTEM, assistant(WELCOME), user("Yes.")]
+
+
+def test_a_905_left_waiting_by_a_dead_replica_goes_with_the_next_turn(replicas, mock):
+    """A 905 that came while another replica's reply was in flight waits for it; that
+    replica died (its lease ended, nothing will commit). The next turn, with a request
+    id, claims its own lease as it starts: that lease is no reply the 905 waits for, so
+    the 905 goes upstream with this very turn, before its user message."""
+    a, b = replicas
+    task = new_task()
+    keys = RedisHistoryStore(aioredis.Redis(), prefix=a.process.env[PREFIX])  # key names
+    client = redis.Redis.from_url(REDIS_URL)
+    lease_ends = int((time.time() + 0.3) * 1000)  # the dead replica's last refresh
+    client.hset(keys.live_key(task_key(task)), "dead-attempt", f"{lease_ends}|dead-replica")
+    spoken_905(a, task, WELCOME)  # waits: a reply looks in flight
+    time.sleep(0.4)  # the lease ended; the safety net (2 s) has not run
+    assert turn(b, task, [SYSTEM, user("Yes.")], "Let me look.") == "Let me look."
+    assert sent_upstream(mock) == [SYSTEM, assistant(WELCOME), user("Yes.")]
+    assert history(a, task) == [
+        ("assistant", WELCOME, False),
+        ("user", "Yes.", False),
+        ("assistant", "Let me look.", False),
+    ]
 
 
 def test_a_server_push_905_between_turns_goes_with_the_next_turn(replicas, mock):
