@@ -170,8 +170,8 @@ class SpokenTextReconciler:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
         A waiting 905 that the turn's reply begins with settles it; one the user heard
-        before this turn started goes in front of it (its place in time); others keep
-        waiting.
+        before this turn started settles the written reply it belongs to, else goes in
+        front of it (its place in time); others keep waiting.
         """
         pending = await self._store.take_pending(task_id)
         if not pending:
@@ -204,8 +204,12 @@ class SpokenTextReconciler:
                     fix.message.content, fix.message.interrupted = fix.content, fix.interrupted
                     fix.message.heard_at = at
             elif at < started:
-                earlier.append(_spoken_message(item))
-                self.appended += 1
+                # Heard before this turn: a written reply's, whose commit landed after the
+                # 905 was queued (a slow store), is settled in place; else it goes in front.
+                history = await self._store.load(task_id, RECENT_MESSAGES)
+                if await self._correct(task_id, text, at, history.messages) is None:
+                    earlier.append(_spoken_message(item))
+                    self.appended += 1
             else:  # said while this reply was being made: after it
                 message = _spoken_message(item)
                 if reply is None and interrupted:  # the turn's own reply, heard after all

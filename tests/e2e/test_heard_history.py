@@ -3,6 +3,7 @@ produces, with two proxy processes on one Redis (the mock upstream records reque
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -126,6 +127,39 @@ def test_a_905_left_waiting_by_a_dead_replica_goes_with_the_next_turn(replicas, 
         ("assistant", WELCOME, False),
         ("user", "Yes.", False),
         ("assistant", "Let me look.", False),
+    ]
+
+
+def test_a_905_queued_behind_a_slow_commit_settles_its_reply_not_a_copy(replicas, mock):
+    """Under load a reply's commit misses its time box and lands from the retrier: its
+    905 came first and waited (the reply's lease was live). The next turn starts while a
+    reply still looks in flight, so its start cannot settle the 905; its commit does: the
+    905 belongs to the reply written since, which it settles, never a second copy."""
+    a, b = replicas
+    task = new_task()
+    assert turn(a, task, [SYSTEM, user("Hi.")], "Hello!") == "Hello!"  # the retried commit
+    keys = RedisHistoryStore(aioredis.Redis(), prefix=a.process.env[PREFIX])  # key names
+    client = redis.Redis.from_url(REDIS_URL)
+    lease_ends = int((time.time() + 1.0) * 1000)  # the reply's commit, still being retried
+    client.hset(keys.live_key(task_key(task)), "retried-commit", f"{lease_ends}|a-replica")
+    # The 905 came between the commit's fold and its landing: it waits, as the store
+    # queues it (``add_spoken``: a reply in flight), with no safety-net timer running here.
+    item = {"text": "Hello!", "at": time.time()}
+    client.rpush(keys.pending_key(task_key(task)), json.dumps(item))
+    slow = {"reply": "Fine.", "chunks": 10, "gap_ms": 150}  # 1.5 s: past the lease
+    body = {"model": "voice", "stream": True, "messages": [SYSTEM, user("How are you?")]}
+    response = httpx.post(
+        b.base_url + "/chat/completions",
+        json={**body, "mock": slow},
+        headers=engine_headers(task),
+        timeout=15,
+    )
+    assert spoken(data_events(response.text)) == "Fine."
+    assert history(a, task) == [
+        ("user", "Hi.", False),
+        ("assistant", "Hello!", False),
+        ("user", "How are you?", False),
+        ("assistant", "Fine.", False),
     ]
 
 
