@@ -106,9 +106,12 @@ class TurnWriter:
     async def _write(
         self, turn: PendingTurn, messages: list[StoredMessage], answer: StoredAnswer | None
     ) -> None:
+        spoken: list[dict[str, Any]] = []  # 905s folded into ``messages``
         if self._spoken is not None:  # a 905 may have arrived before its turn
             folded = await self._guard(
-                self._spoken.before_commit(turn.task_id, messages, interrupted=answer is None)
+                self._spoken.before_commit(
+                    turn.task_id, messages, interrupted=answer is None, folded=spoken
+                )
             )
             if folded is not FAILED:
                 messages = folded
@@ -132,6 +135,8 @@ class TurnWriter:
             return  # nothing of it is kept: not the live history, not the transcript
         if committed is False:
             self.retries.not_recorded("superseded", commit)
+            if spoken and self._spoken is not None:  # they belong to the recorded attempt
+                await self._guard(self._spoken.requeue(turn.task_id, spoken))
             return
         if self._transcripts is not None:  # the durable record, even if the live store failed
             self._transcripts.submit(

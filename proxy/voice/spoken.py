@@ -165,13 +165,19 @@ class SpokenTextReconciler:
                 await self._resolve(task_id, item, time.time(), settling)
 
     async def before_commit(
-        self, task_id: str, messages: list[StoredMessage], *, interrupted: bool = False
+        self,
+        task_id: str,
+        messages: list[StoredMessage],
+        *,
+        interrupted: bool = False,
+        folded: list[dict[str, Any]] | None = None,
     ) -> list[StoredMessage]:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
         A waiting 905 that the turn's reply begins with settles it; one the user heard
         before this turn started settles the written reply it belongs to, else goes in
-        front of it (its place in time); others keep waiting.
+        front of it (its place in time); others keep waiting. ``folded`` gets the 905s
+        that now live only in ``messages``: if the commit is refused, ``requeue`` them.
         """
         pending = await self._store.take_pending(task_id)
         if not pending:
@@ -193,6 +199,7 @@ class SpokenTextReconciler:
                         message.content = "" if message.content is not None else None
                         message.interrupted, message.heard_at = True, at
                     self.corrected += 1
+                    _fold(folded, item)
                 else:  # an older turn's, written already: settled from the history
                     await self._store.push_pending(task_id, item)
                 continue
@@ -203,6 +210,7 @@ class SpokenTextReconciler:
                 for fix in fixes:
                     fix.message.content, fix.message.interrupted = fix.content, fix.interrupted
                     fix.message.heard_at = at
+                _fold(folded, item)
             elif at < started:
                 # Heard before this turn: a written reply's, whose commit landed after the
                 # 905 was queued (a slow store), is settled in place; else it goes in front.
@@ -210,13 +218,23 @@ class SpokenTextReconciler:
                 if await self._correct(task_id, text, at, history.messages) is None:
                     earlier.append(_spoken_message(item))
                     self.appended += 1
+                    _fold(folded, item)
             else:  # said while this reply was being made: after it
                 message = _spoken_message(item)
                 if reply is None and interrupted:  # the turn's own reply, heard after all
                     message.request_id, message.interrupted = messages[0].request_id, True
                 later.append(message)
                 self.appended += 1
+                _fold(folded, item)
         return [*earlier, *messages, *later]
+
+    async def requeue(self, task_id: str, items: list[dict[str, Any]]) -> None:
+        """A commit that folded these 905s in was refused (another attempt of its request
+        owns it): they wait again, for the reply that is recorded, or the next turn."""
+        for item in items:
+            await self._store.push_pending(task_id, item)
+        if items:
+            self._spawn(self._settle_later(task_id))
 
     async def _correct(
         self, task_id: str, text: str, at: float, messages: list[StoredMessage]
@@ -385,6 +403,11 @@ def _heard_start(text: str, length: int) -> str:
     while low < len(text) and not normalise(text[low]):
         low += 1
     return text[:low].rstrip()
+
+
+def _fold(folded: list[dict[str, Any]] | None, item: dict[str, Any]) -> None:
+    if folded is not None:
+        folded.append(item)
 
 
 def _spoken_message(item: dict[str, Any]) -> StoredMessage:

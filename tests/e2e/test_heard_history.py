@@ -4,6 +4,7 @@ produces, with two proxy processes on one Redis (the mock upstream records reque
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from tests.conftest import _delete_keys as delete_keys
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, task_key, user
 from tests.e2e.procs import ProxyProcess
 from tests.e2e.replicas import LoggedProxy
-from tests.faults.helpers import data_events, post_callback, spoken
+from tests.faults.helpers import RawStream, data_events, post_callback, spoken
 
 pytestmark = pytest.mark.slow  # two proxy processes (about 20 s in all)
 
@@ -160,6 +161,55 @@ def test_a_905_queued_behind_a_slow_commit_settles_its_reply_not_a_copy(replicas
         ("assistant", "Hello!", False),
         ("user", "How are you?", False),
         ("assistant", "Fine.", False),
+    ]
+
+
+def test_a_stalled_first_attempt_never_takes_its_retrys_905(replicas, mock):
+    """The engine gives up on a first attempt whose replica is stalled (no CPU) and
+    retries the request id on the other replica; the user barges in on the retry's
+    reply, and its 905 waits for that reply's commit. The stalled replica then sees its
+    caller gone and writes its attempt, which is refused (the retry owns the request):
+    a 905 it folded in goes back to wait for the retry's commit, which cuts the reply."""
+    a, b = replicas
+    task = new_task()
+    request_id = uuid.uuid4().hex
+    headers = engine_headers(task, request_id)
+    messages = [SYSTEM, user("Block my card.")]
+    slow = {"reply": LONG, "first_token_ms": 10_000}  # the first attempt's upstream stalls
+    body = {"model": "voice", "stream": True, "messages": messages, "mock": slow}
+    first = RawStream(a.url, "/v1/chat/completions", body, headers)
+    first.send()
+    time.sleep(0.5)  # A1 claimed the request and waits for its first token
+    stalled = a.process.process
+    assert stalled is not None
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        first.close()  # the engine's timeout: it gives up on the first attempt
+        received: list[str] = []
+
+        def retry() -> None:
+            body = {
+                "model": "voice",
+                "stream": True,
+                "messages": messages,
+                "mock": {"reply": LONG, "chunks": 36, "gap_ms": 100},  # 3.6 s
+            }
+            with httpx.stream(
+                "POST", b.base_url + "/chat/completions", json=body, headers=headers, timeout=15
+            ) as response:
+                received.append(spoken(data_events(response.read().decode())))
+
+        streaming = threading.Thread(target=retry)
+        streaming.start()
+        time.sleep(0.6)
+        spoken_905(b, task, "Sure, I can")  # waits: the retry's reply is in flight
+    finally:
+        stalled.send_signal(signal.SIGCONT)  # A sees its caller gone: writes its attempt
+    streaming.join()
+    assert received == [LONG]
+    assert history(b, task) == [
+        ("user", "Block my card.", False),
+        ("assistant", "Sure, I can", True),
     ]
 
 
