@@ -213,6 +213,54 @@ def test_a_stalled_first_attempt_never_takes_its_retrys_905(replicas, mock):
     ]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a late claim of an abandoned attempt supersedes the retry that streams "
+    "(the store cannot order two attempts of one request id; the fix needs the caller's "
+    "disconnect before the claim)",
+)
+def test_a_first_attempt_claimed_late_never_takes_over_its_retry(replicas, mock):
+    """The first attempt reaches a stalled replica (no CPU): the engine gives up on it
+    and retries the request id on the other replica. The stalled replica reads the
+    abandoned attempt only while the retry streams: it must not take the request over,
+    or the reply the user hears is never recorded."""
+    a, b = replicas
+    task = new_task()
+    request_id = uuid.uuid4().hex
+    headers = engine_headers(task, request_id)
+    messages = [SYSTEM, user("Block my card.")]
+    stalled = a.process.process
+    assert stalled is not None
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        body = {"model": "voice", "stream": True, "messages": messages, "mock": {"reply": LONG}}
+        first = RawStream(a.url, "/v1/chat/completions", body, headers)
+        first.send()  # in the stalled replica's socket buffer
+        first.sock.close()  # the engine's timeout: it gives up on the first attempt
+        received: list[str] = []
+
+        def retry() -> None:
+            slow = {"reply": LONG, "chunks": 36, "gap_ms": 100}  # 3.6 s
+            with httpx.stream(
+                "POST",
+                b.base_url + "/chat/completions",
+                json={**body, "mock": slow},
+                headers=headers,
+                timeout=15,
+            ) as response:
+                received.append(spoken(data_events(response.read().decode())))
+
+        streaming = threading.Thread(target=retry)
+        streaming.start()
+        time.sleep(0.6)
+    finally:
+        stalled.send_signal(signal.SIGCONT)  # A reads the abandoned attempt now
+    streaming.join()
+    assert received == [LONG]
+    time.sleep(0.5)  # A's attempt ends too
+    assert history(b, task) == [("user", "Block my card.", False), ("assistant", LONG, False)]
+
+
 def test_a_server_push_905_between_turns_goes_with_the_next_turn(replicas, mock):
     a, b = replicas
     task = new_task()
