@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.api.deps import require_caller
 from proxy.api.errors import error_response
 from proxy.api.jsonresponse import ORJSONResponse
-from proxy.api.relay import RelayResponse, cancel_on_disconnect
+from proxy.api.relay import CLIENT_CLOSED, RelayResponse, cancel_on_disconnect
 from proxy.call import CallContext
 from proxy.chat.profiles import select_profile
 from proxy.chat.request import parse_body
@@ -31,6 +32,8 @@ from proxy.services import services
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
+
+LOOP_TURNS_FOR_HANGUP = 2  # the read of EOF, then connection_lost (call_soon)
 router = APIRouter()
 
 
@@ -55,6 +58,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             code="client_disconnected",
         ) from None
     return b"".join(chunks)
+
+
+async def caller_left(request: Request, call: CallContext) -> bool:
+    """Whether the caller hung up before its turn started. A request that claims (it
+    has a request id) lets the loop run twice first: a hang-up read with the request
+    (a stalled replica reads both at once) is then known."""
+    if call.request_id is not None:
+        for _ in range(LOOP_TURNS_FOR_HANGUP):
+            await asyncio.sleep(0)
+    return await request.is_disconnected()
 
 
 class RequestCount:
@@ -120,6 +133,15 @@ async def handle_chat(request: Request) -> Response:
             key_name=caller.name,
             body=body,
         )
+        if call.task_id is not None and await caller_left(request, call):
+            # Read only after its caller gave up (a stalled replica): never claimed, so
+            # it cannot take over the retry that the engine listens to.
+            service.left_before_start(body, call)
+            raise InvalidRequest(
+                "the client closed the connection before the reply",
+                code="client_disconnected",
+                status=CLIENT_CLOSED,
+            )
         if body.get("stream"):
             opening = count.stream(service.stream(body, call, profile, received_at))
             streaming = True  # the response leaves the gate when it ends

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,9 +33,10 @@ from proxy.chat.stages import (
     unassembled_turn,
 )
 from proxy.chat.turns import PendingTurn, TurnWriter
+from proxy.context.assembly import split_request, to_stored
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import FAILED, StoreGuard
-from proxy.context.history import HistoryStore, StoredAnswer
+from proxy.context.history import HistoryStore, StoredAnswer, TurnStart
 from proxy.knowledge.retrieval import Retriever
 from proxy.metrics import ProxyMetrics
 from proxy.settings import Settings
@@ -282,6 +284,23 @@ class ChatService:
         plan.body = {**plan.body, "messages": assembled.messages}
         plan.turn = assembled.turn
         return plan
+
+    def left_before_start(self, body: dict[str, Any], call: CallContext) -> None:
+        """The caller left before its turn started (the engine gave up on a request that
+        a stalled replica reads only now). The user's words are kept, but the request is
+        not claimed: a claim now could take over the retry the engine listens to. The
+        commit adopts the request only where no other attempt owns it."""
+        if call.task_id is None:
+            return
+        said = split_request(body.get("messages") or []).new_turn
+        new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+        unclaimed: asyncio.Future[TurnStart] | None = None
+        if call.request_id is not None:
+            unclaimed = asyncio.get_running_loop().create_future()
+            unclaimed.cancel()  # its claim never ran: the commit adopts (``adopt``)
+        attempt = uuid.uuid4().hex
+        turn = PendingTurn(call, call.task_id, attempt, new_turn, None, claiming=unclaimed)
+        self.writer.interrupted(turn, [])
 
     def _not_committed(self, turn: PendingTurn | None) -> None:
         """The turn ends without a commit (an error before the reply): its lease too."""

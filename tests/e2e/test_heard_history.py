@@ -213,12 +213,6 @@ def test_a_stalled_first_attempt_never_takes_its_retrys_905(replicas, mock):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a late claim of an abandoned attempt supersedes the retry that streams "
-    "(the store cannot order two attempts of one request id; the fix needs the caller's "
-    "disconnect before the claim)",
-)
 def test_a_first_attempt_claimed_late_never_takes_over_its_retry(replicas, mock):
     """The first attempt reaches a stalled replica (no CPU): the engine gives up on it
     and retries the request id on the other replica. The stalled replica reads the
