@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from proxy.chaos.cli import table
-from proxy.chaos.cluster import cluster_failover
-from proxy.chaos.engine import Tally
-from proxy.chaos.scenarios import (
+from proxy.dev.chaos.cli import table
+from proxy.dev.chaos.cluster import cluster_failover
+from proxy.dev.chaos.engine import Tally
+from proxy.dev.chaos.scenarios import (
     Options,
     erasure_race,
     kill9_after_turn,
