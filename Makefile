@@ -24,6 +24,7 @@ format:
 
 typecheck:
 	uv run mypy
+	uv run mypy --strict proxy/chat proxy/context proxy/upstream
 
 bench:
 	uv run proxy bench

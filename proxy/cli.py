@@ -14,6 +14,32 @@ if TYPE_CHECKING:
 
     from proxy.settings import Settings
 
+# Subcommands with their own argument parsers, imported only when used:
+# name -> (module, function, help).
+Delegated = tuple[str, str, str]
+COMMANDS: dict[str, Delegated] = {
+    "migrate": ("proxy.db.migrate", "main", "apply database migrations"),
+    "keys": ("proxy.cli_admin", "keys_main", "create, list and revoke caller keys"),
+    "profiles": ("proxy.cli_admin", "profiles_main", "manage agent profiles"),
+    "tasks": ("proxy.cli_admin", "tasks_main", "show a task's durable transcript"),
+    "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
+}
+# Development tooling (``proxy.dev``, never imported by the serving code): ``proxy dev NAME``.
+DEV_TOOLS: dict[str, Delegated] = {
+    "mock": ("proxy.dev.mock.upstream", "main", "run the mock OpenAI-compatible upstream"),
+    "bench": ("proxy.dev.bench.gateway", "main", "measure added latency and throughput"),
+    "bench-relay": ("proxy.dev.bench.bare_relay", "main", "a bare aiohttp relay (bench floor)"),
+    "bench-retrieval": ("proxy.dev.bench.retrieval", "main", "measure retrieval latency"),
+    "soak": ("proxy.dev.bench.soak", "main", "many simulated voice sessions, history checked"),
+    "chaos": ("proxy.dev.chaos.cli", "main", "fault scenarios against real processes"),
+    "engine": ("proxy.dev.voice.engine", "main", "drive a conversation as a voice engine does"),
+}
+# The top-level names they had first (``proxy bench``, ``proxy mock-upstream``, ...).
+DEV_ALIASES = {name: name for name in DEV_TOOLS if name != "mock"} | {"mock-upstream": "mock"}
+DEV_EPILOG = "dev tools (also at the top level, as before):\n" + "\n".join(
+    f"  proxy {alias:<18} = proxy dev {tool}" for alias, tool in DEV_ALIASES.items()
+)
+
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -121,10 +147,35 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delegate(command: Delegated, argv: list[str]) -> int:
+    module_name, function, _ = command
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function)(argv))
+
+
+def dev_main(argv: list[str]) -> int:
+    """``proxy dev NAME ...``: the development tooling, one subcommand each."""
+    if argv and argv[0] in DEV_TOOLS:
+        return _delegate(DEV_TOOLS[argv[0]], argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="proxy dev", description="Development tooling: not part of the serving proxy."
+    )
+    tools = parser.add_subparsers(dest="tool", required=True)
+    for name, (_, _, help_text) in DEV_TOOLS.items():
+        tools.add_parser(name, help=help_text, add_help=False)
+    parser.parse_args(argv)  # only help or an error reach here: both exit
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from proxy import __version__
 
-    parser = argparse.ArgumentParser(prog="proxy", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="proxy",
+        description=__doc__,
+        epilog=DEV_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -143,29 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         "(slowloris); default 10 (PROXY_HEADER_TIMEOUT_SECONDS)",
     )
 
-    # Subcommands with their own argument parsers, imported only when used.
-    delegated = {
-        "mock-upstream": ("proxy.mock.upstream", "main", "run the mock OpenAI-compatible upstream"),
-        "bench": ("proxy.bench.gateway", "main", "measure added latency and throughput"),
-        "migrate": ("proxy.db.migrate", "main", "apply database migrations"),
-        "keys": ("proxy.cli_admin", "keys_main", "create, list and revoke caller keys"),
-        "profiles": ("proxy.cli_admin", "profiles_main", "manage agent profiles"),
-        "tasks": ("proxy.cli_admin", "tasks_main", "show a task's durable transcript"),
-        "engine": ("proxy.voice.engine", "main", "drive a conversation as the voice engine does"),
-        "knowledge": ("proxy.cli_knowledge", "knowledge_main", "manage knowledge bases"),
-        "bench-retrieval": ("proxy.bench.retrieval", "main", "measure retrieval latency"),
-        "bench-relay": ("proxy.bench.bare_relay", "main", "a bare aiohttp relay (bench floor)"),
-        "soak": ("proxy.bench.soak", "main", "run many simulated voice sessions and check history"),
-        "chaos": ("proxy.chaos.cli", "main", "dev tooling: fault scenarios against real processes"),
-    }
-    for name, (_, _, help_text) in delegated.items():
+    for name, (_, _, help_text) in COMMANDS.items():
         commands.add_parser(name, help=help_text, add_help=False)
+    commands.add_parser("dev", help="development tooling (proxy dev --help)", add_help=False)
 
     raw = sys.argv[1:] if argv is None else argv
-    if raw and raw[0] in delegated:
-        module_name, function, _ = delegated[raw[0]]
-        module = importlib.import_module(module_name)
-        return int(getattr(module, function)(raw[1:]))
+    if raw and raw[0] == "dev":
+        return dev_main(raw[1:])
+    if raw and raw[0] in COMMANDS:
+        return _delegate(COMMANDS[raw[0]], raw[1:])
+    if raw and raw[0] in DEV_ALIASES:  # the names the README and the issues use
+        return _delegate(DEV_TOOLS[DEV_ALIASES[raw[0]]], raw[1:])
     args = parser.parse_args(raw)
     if args.command == "serve":
         return serve(args)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.mock.upstream import MockUpstreamThread
+from proxy.dev.mock.upstream import MockUpstreamThread
 from proxy.settings import Settings
 from tests.servers import ProxyServer
 

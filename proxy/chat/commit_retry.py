@@ -46,8 +46,7 @@ MAX_DELAY = 3.0
 # ``proxy_turns_not_recorded``): a closed set.
 NOT_RECORDED_REASONS = (
     "superseded",  # another attempt of the request owns it (it is recorded instead)
-    "store_error",  # the store refused the commit (not an outage)
-    "store_unavailable",  # the store was down when the turn started: answered statelessly
+    "store_error",  # the store refused the turn (a configuration fault, not an outage)
     "gave_up",  # retried for RETRY_FOR_SECONDS or MAX_ATTEMPTS without landing
     "queue_full",  # MAX_PENDING commits were waiting already
     "shutdown",  # the process stopped before the commit landed

@@ -259,9 +259,9 @@ class ChatService:
             self.deps, call, task_id, policy, messages, take_meta=plan.emit_meta
         )
         plan.meta.extend(reads.queued)
-        if reads.store_down:
-            self.metrics.turns_not_recorded.labels("store_unavailable").inc()
-            log.warning("turn not recorded (store_unavailable)", extra=call.log_fields())
+        if reads.store_refused:
+            self.metrics.turns_not_recorded.labels("store_error").inc()
+            log.warning("turn not recorded (store_error)", extra=call.log_fields())
             return plan  # stateless, not recorded (nothing registered)
         replay = await resolve_claim(self.deps, call, task_id, reads, policy)
         if replay is not None:

@@ -8,7 +8,8 @@
    attempt; 905s left waiting join the history.
 5. ``InFlight.register``: the turn is in flight (its lease is kept, a new turn ends it).
 6. ``assemble_turn``: the prompt from the history and the request, and the pending turn
-   the commit will write (or, with a slow store, the turn as the request carries it).
+   the commit will write (or, with a slow or unreachable store, the turn as the request
+   carries it).
 
 Then the relay (``proxy.chat.relay``) streams the reply and the commit
 (``proxy.chat.turns``) writes what the caller received.
@@ -32,7 +33,7 @@ from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
 from proxy.context.assembly import assemble, seed_from, split_request, to_stored
 from proxy.context.budget import TokenCounter
-from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, slow
+from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, transient
 from proxy.context.heard import apply_in_place, heard_cuts
 from proxy.context.history import (
     ClaimState,
@@ -123,10 +124,13 @@ class TaskReads:
     claiming: asyncio.Future[TurnStart] | None = None
 
     @property
-    def store_down(self) -> bool:
-        """The store failed for another reason than being slow: the turn is answered
-        statelessly and not recorded."""
-        return self.error is not None and not slow(self.error)
+    def store_refused(self) -> bool:
+        """The store refused the turn's start as wrong (a configuration fault: an ACL, a
+        cluster misrouting, another application's key), not for being slow or down: the
+        turn is answered statelessly and not recorded, since retrying cannot help. A slow
+        or unreachable store (a timeout, a refused connection, a failover) is transient:
+        the turn is answered without the history and recorded by the commit retries."""
+        return self.error is not None and not transient(self.error)
 
 
 async def read_task(
@@ -244,8 +248,9 @@ def unassembled_turn(
     owner: asyncio.Task[Any] | None,
     profile: str | None,
 ) -> PendingTurn:
-    """The store is slow, not gone: the reply is made without the history (as the
-    request carries it), and recorded all the same, since the user hears it."""
+    """The store is slow or unreachable, not refusing: the reply is made without the
+    history (as the request carries it), and recorded all the same (the commit retries
+    until the store is back), since the user hears it."""
     parts = split_request(messages)
     return PendingTurn(
         call,

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from proxy.db.models import CallbackEvent, RoundMetric, Task, TranscriptMessage
 from proxy.db.repositories import EventRepository
-from proxy.voice import room
+from proxy.dev.voice import room
 from proxy.voice.signing import sign
 from tests.api.conftest import ADMIN_TOKEN, admin_client, in_database
 from tests.context.engine_calls import (

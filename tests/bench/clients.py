@@ -23,8 +23,8 @@ import aiohttp
 import httpx
 import uvloop
 
-from proxy.bench.loadgen import chat_body, has_content_event, percentiles
-from proxy.bench.procs import Processes, start_mock, wait_ready
+from proxy.dev.bench.loadgen import chat_body, has_content_event, percentiles
+from proxy.dev.bench.procs import Processes, start_mock, wait_ready
 
 Stream = Callable[[], Awaitable[float]]  # one streamed request -> seconds to first content
 

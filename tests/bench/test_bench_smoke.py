@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.bench.gateway import main
+from proxy.dev.bench.gateway import main
 
 REDIS_URL = os.environ.get("PROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 HEADERS = ("profile", "case", "conc", "direct p50", "proxy p99", "added p50", "rps prx", "RSS MiB")

@@ -15,7 +15,7 @@ import os
 import orjson
 import pytest
 
-from proxy.bench.soak import main
+from proxy.dev.bench.soak import main
 
 pytestmark = pytest.mark.slow
 

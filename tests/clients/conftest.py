@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.mock.upstream import MockUpstreamThread
+from proxy.dev.mock.upstream import MockUpstreamThread
 from tests.clients.scenario import ADMIN_TOKEN, API_KEY, APP_ID
 from tests.conftest import REDIS_URL, _delete_keys
 from tests.e2e.procs import ProxyProcess

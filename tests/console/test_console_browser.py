@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from proxy.voice.engine import EngineConfig, SessionResult, run_session
+from proxy.dev.voice.engine import EngineConfig, SessionResult, run_session
 from tests.api.conftest import ADMIN_TOKEN
 
 playwright_api = pytest.importorskip("playwright.sync_api")

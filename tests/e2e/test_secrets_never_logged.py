@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from proxy.db.migrate import upgrade
-from proxy.voice import room
+from proxy.dev.voice import room
 from proxy.voice.signing import sign
 from tests.conftest import REDIS_URL
 from tests.e2e.procs import ProxyProcess

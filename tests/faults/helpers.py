@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
-from proxy.voice import room
+from proxy.dev.voice import room
 from proxy.voice.signing import sign
 from tests.context.engine_calls import APP_ID, engine_headers, task_key
 from tests.servers import free_port

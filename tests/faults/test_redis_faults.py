@@ -62,28 +62,40 @@ def test_redis_restarts_between_turns(stateful_proxy, mock, throwaway_redis):
     assert prompt(mock) == [SYSTEM, user("one"), assistant("first"), user("two")]
 
     throwaway_redis.stop()
-    # Down: answered statelessly, quickly, and /readyz says so; the admin view is a 503.
+    # Down: answered without the history, quickly, and /readyz says so; the admin view
+    # is a 503. The user heard these replies: they are recorded once Redis is back.
     for n in range(2):
         with elapsed() as took:
-            assert say(proxy, task, f"down {n}", f"stateless {n}") == f"stateless {n}"
+            assert say(proxy, task, f"down {n}", f"heard {n}") == f"heard {n}"
         assert took[0] < 2.0
         assert prompt(mock) == [SYSTEM, user(f"down {n}")]
     assert readiness(proxy) == "degraded"
     view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     assert view.status_code == 503, view.text
     assert view.json()["error"]["code"] is not None or view.json()["error"]["message"]
+    retries = proxy.state.chat.writer.retries
+    assert retries.pending == 2  # the two commits wait for the store
 
     throwaway_redis.start()  # same port, empty (no persistence): a fresh server
     assert wait_for(lambda: readiness(proxy) == "ready", timeout=10)
+    assert wait_for(lambda: retries.pending == 0, timeout=15)
+    assert (retries.lost, retries.refused) == (0, 0)
+    down = [m for n in range(2) for m in (user(f"down {n}"), assistant(f"heard {n}"))]
     assert say(proxy, task, "three", "third") == "third"
-    assert prompt(mock) == [SYSTEM, user("three")]
+    assert prompt(mock) == [SYSTEM, *down, user("three")]
     assert say(proxy, task, "four", "fourth") == "fourth"
-    assert prompt(mock) == [SYSTEM, user("three"), assistant("third"), user("four")]
+    assert prompt(mock) == [SYSTEM, *down, user("three"), assistant("third"), user("four")]
     view = httpx.get(f"{proxy.url}/admin/tasks/{task_key(task)}", headers=ADMIN_HEADERS, timeout=10)
     assert view.status_code == 200
     messages = view.json()["messages"]
     assert_valid_history(messages)
+    # "one" and "two" went with the server's memory (no persistence): nothing brings them
+    # back but the transcript. Everything answered since is here, once, in order.
     assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "down 0"),
+        ("assistant", "heard 0"),
+        ("user", "down 1"),
+        ("assistant", "heard 1"),
         ("user", "three"),
         ("assistant", "third"),
         ("user", "four"),

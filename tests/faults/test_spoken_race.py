@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from proxy.voice.engine import EngineConfig, run_session
+from proxy.dev.voice.engine import EngineConfig, run_session
 from tests.faults.helpers import assert_valid_history, live_messages, new_task
 
 SIGN_KEY = "faultsignkey0123"

@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from proxy.dev.voice.engine import EngineConfig, run_session
 from proxy.settings import KeySpec, ProfileSpec
-from proxy.voice.engine import EngineConfig, run_session
 from tests.faults.helpers import (
     ADMIN_HEADERS,
     assert_valid_history,

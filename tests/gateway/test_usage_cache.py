@@ -6,8 +6,8 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.mock.behaviour import prompt_tokens
-from proxy.mock.cache import PromptCache
+from proxy.dev.mock.behaviour import prompt_tokens
+from proxy.dev.mock.cache import PromptCache
 from proxy.settings import ModelRoute, UpstreamTarget
 
 

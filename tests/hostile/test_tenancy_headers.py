@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.voice import room
+from proxy.dev.voice import room
 from proxy.voice.signing import sign
 
 SHARED_KEY = "sharedsignkey01"

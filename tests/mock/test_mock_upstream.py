@@ -16,8 +16,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from proxy.mock.behaviour import BehaviourError, MockBehaviour, default_reply, split_pieces
-from proxy.mock.upstream import MockUpstream, MockUpstreamThread
+from proxy.dev.mock.behaviour import BehaviourError, MockBehaviour, default_reply, split_pieces
+from proxy.dev.mock.upstream import MockUpstream, MockUpstreamThread
 
 MESSAGES: Any = [
     {"role": "system", "content": "You are terse."},
@@ -318,7 +318,8 @@ def test_default_reply_has_enough_words() -> None:
 
 async def test_cli_runs_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.mock.upstream", "--port", "0", "--chunks", "2", "--no-record",
+        sys.executable, "-m", "proxy.dev.mock.upstream",
+        "--port", "0", "--chunks", "2", "--no-record",
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

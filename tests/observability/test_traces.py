@@ -6,7 +6,7 @@ import logging
 
 import httpx
 
-from proxy.mock.behaviour import reported_usage
+from proxy.dev.mock.behaviour import reported_usage
 from proxy.observability.tracing import Tracing
 from tests.observability.otlp_receiver import OtlpReceiver
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from proxy import __version__
-from proxy.cli import main
+from proxy.cli import DEV_ALIASES, DEV_TOOLS, main
 
 
 @pytest.fixture
@@ -47,3 +48,31 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"proxy {__version__}\n"
+
+
+@pytest.mark.parametrize("tool", sorted(DEV_TOOLS))
+def test_every_dev_tool_has_its_entry_point(tool: str) -> None:
+    module_name, function, _ = DEV_TOOLS[tool]
+    assert callable(getattr(importlib.import_module(module_name), function))
+
+
+@pytest.mark.parametrize("alias", sorted(DEV_ALIASES))
+def test_a_top_level_dev_alias_runs_its_dev_tool(
+    alias: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    helps = []
+    for argv in ([alias, "--help"], ["dev", DEV_ALIASES[alias], "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and helps[0].startswith("usage: proxy ")
+
+
+def test_proxy_dev_lists_the_dev_tools(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dev", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: proxy dev ")
+    assert all(f"    {tool}" in out for tool in DEV_TOOLS)

@@ -53,3 +53,21 @@ def test_the_admin_service_imports_no_front_end(module: Path) -> None:
     front_ends = ("proxy.api", "proxy.cli", "proxy.cli_admin", "proxy.console")
     imported = proxy_imports(module)
     assert not {name for name in imported if name.startswith(front_ends)}
+
+
+def serving_modules() -> list[Path]:
+    dev = PACKAGE / "dev"
+    return sorted(path for path in PACKAGE.rglob("*.py") if dev not in path.parents)
+
+
+def test_the_serving_code_never_imports_the_dev_tooling() -> None:
+    # The CLI names the dev tools by module string (imported only when one runs).
+    modules = serving_modules()
+    importers = {
+        str(path.relative_to(PACKAGE)): sorted(
+            name for name in proxy_imports(path) if name.split(".")[:2] == ["proxy", "dev"]
+        )
+        for path in modules
+    }
+    assert {path: names for path, names in importers.items() if names} == {}
+    assert len(modules) > 100  # the walk found the package

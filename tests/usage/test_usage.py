@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.mock.behaviour import reported_usage
+from proxy.dev.mock.behaviour import reported_usage
 from proxy.usage.specs import Budget, ModelPrice
 from tests.api.conftest import ADMIN_TOKEN, admin_client
 from tests.conftest import REDIS_URL

@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from proxy.mock.upstream import MockUpstreamThread
-from proxy.voice.engine import EngineConfig, SessionResult, run_session
-from proxy.voice.script import (
+from proxy.dev.mock.upstream import MockUpstreamThread
+from proxy.dev.voice.engine import EngineConfig, SessionResult, run_session
+from proxy.dev.voice.script import (
     ClientInterrupt,
     ScriptError,
     Turn,
@@ -564,7 +564,7 @@ async def test_command_line_script_and_stdin(mock: MockUpstreamThread, tmp_path:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "proxy.voice.engine",
+            "proxy.dev.voice.engine",
             "--url",
             url,
             *args,

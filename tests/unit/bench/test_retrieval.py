@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.bench.retrieval import build_corpus, main
+from proxy.dev.bench.retrieval import build_corpus, main
 
 
 def test_the_benchmark_prints_its_table(capsys):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.bench.soak_sessions import LLM_FAILED, LLM_TIMEOUT, round_errors, verify
-from proxy.voice.room import RoundResult
+from proxy.dev.bench.soak_sessions import LLM_FAILED, LLM_TIMEOUT, round_errors, verify
+from proxy.dev.voice.room import RoundResult
 
 REPLY = "Reply to: hello there, this is the whole reply"
 

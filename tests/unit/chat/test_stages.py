@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError
 
 from proxy.call import CallContext
 from proxy.chat.inflight import InFlight
@@ -45,7 +46,8 @@ ANSWER = StoredAnswer(content="stored answer", model="m", finish_reason="stop")
 
 
 class SwitchStore(MemoryHistoryStore):
-    """``load_fails``: "down" (refused), "slow" (never answers) or None."""
+    """``load_fails``: "down" (connection refused), "slow" (never answers), "refused"
+    (the store answers with an error: an ACL without a permission) or None."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,6 +58,8 @@ class SwitchStore(MemoryHistoryStore):
             raise RedisConnectionError("refused")
         if self.load_fails == "slow":
             await asyncio.sleep(3600)
+        if self.load_fails == "refused":
+            raise NoPermissionError("NOPERM this user has no permissions to run 'evalsha'")
         return await super().load(task_id, limit)
 
 
@@ -118,7 +122,7 @@ async def test_read_claims_the_request_loads_the_history_and_takes_the_queue() -
     assert not isinstance(reads.history, type(FAILED))
     assert contents(reads.history.messages) == ["before"]
     assert reads.queued == [{"k": 1}] and await take_queued(store, "t") == []
-    assert reads.claiming is not None and not reads.store_down
+    assert reads.claiming is not None and not reads.store_refused
 
 
 async def test_read_leaves_the_queue_to_a_caller_that_takes_meta_info() -> None:
@@ -129,18 +133,24 @@ async def test_read_leaves_the_queue_to_a_caller_that_takes_meta_info() -> None:
     assert await take_queued(store, "t") == [{"k": 1}]
 
 
-async def test_a_store_that_refuses_is_down_and_a_slow_one_is_not() -> None:
+async def test_only_a_store_that_refuses_the_call_leaves_the_turn_unrecorded() -> None:
+    """Down (a refused connection) and slow are transient: the turn is recorded by the
+    commit retries. An error answer (a configuration fault) is not: retrying cannot help."""
     store = SwitchStore()
     deps = make_deps(store)
     store.load_fails = "down"
     down = await read_task(deps, CallContext("t", "r1"), "t", POLICY, [], take_meta=False)
     assert down.history is FAILED and down.claim is FAILED
-    assert isinstance(down.error, RedisConnectionError) and down.store_down
+    assert isinstance(down.error, RedisConnectionError) and not down.store_refused
     store.load_fails = "slow"
     slow = await read_task(deps, CallContext("t", "r2"), "t", POLICY, [], take_meta=False)
     assert slow.history is FAILED and isinstance(slow.error, TimeoutError)
-    assert not slow.store_down
+    assert not slow.store_refused
     assert slow.claiming is not None and not slow.claiming.done()  # runs on: the commit waits
+    store.load_fails = "refused"
+    refused = await read_task(deps, CallContext("t", "r3"), "t", POLICY, [], take_meta=False)
+    assert refused.history is FAILED and isinstance(refused.error, NoPermissionError)
+    assert refused.store_refused
 
 
 # resolve_claim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.mock.behaviour import MockBehaviour, render_json, render_stream
+from proxy.dev.mock.behaviour import MockBehaviour, render_json, render_stream
 
 BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.mock.cache import PromptCache, common_prefix_length, render_prompt
+from proxy.dev.mock.cache import PromptCache, common_prefix_length, render_prompt
 
 SYSTEM = {"role": "system", "content": "You are a voice assistant."}
 

@@ -1,6 +1,6 @@
 """What the Responses API adds over chat completions, measured in one run.
 
-``python -m proxy.bench.responses [--requests N]`` starts the mock upstream and a proxy
+``python -m proxy.dev.bench.responses [--requests N]`` starts the mock upstream and a proxy
 (processes of their own), then sends the same streamed turn through
 ``/v1/chat/completions`` and ``/v1/responses`` in alternating blocks (A B B A ...), and
 prints time to the first text and to the end of the stream, p50 / p95, and the
@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from proxy.bench.procs import Processes, start_mock, start_proxy, wait_ready
+from proxy.dev.bench.procs import Processes, start_mock, start_proxy, wait_ready
 
 BLOCK = 25
 

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from proxy.bench.loadgen import (
+from proxy.dev.bench.loadgen import (
     Row,
     Samples,
     Target,
@@ -38,7 +38,7 @@ from proxy.bench.loadgen import (
     render_table,
     run_block,
 )
-from proxy.bench.procs import (
+from proxy.dev.bench.procs import (
     BenchError,
     Child,
     Processes,
@@ -321,7 +321,7 @@ def main(argv: list[str]) -> int:
     if rows:
         print(render_table(rows))
     if args.profile in ("prefix", "all"):
-        from proxy.bench.prefix_reuse import report
+        from proxy.dev.bench.prefix_reuse import report
 
         print(report(args.prefix_turns))
     print(_foreign_cpu(cpu))

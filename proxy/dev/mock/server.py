@@ -3,9 +3,9 @@
 One server plays several upstreams: a ``/s/<key=value,...>`` path prefix before ``/v1``
 selects a scenario (keys are ``MockBehaviour`` fields), e.g. a proxy configured with
 ``http://127.0.0.1:PORT/s/status=503/v1`` sees a failing upstream. Chat requests are
-recorded with how they ended (``proxy.mock.recording``), so tests can assert on what
+recorded with how they ended (``proxy.dev.mock.recording``), so tests can assert on what
 the proxy sent and on whether it hung up. Usage reports ``cached_tokens`` from a prompt
-cache model (``proxy.mock.cache``).
+cache model (``proxy.dev.mock.cache``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
-from proxy.mock.behaviour import (
+from proxy.dev.mock.behaviour import (
     DEFAULT_MODEL,
     BehaviourError,
     MockBehaviour,
@@ -32,8 +32,8 @@ from proxy.mock.behaviour import (
     render_json,
     render_stream,
 )
-from proxy.mock.cache import PromptCache
-from proxy.mock.recording import Headers, RecordedRequest
+from proxy.dev.mock.cache import PromptCache
+from proxy.dev.mock.recording import Headers, RecordedRequest
 
 T = TypeVar("T")
 ScriptEntry = MockBehaviour | Mapping[str, Any]  # a full behaviour, or overrides of the defaults

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from proxy.voice import room
-from proxy.voice.llm_stream import LLMStream
-from proxy.voice.room import (
+from proxy.dev.voice import room
+from proxy.dev.voice.llm_stream import LLMStream
+from proxy.dev.voice.room import (
     CallbackRecord,
     CallbackSender,
     EventClock,
@@ -34,7 +34,7 @@ from proxy.voice.room import (
     RoundResult,
     SessionResult,
 )
-from proxy.voice.script import (
+from proxy.dev.voice.script import (
     ClientInterrupt,
     EngineConfig,
     ScriptError,
@@ -44,7 +44,7 @@ from proxy.voice.script import (
     parse_turn,
     turn_source,
 )
-from proxy.voice.tts import synthesize
+from proxy.dev.voice.tts import synthesize
 
 __all__ = ["EngineConfig", "RoundResult", "SessionResult", "Turn", "main", "run_session"]
 

@@ -20,8 +20,8 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 
+from proxy.dev.voice.tts import TTSResult
 from proxy.voice.signing import sign
-from proxy.voice.tts import TTSResult
 
 SUBTITLE, STATE, META_INFO, METRIC, ERROR = 10000, 10001, 10002, 10020, 10030
 CLIENT_TEXT, CLIENT_INTERRUPT = 20000, 20001

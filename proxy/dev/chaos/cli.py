@@ -12,11 +12,11 @@ import argparse
 import asyncio
 import sys
 
-from proxy.chaos.cluster import cluster_failover
-from proxy.chaos.engine import Tally
-from proxy.chaos.scenarios import SCENARIOS as SINGLE_NODE
-from proxy.chaos.scenarios import Options
-from proxy.chaos.servers import ChaosError
+from proxy.dev.chaos.cluster import cluster_failover
+from proxy.dev.chaos.engine import Tally
+from proxy.dev.chaos.scenarios import SCENARIOS as SINGLE_NODE
+from proxy.dev.chaos.scenarios import Options
+from proxy.dev.chaos.servers import ChaosError
 
 SCENARIOS = {**SINGLE_NODE, "cluster-failover": cluster_failover}
 

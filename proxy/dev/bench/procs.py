@@ -225,7 +225,7 @@ def start_proxy(
 
 
 def start_relay(procs: Processes, *, upstream_base_url: str, name: str = "relay") -> Child:
-    """The bare aiohttp relay (``proxy.bench.bare_relay``): the floor for added latency."""
+    """The bare aiohttp relay (``proxy.dev.bench.bare_relay``): the floor for added latency."""
     port = free_port()
     args = ["bench-relay", "--host", HOST, "--port", str(port), "--upstream", upstream_base_url]
     return procs.start(name, args, port, clean_env())

@@ -1,9 +1,9 @@
 """A mock OpenAI-compatible upstream server for the proxy's tests and benchmarks.
 
-``MockUpstream`` (``proxy.mock.server``) is the server on the running loop,
-``MockUpstreamThread`` (``proxy.mock.thread``) the same in a thread for sync tests; what
-it answers is a ``MockBehaviour`` (``proxy.mock.behaviour``). ``python -m
-proxy.mock.upstream`` / ``main()`` (``proxy mock-upstream``) runs it standalone.
+``MockUpstream`` (``proxy.dev.mock.server``) is the server on the running loop,
+``MockUpstreamThread`` (``proxy.dev.mock.thread``) the same in a thread for sync tests; what
+it answers is a ``MockBehaviour`` (``proxy.dev.mock.behaviour``). ``python -m
+proxy.dev.mock.upstream`` / ``main()`` (``proxy mock-upstream``) runs it standalone.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import signal
 
 import uvloop
 
-from proxy.mock.behaviour import MockBehaviour
-from proxy.mock.recording import Headers, RecordedRequest
-from proxy.mock.server import MockUpstream, ScriptEntry
-from proxy.mock.thread import MockUpstreamThread
+from proxy.dev.mock.behaviour import MockBehaviour
+from proxy.dev.mock.recording import Headers, RecordedRequest
+from proxy.dev.mock.server import MockUpstream, ScriptEntry
+from proxy.dev.mock.thread import MockUpstreamThread
 
 __all__ = [
     "Headers",

@@ -1,4 +1,4 @@
-"""The soak's child processes (mock upstream, proxy: ``proxy.bench.procs.Child``) and the
+"""The soak's child processes (mock upstream, proxy: ``proxy.dev.bench.procs.Child``) and the
 proxy's RSS and CPU samples."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from proxy.bench.procs import HOST, Child, free_port
+from proxy.dev.bench.procs import HOST, Child, free_port
 
 __all__ = ["HOST", "Child", "Sampler", "SoakError", "start_child", "wait_ready"]
 READY_TIMEOUT_S = 30.0

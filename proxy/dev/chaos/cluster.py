@@ -28,10 +28,10 @@ from pathlib import Path
 import aiohttp
 from redis.crc import key_slot
 
-from proxy.bench.procs import HOST
-from proxy.chaos.engine import Session, Tally, run_sessions
-from proxy.chaos.scenarios import Options, _live_tally, _ready, _world
-from proxy.chaos.servers import ChaosError, _wait_port, proxy_env, start_proxy
+from proxy.dev.bench.procs import HOST
+from proxy.dev.chaos.engine import Session, Tally, run_sessions
+from proxy.dev.chaos.scenarios import Options, _live_tally, _ready, _world
+from proxy.dev.chaos.servers import ChaosError, _wait_port, proxy_env, start_proxy
 
 NODE_TIMEOUT_MS = 1000  # a master silent this long is failed over to its replica
 MASTERS = 3

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from proxy.bench.procs import HOST, Child, Processes, clean_env, free_port
+from proxy.dev.bench.procs import HOST, Child, Processes, clean_env, free_port
 
 ADMIN_TOKEN = "chaos-admin-token-0123456789"
 SIGN_KEY = "chaossignkey0123"

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from proxy.mock.behaviour import MockBehaviour
-from proxy.mock.recording import RecordedRequest
-from proxy.mock.server import MockUpstream, ScriptEntry
+from proxy.dev.mock.behaviour import MockBehaviour
+from proxy.dev.mock.recording import RecordedRequest
+from proxy.dev.mock.server import MockUpstream, ScriptEntry
 
 T = TypeVar("T")
 _POLL_S = 0.005

@@ -3,7 +3,7 @@
 Starts the soak mock upstream (50 ms to the first token, 20 chunks 10 ms apart) and
 the proxy (``python -m proxy serve``: Redis under a unique key prefix, a temporary
 SQLite database, signed callbacks, the admin API) as subprocesses on free loopback
-ports, then runs ``--sessions`` concurrent engine stand-ins (``proxy.voice.engine``)
+ports, then runs ``--sessions`` concurrent engine stand-ins (``proxy.dev.voice.engine``)
 for ``--duration`` seconds. Each session is a stream of conversations (tasks) of
 ``--turns-per-session`` turns: normal turns, barge-ins while the reply streams and
 while it is spoken (905 carries the spoken prefix), first attempts that stall past the
@@ -43,8 +43,8 @@ import aiohttp
 import orjson
 import uvloop
 
-from proxy.bench.procs import delete_keys, redis_error
-from proxy.bench.soak_callers import (
+from proxy.dev.bench.procs import delete_keys, redis_error
+from proxy.dev.bench.soak_callers import (
     ADMIN_TOKEN,
     SIGN_KEY,
     Conversation,
@@ -52,8 +52,8 @@ from proxy.bench.soak_callers import (
     read_histories,
     set_up,
 )
-from proxy.bench.soak_procs import HOST, Child, Sampler, SoakError, start_child, wait_ready
-from proxy.bench.soak_report import build_report, render
+from proxy.dev.bench.soak_procs import HOST, Child, Sampler, SoakError, start_child, wait_ready
+from proxy.dev.bench.soak_report import build_report, render
 
 SETTLE_S = 3.0  # after the last turn: 905s and background writes land (grace is 2 s)
 
@@ -97,7 +97,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     try:
         mock = start_child(
             "mock",
-            ["proxy.bench.soak_sessions", "--first-token-ms", "50", "--gap-ms", "10"],
+            ["proxy.dev.bench.soak_sessions", "--first-token-ms", "50", "--gap-ms", "10"],
             base_env,
             workdir,
         )

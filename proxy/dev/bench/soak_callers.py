@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.bench.soak_procs import Child, SoakError
-from proxy.bench.soak_sessions import KNOWLEDGE, Planner, SessionPlan
-from proxy.voice.engine import EngineConfig, run_session
-from proxy.voice.room import RoundResult, SessionResult
+from proxy.dev.bench.soak_procs import Child, SoakError
+from proxy.dev.bench.soak_sessions import KNOWLEDGE, Planner, SessionPlan
+from proxy.dev.voice.engine import EngineConfig, run_session
+from proxy.dev.voice.room import RoundResult, SessionResult
 
 ADMIN_TOKEN = "soak-admin-token-" + "0" * 16
 SIGN_KEY = "soakSignKey0123456789"

@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 
-from proxy.bench.soak_callers import ENGINE_TIMEOUT_S, Conversation
-from proxy.bench.soak_procs import Child, Sampler
-from proxy.bench.soak_sessions import Verdict, round_errors, verify
+from proxy.dev.bench.soak_callers import ENGINE_TIMEOUT_S, Conversation
+from proxy.dev.bench.soak_procs import Child, Sampler
+from proxy.dev.bench.soak_sessions import Verdict, round_errors, verify
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -13,7 +13,7 @@ adds two keys of its own for what a real upstream does now and then:
   with a tool result (then with text), so the proxy's tool loop runs once per turn.
 
 It also serves ``POST /tool/<name>``, the tools' local endpoint.
-``python -m proxy.bench.soak_sessions --port P ...`` runs it.
+``python -m proxy.dev.bench.soak_sessions --port P ...`` runs it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import uvloop
 from aiohttp import web
 
 from proxy.context.matching import content_text, normalise
-from proxy.mock.behaviour import MockBehaviour
-from proxy.mock.upstream import MockUpstream, _serve_until_signalled
-from proxy.voice.room import RoundResult
-from proxy.voice.script import Turn
+from proxy.dev.mock.behaviour import MockBehaviour
+from proxy.dev.mock.upstream import MockUpstream, _serve_until_signalled
+from proxy.dev.voice.room import RoundResult
+from proxy.dev.voice.script import Turn
 
 LLM_TIMEOUT, LLM_FAILED = 30200, 30202
 SLOW_KEYS_KEPT = 100_000  # the mock forgets the oldest keys beyond this (bounded memory)
@@ -81,7 +81,7 @@ class SoakMock(MockUpstream):
 
 
 def mock_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy.bench.soak_sessions")
+    parser = argparse.ArgumentParser(prog="python -m proxy.dev.bench.soak_sessions")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--first-token-ms", type=float, default=50.0)

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.chaos.servers import ADMIN_TOKEN, SIGN_KEY
+from proxy.dev.chaos.servers import ADMIN_TOKEN, SIGN_KEY
 from proxy.voice.signing import sign
 
 TURN_TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=2)

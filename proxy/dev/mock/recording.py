@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.mock.behaviour import MockBehaviour
+from proxy.dev.mock.behaviour import MockBehaviour
 
 
 class Headers(dict[str, str]):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.bench.procs import Child, Processes, start_mock, wait_ready
-from proxy.chaos.engine import (
+from proxy.dev.bench.procs import Child, Processes, start_mock, wait_ready
+from proxy.dev.chaos.engine import (
     Session,
     Tally,
     chat_turn,
@@ -29,7 +29,7 @@ from proxy.chaos.engine import (
     run_sessions,
     send_callback,
 )
-from proxy.chaos.servers import (
+from proxy.dev.chaos.servers import (
     AofRedis,
     ThrowawayPostgres,
     kill9,
