@@ -33,7 +33,7 @@ from proxy.chat.stages import (
     unassembled_turn,
 )
 from proxy.chat.turns import PendingTurn, TurnWriter
-from proxy.context.assembly import split_request, to_stored
+from proxy.context.assembly import said_turn, split_request
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import FAILED, StoreGuard
 from proxy.context.history import HistoryStore, StoredAnswer, TurnStart
@@ -292,8 +292,7 @@ class ChatService:
         commit adopts the request only where no other attempt owns it."""
         if call.task_id is None:
             return
-        said = split_request(body.get("messages") or []).new_turn
-        new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+        new_turn = said_turn(split_request(body.get("messages") or []).new_turn, call.request_id)
         unclaimed: asyncio.Future[TurnStart] | None = None
         if call.request_id is not None:
             unclaimed = asyncio.get_running_loop().create_future()

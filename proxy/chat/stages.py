@@ -31,7 +31,7 @@ from proxy.chat.meta import queue_for_task, requeue_late_meta, wants_meta_info
 from proxy.chat.relay import RelayPlan
 from proxy.chat.retried_turn import take_retried_turn
 from proxy.chat.turns import PendingTurn, TurnWriter
-from proxy.context.assembly import assemble, seed_from, split_request, to_stored
+from proxy.context.assembly import assemble, said_turn, seed_from, split_request
 from proxy.context.budget import TokenCounter
 from proxy.context.guard import FAILED, Failed, StoreGuard, log_store_error, transient
 from proxy.context.heard import apply_in_place, heard_cuts
@@ -172,8 +172,7 @@ async def read_task(
     except asyncio.CancelledError:  # the caller left (a stalled store): the user spoke
         if claiming is not None:
             requeue_late_meta(deps.history, task_id, claiming)
-            said = split_request(messages).new_turn
-            new_turn = [to_stored(m, request_id=call.request_id, source="turn") for m in said]
+            new_turn = said_turn(split_request(messages).new_turn, call.request_id)
             turn = PendingTurn(
                 call, task_id, attempt_id, new_turn, None, claiming=claiming, started_at=began
             )
@@ -256,7 +255,7 @@ def unassembled_turn(
         call,
         task_id,
         reads.attempt_id,
-        [to_stored(m, request_id=call.request_id, source="turn") for m in parts.new_turn],
+        said_turn(parts.new_turn, call.request_id),
         seed_from(parts.earlier, limit=policy.load_limit),
         owner,
         policy=policy,

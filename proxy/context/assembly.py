@@ -103,6 +103,11 @@ def _first_repeated(earlier: list[dict[str, Any]], stored: list[StoredMessage]) 
     return len(earlier)
 
 
+def said_turn(messages: list[dict[str, Any]], request_id: str | None) -> list[StoredMessage]:
+    """What the user said in this request (its new turn), as the history stores it."""
+    return [to_stored(m, request_id=request_id, source="turn") for m in messages]
+
+
 def assemble(
     parts: RequestParts,
     history: TaskHistory,
@@ -111,7 +116,7 @@ def assemble(
     counter: TokenCounter,
     request_id: str | None,
 ) -> AssembledPrompt:
-    new_turn = [to_stored(m, request_id=request_id, source="turn") for m in parts.new_turn]
+    new_turn = said_turn(parts.new_turn, request_id)
     store_is_empty = history.total_messages == 0 and not history.summary
     if store_is_empty:
         seed = seed_from(parts.earlier, limit=policy.load_limit)
