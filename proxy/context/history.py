@@ -274,7 +274,9 @@ class TaskHistoryStore(Protocol):
         - ``seed``: earlier rounds carried by the request; written first, only if the
           task has no messages yet (so they are never duplicated).
         - With a request id: refused (returns False, writes nothing) unless
-          ``attempt_id`` is the latest attempt for the request. Messages an earlier
+          ``attempt_id`` is the latest attempt for the request, or no attempt of it is
+          known (its claim was lost: a failover, a reset): the commit then makes the
+          claim, since nothing else owns the request. Messages an earlier
           attempt of the same request id stored (an interrupted reply) are removed,
           so a retry never duplicates the user turn.
         - ``answer`` set: the request is marked finished (REPLAY for later claims);
@@ -286,7 +288,7 @@ class TaskHistoryStore(Protocol):
           no longer ``streaming``), nothing changes. Returns True either way.
         - ``adopt``: the attempt's claim timed out (it may have run, or not). The commit
           then makes the claim itself where the claim would have made this attempt the
-          owner: no marker yet, or one left ``interrupted`` by an earlier attempt (whose
+          owner: one left ``interrupted`` by an earlier attempt (whose
           messages are replaced), or one of another attempt whose lease ended (its
           replica died: the lease is adopted). It is refused where the request finished
           already or took over this attempt; while another attempt streams it under a

@@ -102,8 +102,9 @@ class MemoryHistoryStore:
         self._next_sweep = clock() + self._sweep_interval
         self._marks: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
-        # Erased tasks: key -> (erased at, wall clock; tombstone expiry, ``clock``).
-        self._erased: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Erased and reset tasks: when (wall clock), for ``ERASURE_TOMBSTONE_SECONDS``.
+        self._erased = _Tombstones(max_tasks, clock)
+        self._reset = _Tombstones(max_tasks, clock)
 
     @property
     def task_count(self) -> int:
@@ -254,11 +255,18 @@ class MemoryHistoryStore:
                 if marker.state != "streaming":
                     self._for_write(task_id)
                     return True  # this attempt's commit is recorded already
-            elif not adopt or attempt_id is None:
-                return False  # a newer attempt owns the request (or the task was reset)
-            elif marker is None:  # the claim never ran: this commit makes it
+            elif attempt_id is None:
+                return False
+            elif marker is None:
+                # No attempt of the request is known: its claim never ran (``adopt``),
+                # or the store lost it (an eviction). This commit makes it, unless the
+                # task was reset since the attempt began (not into the fresh task).
+                if self._reset.since(task_id, started_at):
+                    return False
                 marker = _RequestMarker("streaming", attempt_id)
                 self._for_write(task_id).markers[request_id] = marker
+            elif not adopt:
+                return False  # a newer attempt owns the request
             elif attempt_id in marker.superseded or marker.state == "done":
                 return False  # a later attempt took this one over, or it finished
             elif marker.state == "interrupted":  # as a claim would have (RETRY)
@@ -326,26 +334,15 @@ class MemoryHistoryStore:
 
     async def reset(self, task_id: str) -> None:
         self._drop(task_id)
+        self._reset.mark(task_id, time.time())
 
     async def erase(self, task_id: str, at: float) -> None:
         self._drop(task_id)
-        now = self.clock()
-        while self._erased and next(iter(self._erased.values()))[1] <= now:
-            self._erased.popitem(last=False)
-        earlier = self._erased.pop(task_id, (at, 0.0))[0]
-        self._erased[task_id] = (max(at, earlier), now + ERASURE_TOMBSTONE_SECONDS)
-        while len(self._erased) > self.max_tasks:  # bounded, like the tasks
-            self._erased.popitem(last=False)
+        self._erased.mark(task_id, at)
 
     def _erased_since(self, task_id: str, started_at: float | None) -> bool:
         """The task was erased at or after ``started_at`` (and the tombstone is live)."""
-        tombstone = self._erased.get(task_id) if started_at is not None else None
-        return (
-            tombstone is not None
-            and started_at is not None
-            and started_at <= tombstone[0]
-            and tombstone[1] > self.clock()
-        )
+        return self._erased.since(task_id, started_at)
 
     async def expire(self, task_id: str, ttl_seconds: int) -> None:
         task = self._find(task_id)
@@ -462,3 +459,31 @@ class MemoryHistoryStore:
 
 def _copies(messages: list[StoredMessage]) -> list[StoredMessage]:
     return [copy.deepcopy(message) for message in messages]
+
+
+class _Tombstones:
+    """When each task was last erased (or reset), wall clock, kept
+    ``ERASURE_TOMBSTONE_SECONDS``; bounded like the tasks (oldest dropped first)."""
+
+    def __init__(self, bound: int, clock: Callable[[], float]) -> None:
+        self._bound, self._clock = bound, clock
+        self._at: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (at, expiry)
+
+    def mark(self, task_id: str, at: float) -> None:
+        now = self._clock()
+        while self._at and next(iter(self._at.values()))[1] <= now:
+            self._at.popitem(last=False)
+        earlier = self._at.pop(task_id, (at, 0.0))[0]
+        self._at[task_id] = (max(at, earlier), now + ERASURE_TOMBSTONE_SECONDS)
+        while len(self._at) > self._bound:
+            self._at.popitem(last=False)
+
+    def since(self, task_id: str, started_at: float | None) -> bool:
+        """Marked at or after ``started_at`` (and the mark is live)."""
+        stone = self._at.get(task_id) if started_at is not None else None
+        return (
+            stone is not None
+            and started_at is not None
+            and started_at <= stone[0]
+            and stone[1] > self._clock()
+        )

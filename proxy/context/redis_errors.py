@@ -18,17 +18,31 @@ _TRANSIENT = (
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,  # a replica just promoted, or a failover in progress
     redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
+    # A cluster mid-failover: CLUSTERDOWN, MASTERDOWN, redirections past redis-py's TTL
+    # ("TTL exhausted"), a slot no node serves yet.
+    redis_errors.ClusterError,
+    redis_errors.SlotNotCoveredError,
+    # A promoted replica or a restarted node lacks the scripts (redis-py loads them).
+    redis_errors.NoScriptError,
 )
+# The cluster client's own exception (not a RedisError) also says that no node could
+# be reached or that the nodes do not agree on the slots yet (a failover in progress);
+# its other messages (keys in different slots, an unsupported command) are faults.
+_CLUSTER_IN_FLUX = ("not covered", "cannot be connected", "could not agree", "no targets")
 
 # Every error a store call can end with (the admin API answers them with 503).
-STORE_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
+STORE_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError, TimeoutError)
 
 
 def transient(exc: BaseException) -> bool:
     """The store may answer the same call a moment later (nothing refused it as wrong)."""
     # A refused password is a ConnectionError to redis-py, but no retry will fix it.
-    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis_errors.AuthenticationError)
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return False
+    if isinstance(exc, redis_errors.RedisClusterException):
+        message = str(exc).lower()
+        return any(words in message for words in _CLUSTER_IN_FLUX)
+    return isinstance(exc, _TRANSIENT)
 
 
 def slow(exc: BaseException) -> bool:

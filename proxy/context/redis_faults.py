@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from redis import exceptions as redis_errors
 
+from proxy.context.redis_errors import transient
+
 log = logging.getLogger(__name__)
 
 # What to do about each fault: the log line and /readyz say it.
@@ -49,18 +51,11 @@ RECENT_SECONDS = 60.0
 LOG_EVERY_SECONDS = 10.0  # per fault name: one log line, not one per turn
 
 _CODES = re.compile(r"\b(" + "|".join(name for name in FAULTS if name.isupper()) + r")\b")
-# Not faults: the same call may work a moment later (a failover, a replica loading).
-_PASSING = (
-    redis_errors.ReadOnlyError,
-    redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
-    redis_errors.BusyLoadingError,
-)
 
 
 def config_fault(exc: BaseException) -> str | None:
     """The fault's name (one of ``FAULTS``), or None for an outage or a non-store error."""
-    if isinstance(exc, _PASSING):
+    if transient(exc):  # not a fault: the same call may work a moment later
         return None
     if isinstance(exc, redis_errors.AuthenticationError):
         return "NOAUTH" if "required" in str(exc).lower() else "WRONGPASS"

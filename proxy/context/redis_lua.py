@@ -52,6 +52,9 @@ local function erased_since(key, started)
   return at ~= false and tonumber(started) <= tonumber(at)
 end
 
+-- A reset (``reset``) at or after ``started``: ``erased_since`` on the reset key.
+local reset_since = erased_since
+
 local function superseded(marker, attempt)
   for _, id in ipairs(marker.superseded or {}) do
     if id == attempt then return true end
@@ -208,10 +211,15 @@ if request_id ~= '' then
   if marker and marker.attempt_id == ARGV[3] then
     -- This attempt's commit landed already (a retried call, or a retry after a timeout).
     if marker.state ~= 'streaming' then touch() return 1 end
+  elseif not marker then
+    -- No attempt of the request is known: its claim never ran (``adopt``), or the
+    -- store lost it (a failover promoted a replica the claim had not reached yet).
+    -- Nothing else owns the request: this commit makes it, unless the task was reset
+    -- since the attempt began (it must not write into the fresh task).
+    if reset_since(KEYS[7], ARGV[9]) then return 0 end
+    marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
   elseif not adopt then
     return 0
-  elseif not marker then  -- the attempt's claim never ran: this commit makes it
-    marker = {state = 'streaming', attempt_id = ARGV[3], stored = 0}
   elseif superseded(marker, ARGV[3]) or marker.state == 'done' then
     return 0  -- a later attempt took this one over, or the request finished
   elseif marker.state == 'interrupted' then  -- as the claim would have (RETRY)
@@ -329,6 +337,14 @@ PUSH_SCRIPT = r"""
 if erased_since(KEYS[2], ARGV[3]) then return 0 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+# KEYS: every key of the task, the reset time last. ARGV: reset at (ms), its TTL.
+RESET_SCRIPT = r"""
+local stamp = KEYS[#KEYS]
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+redis.call('SET', stamp, ARGV[1], 'EX', ARGV[2])
 return 1
 """
 

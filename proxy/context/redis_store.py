@@ -16,7 +16,10 @@ share one cluster slot; verbatim, except that ``%``, ``{`` and ``}`` are escaped
   reply (``POST /admin/tasks/{id}/metainfo``);
 - ``<prefix>{<task>}:erased``: the erasure tombstone, the time of the task's last
   erasure (ms, wall clock), kept ``ERASURE_TOMBSTONE_SECONDS``: writers whose attempt
-  began before it are refused, in the same script as the write.
+  began before it are refused, in the same script as the write;
+- ``<prefix>{<task>}:reset``: the time of the task's last reset (ms, wall clock): an
+  attempt begun before it whose request marker is gone cannot write into the fresh
+  task (where the marker is gone for another reason, a failover, the commit makes it).
 
 Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
 so they are atomic across replicas.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
 from typing import Any
 
@@ -65,6 +69,7 @@ from proxy.context.redis_lua import (
     HOLD_SCRIPT,
     LUA_HELPERS,
     PUSH_SCRIPT,
+    RESET_SCRIPT,
     SET_SUMMARY_SCRIPT,
     UPDATE_MESSAGE_SCRIPT,
 )
@@ -133,6 +138,7 @@ class RedisHistoryStore:
         self._hit = client.register_script(_HIT_SCRIPT)
         self._push = client.register_script(LUA_HELPERS + PUSH_SCRIPT)
         self._erase = client.register_script(ERASE_SCRIPT)
+        self._reset = client.register_script(RESET_SCRIPT)
 
     async def load_scripts(self) -> None:
         """Load the scripts on every primary ahead of the turns (start, readiness).
@@ -167,6 +173,10 @@ class RedisHistoryStore:
     def erased_key(self, task_id: str) -> str:
         """The task's erasure tombstone: when it was last erased (ms)."""
         return f"{self._base(task_id)}:erased"
+
+    def reset_key(self, task_id: str) -> str:
+        """The time of the task's last reset (ms)."""
+        return f"{self._base(task_id)}:reset"
 
     def _lease_keys(self, task_id: str) -> list[str]:
         return [*self.task_keys(task_id), self.live_key(task_id), self.pending_key(task_id)]
@@ -293,7 +303,8 @@ class RedisHistoryStore:
             *(_encode(message) for message in seed),
             *(_encode(message) for message in messages),
         ]
-        committed = await self._commit(keys=self._writer_keys(task_id), args=args)
+        keys = [*self._writer_keys(task_id), self.reset_key(task_id)]
+        committed = await self._commit(keys=keys, args=args)
         if committed == 2:
             raise LeaseHeld(f"another attempt of request {request_id} holds a live lease")
         if committed == 3:
@@ -363,7 +374,8 @@ class RedisHistoryStore:
         )
 
     async def reset(self, task_id: str) -> None:
-        await self._client.delete(*self._all_keys(task_id))
+        args: list[bytes | str | int] = [_ms(time.time()), self.ttl_seconds]
+        await self._reset(keys=[*self._all_keys(task_id), self.reset_key(task_id)], args=args)
 
     async def erase(self, task_id: str, at: float) -> None:
         args: list[bytes | str | int] = [_ms(at), ERASURE_TOMBSTONE_SECONDS]

@@ -55,6 +55,19 @@ async def contents(store: HistoryStore, task_id: str, limit: int = 1000) -> list
     return [m.content for m in (await store.load(task_id, limit)).messages]
 
 
+async def lose_claims(store: HistoryStore, task_id: str) -> None:
+    """What a failover does to claims the promoted replica had not received yet (Redis
+    replicates asynchronously): the request markers and leases are gone, nothing else."""
+    if isinstance(store, RedisHistoryStore):
+        _, _, markers = store.task_keys(task_id)
+        await store._client.delete(markers, store.live_key(task_id))
+    else:
+        assert isinstance(store, MemoryHistoryStore)
+        task = store._tasks[task_id]
+        task.markers.clear()
+        task.leases.clear()
+
+
 async def commit(store: HistoryStore, task_id: str, request_id: str, text: str) -> None:
     claim = await store.claim_request(task_id, request_id)
     turn = [user(text, request_id), reply(f"re:{text}", request_id)]
@@ -115,7 +128,6 @@ async def test_stale_attempt_cannot_commit_after_takeover(store: HistoryStore) -
     assert await contents(store, "t") == []
     assert (await store.claim_request("t", "r1")).state is ClaimState.TAKEOVER
     assert not await store.commit_turn("t", "r1", fresh.attempt_id, turn, answer=ANSWER)
-    assert not await store.commit_turn("t", "unclaimed", "a", turn, answer=ANSWER)
     assert (await store.load("t", 10)).total_messages == 0
 
 
@@ -172,7 +184,6 @@ async def test_an_unconfirmed_claim_is_adopted_where_the_claim_would_have_won(
 ) -> None:
     """The claim timed out: the commit makes it, as NEW or RETRY would have."""
     turn = [user("q1", "r1"), reply("a1", "r1")]
-    assert not await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER)  # not adopting
     assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True)
     assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
     # The claim that timed out runs late: the request is finished, nothing changes.
@@ -195,6 +206,28 @@ async def test_an_unconfirmed_claim_is_adopted_where_the_claim_would_have_won(
     # Retried after landing: recorded once.
     assert await store.commit_turn("t", "r1", "x1", turn, answer=ANSWER, adopt=True, retry=True)
     assert await contents(store, "t") == ["q1", "a1", "q2", "whole"]
+
+
+async def test_a_claim_the_store_lost_does_not_lose_the_turn(store: HistoryStore) -> None:
+    """A failover promoted a replica the claim had not reached (Redis replicates
+    asynchronously): no attempt of the request is known, so the commit makes the claim
+    instead of being refused as superseded. A retry that claimed meanwhile still wins."""
+    began = time.time()
+    claim = await store.claim_request("t", "r1")
+    await lose_claims(store, "t")
+    turn = [user("q1", "r1"), reply("a1", "r1")]
+    assert await store.commit_turn(
+        "t", "r1", claim.attempt_id, turn, answer=ANSWER, started_at=began
+    )
+    assert (await store.claim_request("t", "r1")).state is ClaimState.REPLAY
+    lost = await store.claim_request("t", "r2")
+    await lose_claims(store, "t")
+    retry = await store.claim_request("t", "r2")  # the engine's retry, after the failover
+    late = [user("q2", "r2"), reply("late", "r2")]
+    assert not await store.commit_turn("t", "r2", lost.attempt_id, late, answer=ANSWER)
+    won = [user("q2", "r2"), reply("won", "r2")]
+    assert await store.commit_turn("t", "r2", retry.attempt_id, won, answer=ANSWER)
+    assert await contents(store, "t") == ["q1", "a1", "q2", "won"]
 
 
 async def test_a_dead_attempts_lease_is_adopted_and_a_live_one_is_not(
@@ -435,6 +468,7 @@ async def test_set_summary_drops_everything_up_to_the_message(store: HistoryStor
 async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) -> None:
     await commit(store, "t", "r1", "q")
     await store.set_summary("t", "s", (await store.load("t", 1)).messages[0].id)
+    began = time.time()
     in_flight = await store.claim_request("t", "r2")
     await store.reset("t")
 
@@ -442,7 +476,16 @@ async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) ->
     assert history.messages == [] and history.summary is None and history.total_messages == 0
     assert (await store.claim_request("t", "r1")).state is ClaimState.NEW
     # An attempt claimed before the reset cannot write into the fresh task.
-    assert not await store.commit_turn("t", "r2", in_flight.attempt_id, [user("x")], answer=None)
+    late = [user("x", "r2")]
+    assert not await store.commit_turn(
+        "t", "r2", in_flight.attempt_id, late, answer=None, started_at=began
+    )
+    assert not await store.commit_turn(
+        "t", "r2", in_flight.attempt_id, late, answer=None, started_at=began, adopt=True
+    )
+    # One that began after it can (its claim lost, or timed out and adopted).
+    assert await store.commit_turn("t", "r2", "y", late, answer=None, started_at=time.time())
+    assert await contents(store, "t") == ["x"]
 
 
 async def test_erasure_refuses_every_write_of_attempts_begun_before_it(

@@ -40,6 +40,26 @@ CASES = [
     (redis_errors.ClusterDownError("CLUSTERDOWN"), None),
     (redis_errors.BusyLoadingError(), None),
     (ValueError("not a store error"), None),
+    # A cluster mid-failover (as redis-py 8.1 raises them): transient, not faults.
+    (redis_errors.ClusterError("TTL exhausted."), None),
+    (redis_errors.MasterDownError("MASTERDOWN Link with MASTER is down"), None),
+    (redis_errors.SlotNotCoveredError('Slot "5" is not covered by the cluster.'), None),
+    (
+        redis_errors.RedisClusterException(
+            "All slots are not covered after query all startup_nodes. 10923 of 16384 covered..."
+        ),
+        None,
+    ),
+    (redis_errors.RedisClusterException("Redis Cluster cannot be connected."), None),
+    (redis_errors.NoScriptError("No matching script. Please use EVAL."), None),
+]
+
+# A cluster whose topology is moving, a node without the scripts: a retry can land.
+IN_FLUX = [error for error, name in CASES[-6:]]
+# Misuse the cluster client refuses the same way every time: never retried.
+MISUSE = [
+    redis_errors.RedisClusterException("Keys in request don't hash to the same slot"),
+    redis_errors.RedisClusterException("No way to dispatch this command to Redis Cluster."),
 ]
 
 
@@ -47,6 +67,16 @@ CASES = [
 def test_fault_names(error: Exception, name: str | None) -> None:
     assert config_fault(error) == name
     assert name is None or name in FAULTS
+
+
+@pytest.mark.parametrize("error", IN_FLUX, ids=lambda c: repr(c)[:60])
+def test_a_cluster_failing_over_is_transient(error: Exception) -> None:
+    assert transient(error)
+
+
+@pytest.mark.parametrize("error", MISUSE, ids=lambda c: repr(c)[:60])
+def test_cluster_misuse_is_not_retried(error: Exception) -> None:
+    assert not transient(error)
 
 
 def test_a_refused_password_is_never_retried() -> None:
