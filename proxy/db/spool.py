@@ -148,6 +148,20 @@ class Spool:
         cursor = self._conn.execute("INSERT INTO items (queue, body) VALUES (?, ?)", (queue, body))
         return int(cursor.lastrowid or 0)
 
+    def append_many(self, queue: str, bodies: list[bytes]) -> list[int]:
+        """Store submissions durably in one transaction (one WAL commit); their ids."""
+        conn = self._conn
+        insert = "INSERT INTO items (queue, body) VALUES (?, ?)"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [int(conn.execute(insert, (queue, body)).lastrowid or 0) for body in bodies]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return ids
+
     def delete(self, ids: list[int]) -> None:
         if ids:  # one transaction: one WAL commit for the whole batch
             self._conn.execute("BEGIN IMMEDIATE")

@@ -11,6 +11,11 @@ but disk, and the next start replays the spool. Memory stays bounded by
 order as the window drains. Without a spool (unit tests, ``PROXY_SPOOL_DIR=off``) the
 window is the queue, and a full window refuses.
 
+Records that answer nobody (usage rows, turn logs: ``acknowledged = False``) are
+spooled in groups instead: every submission of one event-loop iteration in one spool
+transaction, made at the end of that iteration. Per request, that saves a WAL commit
+on the hot path; a ``kill -9`` in the same iteration could lose them, nothing later.
+
 A batch the database refuses as invalid is retried one submission at a time, so that
 only the bad submission is discarded. Rows of an erased task (``proxy.db.erasure``)
 are discarded inside the writing transaction. Every submission not recorded (queue
@@ -78,6 +83,9 @@ class WriteBehindQueue(Generic[Item]):
 
     what = "item"  # what a submission is, in log lines ("transcript write failed")
     queue_name = "item"  # its rows in the spool
+    # A caller is told its submission is recorded (a callback's 200, a turn's reply):
+    # spooled before ``submit`` returns. False: spooled with the rest of the iteration.
+    acknowledged = True
 
     def __init__(
         self,
@@ -115,6 +123,7 @@ class WriteBehindQueue(Generic[Item]):
         self._delay = 0.0  # current retry backoff
         self._isolate = 0  # after a rejected batch: write this many items one at a time
         self._log_window, self._log_lines, self._log_suppressed = 0.0, 0, 0
+        self._grouped: list[Item] = []  # accepted this iteration, not spooled yet
 
     @property
     def dropped(self) -> int:
@@ -165,18 +174,49 @@ class WriteBehindQueue(Generic[Item]):
             # Closed (shutting down) still spools: the next start writes it.
             if self._spooled >= self.spool_max_items:
                 return self._refuse("full", item)
-            spool_id = self.spool.append(self.queue_name, self._encode(item))
             self._spooled += 1
-            if self._spilled or len(self._buffer) >= self.queue_size or self._closed:
-                self._spilled = True
-            else:
-                self._buffer.append((spool_id, item))
-                self._read_upto = spool_id
+            if not self.acknowledged:
+                if not self._grouped:
+                    asyncio.get_running_loop().call_soon(self._spool_group)
+                self._grouped.append(item)
+                self._drained.clear()
+                return True
+            self._queue(self.spool.append(self.queue_name, self._encode(item)), item)
         self._has_items.set()
         self._drained.clear()
         if len(self._buffer) >= self.batch_size:
             self._kick.set()
         return True
+
+    def _queue(self, spool_id: int, item: Item) -> None:
+        """A spooled submission joins the window (or stays in the spool only)."""
+        if self._spilled or len(self._buffer) >= self.queue_size or self._closed:
+            self._spilled = True
+        else:
+            self._buffer.append((spool_id, item))
+            self._read_upto = spool_id
+
+    def _spool_group(self) -> None:
+        """Spool this iteration's unacknowledged submissions, in one transaction."""
+        group, self._grouped = self._grouped, []
+        if not group or self.spool is None:
+            return
+        try:
+            ids = self.spool.append_many(self.queue_name, [self._encode(i) for i in group])
+        except Exception as exc:  # a full disk: counted like a full queue
+            self._log.error("%s spool write failed: %r", self.what, exc)
+            self._spooled -= len(group)
+            for item in group:
+                self._refuse("full", item)
+            if not self._spooled:
+                self._drained.set()
+            return
+        for spool_id, item in zip(ids, group, strict=True):
+            self._queue(spool_id, item)
+        self._has_items.set()
+        self._drained.clear()  # the writer may have found the window empty meanwhile
+        if len(self._buffer) >= self.batch_size:
+            self._kick.set()
 
     def _refuse(self, reason: str, item: Item) -> bool:
         self.refused[reason] += 1
@@ -234,6 +274,7 @@ class WriteBehindQueue(Generic[Item]):
 
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until everything submitted so far is committed; TimeoutError otherwise."""
+        self._spool_group()
         if self._buffer and (self._task is None or self._task.done()):
             raise RuntimeError(f"{self.what} writer is not running")
         self._kick.set()
@@ -245,6 +286,7 @@ class WriteBehindQueue(Generic[Item]):
         With a spool, what is left stays on disk for the next start, so the wait is short."""
         if self.spool is not None:
             timeout = min(timeout, SPOOLED_CLOSE_SECONDS)
+        self._spool_group()
         self._closed = True
         self._kick.set()
         self._has_items.set()

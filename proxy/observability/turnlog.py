@@ -146,6 +146,7 @@ class _Record:
 class TurnLogWriter(WriteBehindQueue[_Record]):
     what = "turn log"
     queue_name = "turn_log"
+    acknowledged = False  # nobody waits on it: spooled per loop iteration
 
     def submit(self, log: TurnLog, status: int, total_ms: float) -> bool:
         if log.task_key is None:

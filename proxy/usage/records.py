@@ -65,6 +65,7 @@ class UsageWriter(WriteBehindQueue[_Usage]):
 
     what = "usage"
     queue_name = "usage"
+    acknowledged = False  # nobody waits on it: spooled per loop iteration
 
     def submit(self, row: dict[str, Any]) -> bool:
         return self._put(_Usage(row))

@@ -5,6 +5,7 @@ Against SQLite and PostgreSQL (``migrated_database_url``), with a real spool fil
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +18,12 @@ from proxy.call import CallContext
 from proxy.context.history import StoredMessage
 from proxy.db.erasure import erase_task
 from proxy.db.events import CallbackEventWriter
-from proxy.db.models import CallbackEvent, Task, TranscriptMessage
+from proxy.db.models import CallbackEvent, Task, TranscriptMessage, UsageRecord
 from proxy.db.session import make_engine, make_sessionmaker
 from proxy.db.spool import Spool
 from proxy.db.transcript import TranscriptWriter
+from proxy.upstream.usage import UpstreamUsage
+from proxy.usage.records import UsageOwner, UsageWriter, now, usage_row
 from proxy.voice.callbacks import event_record
 from proxy.voice.events import parse_event
 
@@ -145,3 +148,38 @@ async def test_erasure_discards_rows_accepted_before_it(sessions: Sessions, tmp_
     await writer.close()
     await events.close()
     spool.close()
+
+
+async def test_usage_rows_are_spooled_together_at_the_end_of_the_iteration(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """Nobody is answered on a usage row: the rows of one event-loop iteration share one
+    spool transaction, made when the iteration ends (or at once on flush or close)."""
+    spool = Spool(tmp_path).open()
+    writer = UsageWriter(sessions, spool=spool, flush_seconds=0.01)
+    owner = UsageOwner(route="m", app_id="app", task_id="task-u")
+    usage = UpstreamUsage(prompt_tokens=10, cached_tokens=0, completion_tokens=5)
+    for n in range(25):
+        assert writer.submit(usage_row(owner, f"model-{n}", usage, 0.0, now()))
+    assert (writer.pending, spool.count("usage")) == (25, 0)  # not spooled yet
+    await asyncio.sleep(0)  # the iteration ends
+    assert (writer.pending, spool.count("usage")) == (25, 25)
+    for n in range(25, 30):  # spooled by close, though the iteration has not ended
+        assert writer.submit(usage_row(owner, f"model-{n}", usage, 0.0, now()))
+    await writer.close(timeout=0.1)
+    assert spool.count("usage") == 30
+    spool.close()
+
+    replay = Spool(tmp_path).open()  # the next start writes them all, in order
+    later = UsageWriter(sessions, spool=replay, flush_seconds=0.01)
+    await later.start()
+    await later.flush(timeout=20)
+    async with sessions() as session:
+        models = await session.scalars(
+            select(UsageRecord.model)
+            .where(UsageRecord.task_id == "task-u")
+            .order_by(UsageRecord.id)
+        )
+        assert list(models) == [f"model-{n}" for n in range(30)]
+    await later.close()
+    replay.close()
