@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -108,13 +109,7 @@ class TurnWriter:
     ) -> None:
         spoken: list[dict[str, Any]] = []  # 905s folded into ``messages``
         if self._spoken is not None:  # a 905 may have arrived before its turn
-            folded = await self._guard(
-                self._spoken.before_commit(
-                    turn.task_id, messages, interrupted=answer is None, folded=spoken
-                )
-            )
-            if folded is not FAILED:
-                messages = folded
+            messages, spoken = await self._fold_spoken(turn, messages, answer is None)
         for message in [*(turn.seed or ()), *messages]:
             self._counter.count_message(message)  # cached with the message, counted once
         commit = TurnCommit(
@@ -147,6 +142,33 @@ class TurnWriter:
             )
         if committed is True:
             self._after_commit(turn, messages, answer)
+
+    async def _fold_spoken(
+        self, turn: PendingTurn, messages: list[StoredMessage], interrupted: bool
+    ) -> tuple[list[StoredMessage], list[dict[str, Any]]]:
+        """The turn's messages with the 905s that arrived ahead of it folded in, and
+        those 905s. It works on copies: if it fails or times out half-way (a slow
+        store), the turn is written as it was and every 905 it took waits again."""
+        assert self._spoken is not None
+        folded: list[dict[str, Any]] = []
+        taken: list[dict[str, Any]] = []
+        copies = [dataclasses.replace(message) for message in messages]
+        result = await self._guard(
+            self._spoken.before_commit(
+                turn.task_id, copies, interrupted=interrupted, folded=folded, taken=taken
+            )
+        )
+        if result is not FAILED:
+            return result, folded
+        if taken:
+            requeued = await self._guard(self._spoken.requeue(turn.task_id, taken))
+            if requeued is FAILED:
+                log.error(
+                    "%d waiting 905(s) lost: the store failed while folding them in",
+                    len(taken),
+                    extra=turn.call.log_fields(),
+                )
+        return messages, []
 
     async def _claim_unknown(self, turn: PendingTurn) -> bool:
         """Whether the commit must adopt the request: its claim never gave an answer.

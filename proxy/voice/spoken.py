@@ -171,6 +171,7 @@ class SpokenTextReconciler:
         *,
         interrupted: bool = False,
         folded: list[dict[str, Any]] | None = None,
+        taken: list[dict[str, Any]] | None = None,
     ) -> list[StoredMessage]:
         """A turn is about to be written: fold in any 905 that arrived ahead of it.
 
@@ -178,8 +179,13 @@ class SpokenTextReconciler:
         before this turn started settles the written reply it belongs to, else goes in
         front of it (its place in time); others keep waiting. ``folded`` gets the 905s
         that now live only in ``messages``: if the commit is refused, ``requeue`` them.
+        ``taken`` gets every 905 taken from the queue, as soon as it is taken: if this
+        call fails or times out half-way, ``requeue`` them (the messages it returns are
+        then unknown, and the caller commits its own, unchanged).
         """
         pending = await self._store.take_pending(task_id)
+        if taken is not None:
+            taken.extend(pending)
         if not pending:
             return messages
         groups = reply_groups(messages)
