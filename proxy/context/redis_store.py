@@ -24,12 +24,7 @@ share one cluster slot; verbatim, except that ``%``, ``{`` and ``}`` are escaped
 Every write restarts the TTL of all three keys. Read-modify-writes are Lua scripts,
 so they are atomic across replicas.
 
-Messages are encoded with a fixed key order: ``id`` and ``request_id`` first (the
-scripts match them by plain string prefix, without decoding), ``content``,
-``interrupted``, ``tokens`` and ``heard_at`` last (``update_message`` replaces that
-tail in place, so messages written before ``heard_at`` existed are updated alike).
-Lua never re-encodes a message: its cjson would round floats to 14 digits and turn
-empty lists into objects.
+Messages are encoded by ``redis_codec`` (a fixed key order the scripts rely on).
 """
 
 from __future__ import annotations
@@ -50,7 +45,6 @@ from proxy.context.history import (
     DEFAULT_LEASE_SECONDS,
     ERASURE_TOMBSTONE_SECONDS,
     PROBE_WINDOW,
-    ClaimState,
     LeaseHeld,
     RequestClaim,
     SpokenOutcome,
@@ -59,6 +53,15 @@ from proxy.context.history import (
     TaskErased,
     TaskHistory,
     TurnStart,
+)
+from proxy.context.redis_codec import (
+    MUTABLE_FIELDS,
+    decode_claim,
+    decode_history,
+    encode_message,
+    id_prefix,
+    text,
+    time_ms,
 )
 from proxy.context.redis_lua import (
     ADD_SPOKEN_SCRIPT,
@@ -76,9 +79,6 @@ from proxy.context.redis_lua import (
 from proxy.context.task_lookup import MAX_MATCHES, names_task
 
 RedisClient = redis.Redis | RedisCluster
-
-# update_message rewrites these; they must stay the last keys of an encoded message.
-MUTABLE_FIELDS = ("content", "interrupted", "tokens", "heard_at")
 
 
 # The per-turn reads and queues are scripts too, not MULTI/EXEC pipelines: atomic alike,
@@ -164,7 +164,7 @@ class RedisHistoryStore:
         encoded, summary, total = await self._load(
             keys=[messages_key, meta_key], args=[max(limit, 0)]
         )
-        return _history(encoded, summary, total)
+        return decode_history(encoded, summary, total)
 
     def live_key(self, task_id: str) -> str:
         """The task's in-flight leases: attempt id -> '<expiry ms>|<holder>'."""
@@ -207,7 +207,7 @@ class RedisHistoryStore:
             holder,
         ]
         claimed = await self._claim(keys=self._lease_keys(task_id), args=args)
-        return _claim(attempt_id, claimed)
+        return decode_claim(attempt_id, claimed)
 
     async def begin_turn(
         self,
@@ -232,8 +232,8 @@ class RedisHistoryStore:
         keys = [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
         claimed, encoded, summary, total, meta = await self._begin(keys=keys, args=args)
         return TurnStart(
-            _claim(attempt_id, claimed) if claimed else None,
-            _history(encoded, summary, total),
+            decode_claim(attempt_id, claimed) if claimed else None,
+            decode_history(encoded, summary, total),
             [orjson.loads(item) for item in meta],
         )
 
@@ -264,14 +264,14 @@ class RedisHistoryStore:
     ) -> SpokenOutcome:
         args: list[bytes | str | int] = [
             self.ttl_seconds,
-            _id_prefix(after) if after is not None else b"",
-            _encode(message),
+            id_prefix(after) if after is not None else b"",
+            encode_message(message),
             orjson.dumps(item),
-            _ms(started_at),
+            time_ms(started_at),
             settling or "",
         ]
         outcome = await self._add_spoken(keys=self._writer_keys(task_id), args=args)
-        return SpokenOutcome(_text(outcome))
+        return SpokenOutcome(text(outcome))
 
     async def commit_turn(
         self,
@@ -297,11 +297,11 @@ class RedisHistoryStore:
             orjson.dumps(dataclasses.asdict(answer)) if answer is not None else b"",
             b',"request_id":' + orjson.dumps(request_id) + b",",
             len(seed),
-            _id_prefix(messages[0].id) if probe else b"",
+            id_prefix(messages[0].id) if probe else b"",
             b"1" if adopt and attempt_id else b"",
-            _ms(started_at),
-            *(_encode(message) for message in seed),
-            *(_encode(message) for message in messages),
+            time_ms(started_at),
+            *(encode_message(message) for message in seed),
+            *(encode_message(message) for message in messages),
         ]
         keys = [*self._writer_keys(task_id), self.reset_key(task_id)]
         committed = await self._commit(keys=keys, args=args)
@@ -315,7 +315,7 @@ class RedisHistoryStore:
         keys = self.task_keys(task_id)
         async with self._client.pipeline(transaction=True) as pipe:
             if messages:
-                pipe.rpush(keys[0], *(_encode(message) for message in messages))
+                pipe.rpush(keys[0], *(encode_message(message) for message in messages))
             self._queue_expire(pipe, keys, self.ttl_seconds)
             await pipe.execute()
 
@@ -331,11 +331,11 @@ class RedisHistoryStore:
         replacement = dict.fromkeys(MUTABLE_FIELDS)  # tokens: None, recounted
         replacement.update(content=content, interrupted=interrupted, heard_at=heard_at)
         tail = orjson.dumps(replacement)[1:]  # '"content":...,"heard_at":...}'
-        args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(message_id), tail]
+        args: list[bytes | str | int] = [self.ttl_seconds, id_prefix(message_id), tail]
         return bool(await self._update(keys=self.task_keys(task_id), args=args))
 
     async def set_summary(self, task_id: str, summary: str, upto_message_id: str) -> bool:
-        args: list[bytes | str | int] = [self.ttl_seconds, _id_prefix(upto_message_id), summary]
+        args: list[bytes | str | int] = [self.ttl_seconds, id_prefix(upto_message_id), summary]
         return bool(await self._set_summary(keys=self.task_keys(task_id), args=args))
 
     def pending_key(self, task_id: str) -> str:
@@ -348,7 +348,7 @@ class RedisHistoryStore:
         self, task_id: str, item: dict[str, Any], *, started_at: float | None = None
     ) -> bool:
         keys = [self.pending_key(task_id), self.erased_key(task_id)]
-        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(item), _ms(started_at)]
+        args: list[bytes | str | int] = [self.ttl_seconds, orjson.dumps(item), time_ms(started_at)]
         return bool(await self._push(keys=keys, args=args))
 
     async def take_pending(self, task_id: str) -> list[dict[str, Any]]:
@@ -374,11 +374,11 @@ class RedisHistoryStore:
         )
 
     async def reset(self, task_id: str) -> None:
-        args: list[bytes | str | int] = [_ms(time.time()), self.ttl_seconds]
+        args: list[bytes | str | int] = [time_ms(time.time()), self.ttl_seconds]
         await self._reset(keys=[*self._all_keys(task_id), self.reset_key(task_id)], args=args)
 
     async def erase(self, task_id: str, at: float) -> None:
-        args: list[bytes | str | int] = [_ms(at), ERASURE_TOMBSTONE_SECONDS]
+        args: list[bytes | str | int] = [time_ms(at), ERASURE_TOMBSTONE_SECONDS]
         keys = [*self._all_keys(task_id), self.erased_key(task_id)]
         await self._erase(keys=keys, args=args)
 
@@ -392,7 +392,7 @@ class RedisHistoryStore:
         pattern = f"{_glob(self.prefix)}{{*{_glob(_escape(task_id))}}}:*"
         found: set[str] = set()
         async for raw in self._client.scan_iter(match=pattern, count=1000):
-            key = _text(raw)
+            key = text(raw)
             tag, _, suffix = key[len(self.prefix) + 1 :].rpartition("}:")
             if suffix in ("msgs", "meta", "req") and names_task(_unescape(tag), task_id):
                 found.add(_unescape(tag))
@@ -406,7 +406,7 @@ class RedisHistoryStore:
         token = uuid.uuid4().hex
         key = f"{self.prefix}{{ready}}:probe"
         await self.load_scripts()  # a restarted or promoted node starts without them
-        if _text(await self._probe(keys=[key], args=[token]) or b"") != token:
+        if text(await self._probe(keys=[key], args=[token]) or b"") != token:
             raise ConnectionError("redis did not read back what the readiness probe wrote")
         if not isinstance(self._client, RedisCluster):
             try:
@@ -425,57 +425,6 @@ class RedisHistoryStore:
     def _queue_expire(pipe: Any, keys: list[str], ttl_seconds: int) -> None:
         for key in keys:
             pipe.expire(key, ttl_seconds)
-
-
-def _encode(message: StoredMessage) -> bytes:
-    fields = message.to_dict()
-    head = {"id": fields.pop("id"), "request_id": fields.pop("request_id")}
-    tail = {name: fields.pop(name) for name in MUTABLE_FIELDS}
-    return orjson.dumps({**head, **fields, **tail})
-
-
-def _ms(at: float | None) -> bytes | int:
-    """A wall-clock time for the scripts, in ms ('' when unknown: not checked)."""
-    return b"" if at is None else int(at * 1000)
-
-
-def _id_prefix(message_id: str) -> bytes:
-    """How every encoded message with this id starts (see ``_encode``)."""
-    return b'{"id":' + orjson.dumps(message_id) + b","
-
-
-def _history(encoded: list[bytes], summary: bytes | None, total: int) -> TaskHistory:
-    """A ``TaskHistory`` from what the load and turn-start scripts return."""
-    return TaskHistory(
-        messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
-        summary=_text(summary) if summary is not None else None,
-        total_messages=int(total),
-    )
-
-
-def _claim(attempt_id: str, claimed: list[Any]) -> RequestClaim:
-    """A ``RequestClaim`` from what the claim function of the scripts returns."""
-    state, previous, marker, pending, others = claimed
-    claim_state = ClaimState(_text(state))
-    claim = RequestClaim(
-        claim_state, attempt_id, pending_spoken=int(pending), others_in_flight=int(others)
-    )
-    if claim_state is ClaimState.REPLAY:
-        claim.answer = _decode_answer(orjson.loads(marker).get("answer"))
-    elif claim_state is ClaimState.TAKEOVER:
-        claim.previous_attempt_id = _text(previous)
-    return claim
-
-
-def _decode_answer(data: dict[str, Any] | None) -> StoredAnswer | None:
-    if not data:
-        return None
-    return StoredAnswer(
-        content=data.get("content") or "",
-        model=data.get("model"),
-        finish_reason=data.get("finish_reason"),
-        completion_id=data.get("completion_id"),
-    )
 
 
 _ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D"}
@@ -497,7 +446,3 @@ def _unescape(tag: str) -> str:
 def _glob(value: str) -> str:
     """``value`` matched literally in a SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
