@@ -8,6 +8,7 @@ import time
 import httpx
 
 from proxy.settings import KeySpec
+from tests.faults.helpers import wait_for
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -64,4 +65,5 @@ def test_requests_over_the_concurrency_cap_get_503_at_once(make_proxy, mock):
         thread.join(10)
     assert done == [200, 200]
     assert httpx.post(proxy.base_url + "/chat/completions", json=BODY).status_code == 200
-    assert proxy.state.concurrency.active == 0
+    # The gate is left once the response has ended, a moment after the caller has it.
+    assert wait_for(lambda: proxy.state.concurrency.active == 0)
