@@ -16,7 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from proxy.admin.models import KeyCreate, ProfileCreate, ProfileIn, RouteIn, ToolCreate, ToolIn
+from proxy.admin.models import (
+    KeyCreate,
+    KeyOut,
+    KeyUpdate,
+    ProfileCreate,
+    ProfileIn,
+    RouteIn,
+    ToolCreate,
+    ToolIn,
+)
 from proxy.api import admin_knowledge
 from proxy.api.admin_services import admin_services
 from proxy.console.session import Session
@@ -87,8 +96,14 @@ async def create_key(request: Request, session: SessionDep) -> Response:
 
 @router.post("/keys/{key_id}/{action}")
 async def change_key(key_id: str, action: str, request: Request, session: SessionDep) -> Response:
-    await read_form(request, session)
+    form = await read_form(request, session)
     keys = admin_services(request).keys
+    if action == "edit":
+        _, error = await _attempt(_edit_key(request, key_id, form))
+        if error is not None:
+            listed = await keys.list()
+            return page(request, "keys.html", session, 422, keys=listed, created=None, error=error)
+        return back("/keys", f"key {form.text('name')} saved")
     if action == "revoke":
         work: Awaitable[Any] = keys.revoke(key_id)
     elif action == "delete":
@@ -97,6 +112,18 @@ async def change_key(key_id: str, action: str, request: Request, session: Sessio
         raise NotFound(f"no action {action!r}")
     _, error = await _attempt(work)
     return back("/keys", error or f"key {action}d")
+
+
+async def _edit_key(request: Request, key_id: str, form: Form) -> KeyOut:
+    """Every field is on the form: an empty one clears that limit (or the profile)."""
+    body = KeyUpdate(
+        name=form.text("name"),
+        profile=form.optional("profile"),
+        rate_limit_per_minute=form.number("rate_limit_per_minute"),
+        max_tokens_per_day=form.number("max_tokens_per_day"),
+        max_cost_per_day=form.number("max_cost_per_day", float),
+    )
+    return await admin_services(request).keys.update(key_id, body)
 
 
 # Profiles, routes and tools: a list, and a JSON editor per entry.

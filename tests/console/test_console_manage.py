@@ -1,0 +1,73 @@
+"""Managing keys, knowledge bases, profiles, routes and tools through the console pages
+in a real browser (offline), with each change checked where it takes effect."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.conftest import ADMIN_TOKEN, admin_client
+from tests.console.conftest import log_in, offline_page
+
+pytestmark = pytest.mark.slow
+ENGINE_KEY = "engine-key-for-console-tests-0123"
+
+
+@pytest.fixture
+def proxy(make_proxy):
+    return make_proxy(redis=True, admin_token=ADMIN_TOKEN, api_keys=[ENGINE_KEY])
+
+
+def chat(proxy, key: str, model: str = "m") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
+
+
+def test_a_key_is_edited_and_the_new_limit_applies(proxy, mock, browser):
+    outside: list[str] = []
+    context, page = offline_page(browser, proxy, outside)
+    log_in(page, proxy, ADMIN_TOKEN)
+    page.goto(proxy.url + "/console/keys")
+    page.fill("form.new-key input[name=name]", "studio-engine")
+    page.fill("form.new-key input[name=app_id]", "1400000001")
+    page.click("form.new-key button[type=submit]")
+    key = page.locator("code.secret").inner_text()
+    assert chat(proxy, key).status_code == 200
+    assert chat(proxy, key).status_code == 200
+
+    row = page.locator("tr", has_text="studio-engine")
+    row.locator("details.edit-key summary").click()
+    edit = row.locator("form[action$='/edit']")
+    assert edit.locator("input[name=name]").input_value() == "studio-engine"
+    edit.locator("input[name=name]").fill("studio-engine-2")
+    edit.locator("input[name=rate_limit_per_minute]").fill("1")
+    edit.locator("input[name=max_tokens_per_day]").fill("7000")
+    edit.locator("button[type=submit]").click()
+    page.wait_for_selector("text=key studio-engine-2 saved")
+    row = page.locator("tr", has_text="studio-engine-2")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[3] == "1400000001" and cells[5] == "1" and cells[6] == "7000", cells
+
+    # The same secret: one request more this minute, then the new limit refuses.
+    assert chat(proxy, key).status_code == 200
+    assert chat(proxy, key).status_code == 429
+    with admin_client(proxy) as admin:
+        (stored,) = [k for k in admin.get("/admin/keys").json() if k["name"] == "studio-engine-2"]
+    assert stored["rate_limit_per_minute"] == 1 and stored["max_tokens_per_day"] == 7000
+
+    # A bad value comes back on the page, and changes nothing.
+    row.locator("details.edit-key summary").click()
+    row.locator("form[action$='/edit'] input[name=rate_limit_per_minute]").fill("0")
+    row.locator("form[action$='/edit'] button[type=submit]").click()
+    assert "rate_limit_per_minute" in page.locator("p.error").inner_text()
+    with admin_client(proxy) as admin:
+        assert admin.get(f"/admin/keys/{stored['id']}").json()["rate_limit_per_minute"] == 1
+    # Without the page's CSRF token the edit is refused, even with the session cookie.
+    cookies = {c["name"]: c["value"] for c in context.cookies()}
+    forged = httpx.post(
+        proxy.url + f"/console/keys/{stored['id']}/edit", data={"name": "x"}, cookies=cookies
+    )
+    assert forged.status_code == 403
+    assert outside == []
+    context.close()
