@@ -31,11 +31,18 @@ from proxy.api.admin_services import admin_services
 from proxy.console.session import Session
 from proxy.console.web import PREFIX, Form, back, current_session, page, read_form
 from proxy.errors import InvalidRequest, NotFound, ProxyError
-from proxy.knowledge.schemas import DocumentIn, KnowledgeBaseCreate
+from proxy.knowledge.schemas import (
+    DocumentIn,
+    DocumentPage,
+    KnowledgeBaseCreate,
+    KnowledgeBaseOut,
+    KnowledgeBaseUpdate,
+)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 SessionDep = Annotated[Session, Depends(current_session)]
 T = TypeVar("T")
+DOCUMENTS_SHOWN = 100  # per knowledge base; the admin API pages through the rest
 
 
 def _problem(exc: Exception) -> str:
@@ -260,9 +267,46 @@ async def _knowledge_page(
     request: Request, session: Session, error: str | None = None, status: int = 200
 ) -> Response:
     bases, problem = await _attempt(admin_knowledge.list_bases(request))
+    documents: dict[str, DocumentPage] = {}
+    for base in bases or []:
+        listed, trouble = await _attempt(
+            admin_knowledge.list_documents(base.name, request, limit=DOCUMENTS_SHOWN)
+        )
+        if listed is not None:
+            documents[base.name] = listed
+        problem = problem or trouble
     return page(
-        request, "knowledge.html", session, status, bases=bases or [], error=error or problem
+        request,
+        "knowledge.html",
+        session,
+        status,
+        bases=bases or [],
+        documents=documents,
+        error=error or problem,
     )
+
+
+@router.post("/knowledge/{name}/describe")
+async def describe_base(name: str, request: Request, session: SessionDep) -> Response:
+    form = await read_form(request, session)
+
+    async def describe() -> KnowledgeBaseOut:
+        body = KnowledgeBaseUpdate(description=form.optional("description"))
+        return await admin_knowledge.update_base(name, body, request)
+
+    _, error = await _attempt(describe())
+    if error is not None:
+        return await _knowledge_page(request, session, error, 422)
+    return back("/knowledge", f"{name} saved")
+
+
+@router.post("/knowledge/{name}/documents/{document_id}/delete")
+async def delete_document(
+    name: str, document_id: str, request: Request, session: SessionDep
+) -> Response:
+    await read_form(request, session)
+    _, error = await _attempt(admin_knowledge.delete_document(name, document_id, request))
+    return back("/knowledge", error or "document deleted")
 
 
 @router.post("/knowledge")

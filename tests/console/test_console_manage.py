@@ -71,3 +71,53 @@ def test_a_key_is_edited_and_the_new_limit_applies(proxy, mock, browser):
     assert forged.status_code == 403
     assert outside == []
     context.close()
+
+
+def test_a_knowledge_base_is_described_and_its_documents_listed_and_deleted(proxy, browser):
+    outside: list[str] = []
+    context, page = offline_page(browser, proxy, outside)
+    log_in(page, proxy, ADMIN_TOKEN)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(proxy.url + "/console/knowledge")
+    page.fill("form.new-base input[name=name]", "store")
+    page.fill("form.new-base input[name=description]", "FAQ")
+    page.click("form.new-base button[type=submit]")
+    page.wait_for_selector("text=store created")
+    base = page.locator("tr.base[data-base=store]")
+    for title, text in [("Hours", "We open at nine."), ("Returns", "Returns take a week.")]:
+        base.locator("form[action$='/documents'] input[name=title]").fill(title)
+        base.locator("form[action$='/documents'] textarea[name=content]").fill(text)
+        base.locator("form[action$='/documents'] button").click()
+        page.wait_for_selector(f"tr.document >> text={title}")
+    documents = page.locator("tr.documents[data-base=store] tr.document")
+    assert documents.count() == 2
+    assert "Hours" in documents.nth(0).inner_text() + documents.nth(1).inner_text()
+
+    base.locator("details.edit-base summary").click()
+    base.locator("form[action$='/describe'] textarea").fill("Shop questions and answers")
+    base.locator("form[action$='/describe'] button").click()
+    page.wait_for_selector("text=store saved")
+    assert base.locator(".description").inner_text() == "Shop questions and answers"
+
+    page.locator("tr.document", has_text="Hours").locator("form button").click()
+    page.wait_for_selector("text=document deleted")
+    assert page.locator("tr.document").count() == 1
+    with admin_client(proxy) as admin:
+        stored = admin.get("/admin/knowledge-bases/store").json()
+        listed = admin.get("/admin/knowledge-bases/store/documents").json()["items"]
+    assert stored["description"] == "Shop questions and answers" and stored["documents"] == 1
+    assert [d["title"] for d in listed] == ["Returns"]
+
+    # A description over the limit comes back on the page and changes nothing.
+    base.locator("details.edit-base summary").click()
+    base.locator("form[action$='/describe'] textarea").evaluate(
+        "t => t.removeAttribute('maxlength')"
+    )
+    base.locator("form[action$='/describe'] textarea").fill("x" * 4001)
+    base.locator("form[action$='/describe'] button").click()
+    assert "description" in page.locator("p.error").inner_text()
+    with admin_client(proxy) as admin:
+        stored = admin.get("/admin/knowledge-bases/store").json()
+    assert stored["description"] == "Shop questions and answers"
+    assert outside == []
+    context.close()
