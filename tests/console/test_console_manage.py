@@ -3,6 +3,8 @@ in a real browser (offline), with each change checked where it takes effect."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -119,5 +121,86 @@ def test_a_knowledge_base_is_described_and_its_documents_listed_and_deleted(prox
     with admin_client(proxy) as admin:
         stored = admin.get("/admin/knowledge-bases/store").json()
     assert stored["description"] == "Shop questions and answers"
+    assert outside == []
+    context.close()
+
+
+def save_entry(page, kind: str, name: str, spec: dict) -> None:
+    page.fill("#edit-name", name)
+    page.fill("#edit-spec", json.dumps(spec))
+    page.click("form.editor button[type=submit]")
+    page.wait_for_url(f"**/console/{kind}?flash=*")
+    assert page.locator("p.flash").inner_text() == f"{name} saved"
+
+
+def edit_entry(page, kind: str, name: str, change: dict) -> dict:
+    """The row's Edit button loads its settings into the editor; change some, save."""
+    page.locator("tr", has_text=name).locator("button.edit").click()
+    assert page.input_value("#edit-name") == name
+    spec = json.loads(page.input_value("#edit-spec"))
+    save_entry(page, kind, name, {**spec, **change})
+    return spec
+
+
+def delete_entry(page, kind: str, name: str) -> None:
+    page.locator("tr", has_text=name).locator("form[action$='/delete'] button").click()
+    page.wait_for_selector(f"text={name} deleted")
+    assert page.locator("tbody tr", has_text=name).count() == 0
+
+
+def test_profiles_routes_and_tools_are_created_edited_and_deleted(
+    proxy, mock, browser, monkeypatch
+):
+    monkeypatch.setenv("TEST_ROUTE_KEY", "route-key-0123456789")
+    outside: list[str] = []
+    context, page = offline_page(browser, proxy, outside)
+    log_in(page, proxy, ADMIN_TOKEN)
+    page.on("dialog", lambda dialog: dialog.accept())
+    admin = admin_client(proxy)
+
+    # A profile: its system prompt reaches the upstream for a key bound to it.
+    page.goto(proxy.url + "/console/profiles")
+    save_entry(page, "profiles", "concierge", {"system_prompt": "You are the concierge."})
+    key = admin.post("/admin/keys", json={"name": "hotel", "profile": "concierge"}).json()["key"]
+    assert chat(proxy, key).status_code == 200
+    assert mock.requests[-1].body["messages"][0]["content"] == "You are the concierge."
+    before = edit_entry(page, "profiles", "concierge", {"system_prompt": "You are the bellboy."})
+    assert before["system_prompt"] == "You are the concierge."
+    assert chat(proxy, key).status_code == 200
+    assert mock.requests[-1].body["messages"][0]["content"] == "You are the bellboy."
+    # Bad JSON or a bad setting comes back with the draft kept, and changes nothing.
+    page.fill("#edit-name", "concierge")
+    page.fill("#edit-spec", '{"system_prompt": ')
+    page.click("form.editor button[type=submit]")
+    assert "not valid JSON" in page.locator("p.error").inner_text()
+    assert page.input_value("#edit-spec") == '{"system_prompt":'  # trimmed, kept
+    delete_entry(page, "profiles", "concierge")
+    assert admin.get("/admin/profiles/concierge").status_code == 404
+
+    # A route: the alias goes to the route's target model, then to the edited one.
+    page.goto(proxy.url + "/console/routes")
+    target = {"base_url": mock.base_url, "api_key_env": "TEST_ROUTE_KEY", "model": "first"}
+    save_entry(page, "routes", "voice", {"targets": [target]})
+    assert chat(proxy, ENGINE_KEY, model="voice").status_code == 200
+    assert mock.requests[-1].body["model"] == "first"
+    edit_entry(page, "routes", "voice", {"targets": [{**target, "model": "second"}]})
+    assert chat(proxy, ENGINE_KEY, model="voice").status_code == 200
+    assert mock.requests[-1].body["model"] == "second"
+    delete_entry(page, "routes", "voice")
+    assert chat(proxy, ENGINE_KEY, model="voice").status_code == 200
+    assert mock.requests[-1].body["model"] == "voice"  # back to the default upstream
+
+    # A tool.
+    page.goto(proxy.url + "/console/tools")
+    tool = {"description": "Look up the weather", "url": "https://example.com/weather"}
+    save_entry(page, "tools", "get_weather", tool)
+    assert admin.get("/admin/tools/get_weather").json()["timeout_seconds"] == 5.0
+    edit_entry(page, "tools", "get_weather", {"timeout_seconds": 2.5, "filler": "Let me see."})
+    stored = admin.get("/admin/tools/get_weather").json()
+    assert stored["timeout_seconds"] == 2.5 and stored["filler"] == "Let me see."
+    assert stored["url"] == "https://example.com/weather"
+    delete_entry(page, "tools", "get_weather")
+    assert admin.get("/admin/tools/get_weather").status_code == 404
+    admin.close()
     assert outside == []
     context.close()
