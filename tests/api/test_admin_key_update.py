@@ -56,8 +56,9 @@ def test_a_key_is_edited_and_the_change_takes_effect_at_once(proxy, admin, mock)
     # The same secret still works, with the new profile and the new rate limit.
     assert chat(proxy, created["key"]).status_code == 200
     assert mock.requests[-1].body["model"] == "sales-model"
-    limited = chat(proxy, created["key"])
-    assert limited.status_code == 429, limited.text
+    # Fixed one-minute windows: of two more requests at least one shares a window with
+    # an earlier one, even across a minute boundary.
+    assert 429 in [chat(proxy, created["key"]).status_code for _ in range(2)]
 
     # Only the fields sent change; null clears a limit or the profile.
     cleared = admin.patch(

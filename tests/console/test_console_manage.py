@@ -51,9 +51,10 @@ def test_a_key_is_edited_and_the_new_limit_applies(proxy, mock, browser):
     cells = row.locator("td").all_inner_texts()
     assert cells[3] == "1400000001" and cells[5] == "1" and cells[6] == "7000", cells
 
-    # The same secret: one request more this minute, then the new limit refuses.
+    # The same secret: one request more this minute, then the new limit refuses (fixed
+    # one-minute windows: of two more requests one shares a window with an earlier one).
     assert chat(proxy, key).status_code == 200
-    assert chat(proxy, key).status_code == 429
+    assert 429 in [chat(proxy, key).status_code for _ in range(2)]
     with admin_client(proxy) as admin:
         (stored,) = [k for k in admin.get("/admin/keys").json() if k["name"] == "studio-engine-2"]
     assert stored["rate_limit_per_minute"] == 1 and stored["max_tokens_per_day"] == 7000
