@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.admin import Admin, AdminStore
-from proxy.admin.models import KeyCreate, KeyOut, ProfileCreate
+from proxy.admin.models import KeyCreate, KeyOut, KeyUpdate, ProfileCreate
 from proxy.api.admin_task_ids import AmbiguousTask, choose, is_task_key, recorded_task_keys
 from proxy.api.schemas import TaskOut, TranscriptMessageOut
 from proxy.call import task_key
@@ -156,8 +156,21 @@ async def _keys_revoke(settings: Settings, sessions: Sessions, args: argparse.Na
     print(f"key {key.id} ({key.name}) {'was already' if revoked.already else 'is now'} revoked")
 
 
+async def _keys_update(settings: Settings, sessions: Sessions, args: argparse.Namespace) -> None:
+    sent = {
+        "name": args.name,
+        "profile": args.profile,
+        "rate_limit_per_minute": args.rate_limit,
+        "max_tokens_per_day": args.max_tokens_per_day,
+        "max_cost_per_day": args.max_cost_per_day,
+    }
+    body = _validated(KeyUpdate, {k: v for k, v in sent.items() if v is not None})
+    key = await _admin(settings, sessions).keys.update(args.id, body)
+    _print_json(key.model_dump(mode="json"))
+
+
 def keys_main(argv: list[str] | None = None) -> int:
-    parser, actions = _parser("proxy keys", "Create, list and revoke caller keys.")
+    parser, actions = _parser("proxy keys", "Create, list, update and revoke caller keys.")
     create = actions.add_parser("create", help="create a key (printed once)")
     create.add_argument("name")
     create.add_argument("--profile", help="profile the key's calls use")
@@ -172,8 +185,20 @@ def keys_main(argv: list[str] | None = None) -> int:
     listing.add_argument("--json", action="store_true")
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
+    update = actions.add_parser("update", help="change a key's name, profile, limits (by id)")
+    update.add_argument("id")
+    update.add_argument("--name")
+    update.add_argument("--profile")
+    update.add_argument("--rate-limit", type=int, help="requests per minute")
+    update.add_argument("--max-tokens-per-day", type=int)
+    update.add_argument("--max-cost-per-day", type=float)
     args = parser.parse_args(argv)
-    commands = {"create": _keys_create, "list": _keys_list, "revoke": _keys_revoke}
+    commands = {
+        "create": _keys_create,
+        "list": _keys_list,
+        "revoke": _keys_revoke,
+        "update": _keys_update,
+    }
     return _run("proxy keys", commands[args.action], args)
 
 

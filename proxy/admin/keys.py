@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.admin.models import CONFIG_KEY_PREFIX, KeyCreate, KeyCreated, KeyOut
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from proxy.admin.models import CONFIG_KEY_PREFIX, KeyCreate, KeyCreated, KeyOut, KeyUpdate
 from proxy.admin.store import AdminStore, read_only
 from proxy.db.repositories import KeyRepository, ProfileRepository
 from proxy.errors import Conflict, InvalidRequest, NotFound
@@ -32,11 +34,7 @@ class KeyAdmin:
         if store.declared_in_config("key", body.name):
             raise Conflict(f"a config-declared key is named {body.name!r}: choose another name")
         async with store.transaction() as session:
-            if body.profile is not None and not (
-                store.declared_in_config("profile", body.profile)
-                or await ProfileRepository(session).get(body.profile) is not None
-            ):
-                raise InvalidRequest(f"no profile {body.profile!r}", param="profile", status=422)
+            await self._check_profile(session, body.profile)
             key, plain = await KeyRepository(session).create(
                 body.name,
                 profile_name=body.profile,
@@ -51,6 +49,33 @@ class KeyAdmin:
             created = KeyCreated(**KeyOut.from_row(key).model_dump(), key=plain)
         await store.refresh_catalog()
         return created
+
+    async def _check_profile(self, session: AsyncSession, profile: str | None) -> None:
+        if profile is not None and not (
+            self._store.declared_in_config("profile", profile)
+            or await ProfileRepository(session).get(profile) is not None
+        ):
+            raise InvalidRequest(f"no profile {profile!r}", param="profile", status=422)
+
+    async def update(self, key_id: str, body: KeyUpdate) -> KeyOut:
+        """Change a database key's name, profile, rate limit or budgets (only those sent)."""
+        self._refuse_config_key(key_id)
+        store = self._store
+        if body.name and store.declared_in_config("key", body.name):
+            raise Conflict(f"a config-declared key is named {body.name!r}: choose another name")
+        async with store.transaction() as session:
+            key = await KeyRepository(session).get(key_id)
+            if key is None:
+                raise NotFound(f"no key {key_id!r}")
+            changes = body.changes()
+            if "profile_name" in changes:
+                await self._check_profile(session, body.profile)
+            for column, value in changes.items():
+                setattr(key, column, value)
+            await session.flush()
+            updated = KeyOut.from_row(key)
+        await store.refresh_catalog()
+        return updated
 
     async def list(self) -> list[KeyOut]:
         """Config-declared keys first, then the database's (oldest first)."""

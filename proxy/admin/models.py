@@ -118,6 +118,33 @@ class KeyCreate(StoredIn):
         return value
 
 
+class KeyUpdate(StoredIn):
+    """A partial change to a database key: only the fields sent change; ``null`` clears a
+    limit or the profile. The app binding, the secret and the expiry are not editable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", min_length=1, max_length=128)
+    profile: str | None = Field(default=None, max_length=64)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    max_cost_per_day: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("name cannot be cleared")
+        return value
+
+    def changes(self) -> dict[str, str | int | float | None]:
+        """The sent fields, by database column."""
+        sent = self.model_dump(include=self.model_fields_set)
+        if "profile" in sent:
+            sent["profile_name"] = sent.pop("profile")
+        return sent
+
+
 class KeyOut(RowOut):
     """A caller key. The key itself is never shown again after creation."""
 

@@ -16,6 +16,7 @@ from proxy.admin.models import (
     KeyCreate,
     KeyCreated,
     KeyOut,
+    KeyUpdate,
     ProfileCreate,
     ProfileIn,
     ProfileOut,
@@ -51,6 +52,15 @@ async def list_keys(admin: AdminServices) -> list[KeyOut]:
 @router.get("/keys/{key_id}", summary="One caller key", response_model=KeyOut)
 async def get_key(key_id: str, admin: AdminServices) -> KeyOut:
     return await admin.keys.get(key_id)
+
+
+@router.patch(
+    "/keys/{key_id}",
+    summary="Change a caller key's name, profile, rate limit or budgets (only the fields sent)",
+    response_model=KeyOut,
+)
+async def update_key(key_id: str, body: KeyUpdate, admin: AdminServices) -> KeyOut:
+    return await admin.keys.update(key_id, body)
 
 
 @router.post(

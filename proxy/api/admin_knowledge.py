@@ -27,6 +27,7 @@ from proxy.knowledge.schemas import (
     DocumentPage,
     KnowledgeBaseCreate,
     KnowledgeBaseOut,
+    KnowledgeBaseUpdate,
     SearchHit,
     SearchIn,
     SearchOut,
@@ -93,6 +94,18 @@ async def list_bases(request: Request) -> list[KnowledgeBaseOut]:
 )
 async def get_base(name: BaseName, request: Request) -> KnowledgeBaseOut:
     return KnowledgeBaseOut.from_summary(await _stored(_knowledge(request).get_base(name)))
+
+
+@router.patch(
+    "/knowledge-bases/{name}",
+    summary="Change a knowledge base's description",
+    response_model=KnowledgeBaseOut,
+)
+async def update_base(
+    name: BaseName, body: KnowledgeBaseUpdate, request: Request
+) -> KnowledgeBaseOut:
+    summary = await _stored(_knowledge(request).describe_base(name, body.description))
+    return KnowledgeBaseOut.from_summary(summary)
 
 
 @router.delete(

@@ -16,17 +16,33 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from proxy.admin.models import KeyCreate, ProfileCreate, ProfileIn, RouteIn, ToolCreate, ToolIn
+from proxy.admin.models import (
+    KeyCreate,
+    KeyOut,
+    KeyUpdate,
+    ProfileCreate,
+    ProfileIn,
+    RouteIn,
+    ToolCreate,
+    ToolIn,
+)
 from proxy.api import admin_knowledge
 from proxy.api.admin_services import admin_services
 from proxy.console.session import Session
 from proxy.console.web import PREFIX, Form, back, current_session, page, read_form
 from proxy.errors import InvalidRequest, NotFound, ProxyError
-from proxy.knowledge.schemas import DocumentIn, KnowledgeBaseCreate
+from proxy.knowledge.schemas import (
+    DocumentIn,
+    DocumentPage,
+    KnowledgeBaseCreate,
+    KnowledgeBaseOut,
+    KnowledgeBaseUpdate,
+)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 SessionDep = Annotated[Session, Depends(current_session)]
 T = TypeVar("T")
+DOCUMENTS_SHOWN = 100  # per knowledge base; the admin API pages through the rest
 
 
 def _problem(exc: Exception) -> str:
@@ -87,8 +103,14 @@ async def create_key(request: Request, session: SessionDep) -> Response:
 
 @router.post("/keys/{key_id}/{action}")
 async def change_key(key_id: str, action: str, request: Request, session: SessionDep) -> Response:
-    await read_form(request, session)
+    form = await read_form(request, session)
     keys = admin_services(request).keys
+    if action == "edit":
+        _, error = await _attempt(_edit_key(request, key_id, form))
+        if error is not None:
+            listed = await keys.list()
+            return page(request, "keys.html", session, 422, keys=listed, created=None, error=error)
+        return back("/keys", f"key {form.text('name')} saved")
     if action == "revoke":
         work: Awaitable[Any] = keys.revoke(key_id)
     elif action == "delete":
@@ -97,6 +119,18 @@ async def change_key(key_id: str, action: str, request: Request, session: Sessio
         raise NotFound(f"no action {action!r}")
     _, error = await _attempt(work)
     return back("/keys", error or f"key {action}d")
+
+
+async def _edit_key(request: Request, key_id: str, form: Form) -> KeyOut:
+    """Every field is on the form: an empty one clears that limit (or the profile)."""
+    body = KeyUpdate(
+        name=form.text("name"),
+        profile=form.optional("profile"),
+        rate_limit_per_minute=form.number("rate_limit_per_minute"),
+        max_tokens_per_day=form.number("max_tokens_per_day"),
+        max_cost_per_day=form.number("max_cost_per_day", float),
+    )
+    return await admin_services(request).keys.update(key_id, body)
 
 
 # Profiles, routes and tools: a list, and a JSON editor per entry.
@@ -233,9 +267,46 @@ async def _knowledge_page(
     request: Request, session: Session, error: str | None = None, status: int = 200
 ) -> Response:
     bases, problem = await _attempt(admin_knowledge.list_bases(request))
+    documents: dict[str, DocumentPage] = {}
+    for base in bases or []:
+        listed, trouble = await _attempt(
+            admin_knowledge.list_documents(base.name, request, limit=DOCUMENTS_SHOWN)
+        )
+        if listed is not None:
+            documents[base.name] = listed
+        problem = problem or trouble
     return page(
-        request, "knowledge.html", session, status, bases=bases or [], error=error or problem
+        request,
+        "knowledge.html",
+        session,
+        status,
+        bases=bases or [],
+        documents=documents,
+        error=error or problem,
     )
+
+
+@router.post("/knowledge/{name}/describe")
+async def describe_base(name: str, request: Request, session: SessionDep) -> Response:
+    form = await read_form(request, session)
+
+    async def describe() -> KnowledgeBaseOut:
+        body = KnowledgeBaseUpdate(description=form.optional("description"))
+        return await admin_knowledge.update_base(name, body, request)
+
+    _, error = await _attempt(describe())
+    if error is not None:
+        return await _knowledge_page(request, session, error, 422)
+    return back("/knowledge", f"{name} saved")
+
+
+@router.post("/knowledge/{name}/documents/{document_id}/delete")
+async def delete_document(
+    name: str, document_id: str, request: Request, session: SessionDep
+) -> Response:
+    await read_form(request, session)
+    _, error = await _attempt(admin_knowledge.delete_document(name, document_id, request))
+    return back("/knowledge", error or "document deleted")
 
 
 @router.post("/knowledge")

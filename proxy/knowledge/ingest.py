@@ -98,6 +98,15 @@ class IngestService:
         async with self.sessions() as session:
             return await KnowledgeRepository(session).summaries()
 
+    async def describe_base(self, name: str, description: str | None) -> BaseSummary:
+        """Only the description changes: the index and its version are untouched."""
+        async with self.sessions() as session, session.begin():
+            base = await KnowledgeRepository(session).get_base(name)
+            if base is None:
+                raise KnowledgeBaseNotFound(f"no knowledge base {name!r}")
+            base.description = description
+        return await self.get_base(name)
+
     async def delete_base(self, name: str) -> bool:
         async with self.retriever.lock(name):
             async with self.sessions() as session, session.begin():

@@ -35,6 +35,22 @@ class KnowledgeBaseCreate(BaseModel):
         return self
 
 
+class KnowledgeBaseUpdate(BaseModel):
+    """What may change on a knowledge base: its description (``null`` clears it). The
+    chunking stays as created: changing it would mean re-chunking every document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(max_length=4000)
+
+    @field_validator("description")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+        return value
+
+
 class KnowledgeBaseOut(BaseModel):
     name: str
     description: str | None = None

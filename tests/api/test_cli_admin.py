@@ -92,6 +92,17 @@ def test_keys_revoke(database, capsys):
     assert run(keys_main, ["revoke", key_id], capsys)[0] == 0  # again: says so, still fine
 
 
+def test_keys_update(database, capsys):
+    key_id = json.loads(run(keys_main, ["create", "temp", "--json"], capsys)[1])["id"]
+    argv = ["update", key_id, "--name", "renamed", "--rate-limit", "5"]
+    code, out, _ = run(keys_main, [*argv, "--max-cost-per-day", "1.5"], capsys)
+    key = json.loads(out)
+    assert code == 0 and key["name"] == "renamed" and key["rate_limit_per_minute"] == 5
+    assert key["max_cost_per_day"] == 1.5
+    assert run(keys_main, ["update", key_id, "--rate-limit", "0"], capsys)[0] == 1
+    assert run(keys_main, ["update", "nope", "--name", "x"], capsys)[0] == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -8,7 +8,6 @@ Screenshots go to ``test-artifacts/console/``.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -18,10 +17,10 @@ import pytest
 
 from proxy.dev.voice.engine import EngineConfig, SessionResult, run_session
 from tests.api.conftest import ADMIN_TOKEN
+from tests.console.conftest import CHROMIUM, offline_page
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CALLBACK_KEY = "consoleCallbackKey1"
 ENGINE_KEY = "engine-key-for-console-tests-0123"
@@ -63,29 +62,6 @@ def proxy(make_proxy):
         callback_sign_key=CALLBACK_KEY,
         api_keys=[ENGINE_KEY],  # callers need a key: a revoked one stops working
     )
-
-
-@pytest.fixture
-def browser():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
-
-
-def offline_page(browser, proxy, outside: list[str]):
-    """A page that can reach the proxy and nothing else (as on an offline network)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-
-    def route(route):
-        if route.request.url.startswith(proxy.url):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", route)
-    return context, context.new_page()
 
 
 def test_the_timeline_shows_what_was_said_heard_and_cut(proxy, mock, browser):
@@ -182,7 +158,7 @@ def test_keys_are_created_once_shown_and_revoked(proxy, browser):
     page.goto(proxy.url + "/console/keys")
     page.fill("input[name=name]", "studio-engine")
     page.fill("input[name=max_tokens_per_day]", "50000")
-    page.click("form.grid button[type=submit]")
+    page.click("form.new-key button[type=submit]")
     key = page.locator("code.secret").inner_text()
     assert key.startswith("vp-")
     chat = httpx.post(

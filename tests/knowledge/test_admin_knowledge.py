@@ -69,6 +69,20 @@ def test_knowledge_bases_are_created_listed_shown_and_deleted(admin):
     error(admin.get(f"{BASES}/store"), 404)
 
 
+def test_a_knowledge_base_description_is_changed_and_cleared(admin):
+    assert admin.post(BASES, json={"name": "store", "description": "FAQ"}).status_code == 201
+    assert add(admin, "a", "Opening hours are nine to five.").status_code == 201
+    changed = admin.patch(f"{BASES}/store", json={"description": "Shop FAQ"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["description"] == "Shop FAQ" and changed.json()["documents"] == 1
+    assert admin.get(f"{BASES}/store").json()["description"] == "Shop FAQ"
+    assert admin.patch(f"{BASES}/store", json={"description": None}).json()["description"] is None
+    error(admin.patch(f"{BASES}/nope", json={"description": "x"}), 404)
+    error(admin.patch(f"{BASES}/store", json={"description": "x" * 4001}), 422)
+    error(admin.patch(f"{BASES}/store", json={"description": "a\u0000b"}), 422)
+    error(admin.patch(f"{BASES}/store", json={"chunk_tokens": 100}), 422)
+
+
 def test_documents_are_added_replaced_listed_and_deleted(admin):
     admin.post(BASES, json={"name": "store"})
     added = add(
