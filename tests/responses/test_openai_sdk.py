@@ -322,3 +322,62 @@ def test_the_sdk_retries_a_stalled_turn_and_the_user_turn_is_stored_once(make_pr
         {"role": "assistant", "content": "Your name is Ann."},
         {"role": "user", "content": "Bye."},
     ]
+
+
+def test_a_queued_meta_info_waits_for_a_chat_reply(make_proxy, mock):
+    """meta.info has no place in the Responses protocol: a Responses turn neither sends
+    the operator's queued meta.info nor takes it from the queue (even with
+    PROXY_META_INFO_EVENTS=always and the engine's headers); the task's next chat reply
+    delivers it, once. The upstream's own meta.info in the Responses turn is dropped."""
+    proxy = make_proxy(redis=True, admin_token=ADMIN, meta_info_events="always")
+    mock.script(
+        [
+            {"reply": "Hi, Ann.", "chunks": 2, "meta_info": {"source": "upstream"}},
+            {"reply": "Welcome back."},
+        ]
+    )
+    queued = httpx.post(
+        f"{proxy.url}/admin/tasks/room-7/metainfo",
+        params={"app_id": "app-1"},  # before the task's first turn: named with its app
+        json={"metainfo": {"card": "vip"}},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert queued.status_code == 202, queued.text
+    headers = {"X-Task-Id": "room-7", "X-Sdk-App-Id": "app-1"}
+    client = openai.OpenAI(
+        base_url=proxy.base_url, api_key="unused", max_retries=0, default_headers=headers
+    )
+    events = list(client.responses.create(model="gpt-test", input="Hello.", stream=True))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert all(type(e).__name__.startswith("Response") for e in events)  # typed by the SDK
+    assert events[-1].response.output_text == "Hi, Ann."
+    assert parse_response_id(events[-1].response.id).task_key == "app-1:room-7"
+
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "Again."}], stream=True
+        )
+    )
+    metas = [(c.model_extra or {}).get("metainfo") for c in chunks if not c.choices]
+    assert metas == [{"card": "vip"}]  # the operator's, once; the upstream's went nowhere
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Welcome back."
+    )
+    assert task_history(proxy, "app-1:room-7") == [
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi, Ann."},
+        {"role": "user", "content": "Again."},
+        {"role": "assistant", "content": "Welcome back."},
+    ]
+    assert len(mock.requests) == 2
