@@ -94,6 +94,9 @@ class CallContext:
     # engine adapter recognised in the body (proxy.engines); None for any other client.
     engine: str | None = None
     meta_info_events: str | None = None  # the caller key's override of PROXY_META_INFO_EVENTS
+    # False where the caller's protocol has no place for meta.info (the Responses API):
+    # the turn takes none from the task's queue (it waits for the next chat reply).
+    meta_info_capable: bool = True
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> CallContext:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -43,7 +44,8 @@ async def create_response(request: Request) -> Response:
     service: ChatService = state.chat
     streaming = False
     try:
-        headers = CallContext.from_headers(request.headers)
+        # meta.info has no place in this protocol: a queued one waits for a chat reply.
+        headers = replace(CallContext.from_headers(request.headers), meta_info_capable=False)
         raw = load_body(await read_body(request, state.settings.max_body_bytes))
         store_wait = state.settings.redis_timeout_ms / 1000
         await resolve_references(raw, caller, state.history, store_wait)

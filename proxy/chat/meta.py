@@ -14,7 +14,8 @@ override it): ``engine`` = calls identified as the TRTC engine (``X-Sdk-App-Id``
 upstream follows the same rule.
 
 Operators queue values for a task through the admin API; they go out with the
-task's next reply. The queue lives in the history store under its own key.
+task's next reply that can carry them (a Responses API reply cannot: they stay
+queued). The queue lives in the history store under its own key.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MARKER = b'"meta.info"'  # a cheap test before decoding an upstream event
 def wants_meta_info(default_mode: str, call: CallContext, profile_mode: str | None) -> bool:
     """Whether this call gets meta.info events (the profile's setting wins, then the key's)."""
     mode = profile_mode or call.meta_info_events or default_mode
-    if mode == "never" or call.task_id is None:
+    if mode == "never" or call.task_id is None or not call.meta_info_capable:
         return False
     return mode == "always" or call.engine == "trtc"
 

@@ -11,7 +11,11 @@ or a new conversation.
   without a task is stateless, as the caller asked.
 
 The turn is the request id (``X-Request-Id``, or a new one): a retry that carries the
-same id is replayed by the pipeline, and gets the same response id.
+same id is replayed by the pipeline, and gets the same response id. A retry without it
+(the openai SDK's own, after a timeout) resends the same input with the same
+``previous_response_id``, after the timed-out attempt stored its user turn with no reply:
+it may continue that response still, and the pipeline answers it as the same turn
+(``proxy.chat.retried_turn``), its user turn stored once.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, replace
+from typing import Any
 
 from proxy.access.catalog import Caller
 from proxy.call import CallContext
-from proxy.context.history import HistoryStore
+from proxy.chat.retried_turn import retried_turn
+from proxy.context.assembly import split_request
+from proxy.context.history import HistoryStore, StoredMessage
 from proxy.errors import InvalidRequest
 from proxy.responses.ids import ResponseRef, new_request_id, new_task_id
 from proxy.responses.request import ResponsesRequest
@@ -59,7 +66,8 @@ async def resolve_turn(
                 param="previous_response_id",
                 code="previous_response_task_mismatch",
             )
-        await _check_latest(ref, request_id, history, store_timeout)
+        new_turn = split_request(request.chat_body["messages"]).new_turn
+        await _check_latest(ref, request_id, new_turn, history, store_timeout)
         call = replace(call, task_id=ref.task_key)
     elif call.task_id is None and request.store:
         call = replace(headers, task_id=new_task_id(), request_id=request_id).for_tenant(
@@ -71,7 +79,11 @@ async def resolve_turn(
 
 
 async def _check_latest(
-    ref: ResponseRef, request_id: str, history: HistoryStore, wait_s: float
+    ref: ResponseRef,
+    request_id: str,
+    new_turn: list[dict[str, Any]],
+    history: HistoryStore,
+    wait_s: float,
 ) -> None:
     try:
         async with asyncio.timeout(wait_s):
@@ -79,9 +91,12 @@ async def _check_latest(
     except Exception as exc:  # the pipeline answers statelessly; it logs the outage
         log.warning("could not check previous_response_id: %r", exc)
         return
-    latest = next((m.request_id for m in reversed(stored.messages) if m.request_id), None)
+    latest = _latest_request_id(stored.messages)
     if latest is None:
         raise _not_found(ref)
+    retried = retried_turn(stored, new_turn)  # a timed-out attempt of this very turn
+    if retried is not None and _latest_request_id(stored.messages[:retried]) == ref.request_id:
+        return
     if latest not in (ref.request_id, request_id):  # its own id: a retry of this request
         raise InvalidRequest(
             "previous_response_id must name the latest response of its conversation: the "
@@ -89,6 +104,10 @@ async def _check_latest(
             param="previous_response_id",
             code="previous_response_not_latest",
         )
+
+
+def _latest_request_id(messages: list[StoredMessage]) -> str | None:
+    return next((m.request_id for m in reversed(messages) if m.request_id), None)
 
 
 def _not_found(ref: ResponseRef) -> InvalidRequest:

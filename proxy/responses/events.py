@@ -5,7 +5,8 @@ The pipeline answers in chat-completion chunks; here they become output items (o
 Responses SDKs read: ``response.created``, ``response.output_item.added``,
 ``response.output_text.delta``, ``response.function_call_arguments.delta`` / ``.done``,
 ``response.output_item.done``, ``response.completed`` (``response.failed`` for an
-upstream failure mid-stream). meta.info has no place in this protocol and is not sent.
+upstream failure mid-stream). meta.info has no place in this protocol and is not sent
+(the request takes none from the task's queue: ``CallContext.meta_info_capable``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import orjson
 import pytest
 
 from proxy.settings import ModelRoute, UpstreamTarget
+from tests.context.engine_calls import engine_headers
 from tests.faults.helpers import (
     SYSTEM,
     assert_valid_history,
@@ -214,3 +216,46 @@ def test_a_failure_mid_way_through_a_non_streaming_reply_is_a_502(stateful_proxy
     assert_envelope(response, 502, "upstream_failure")
     malformed = post_chat(proxy, task, chat_body("hello", stream=False, malformed_after_chunks=1))
     assert_envelope(malformed, 502, "upstream_failure")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_retry_without_request_id_after_a_502_stores_the_user_turn_once(
+    stateful_proxy, mock, stream
+):
+    """An agent framework's client (the same headers on every call, no request id) gets
+    a 502 from a failing upstream and resends the same messages: the failed attempt
+    stored nothing, the retry is answered and its user turn is stored once."""
+    proxy = stateful_proxy()
+    task = new_task()
+    headers = engine_headers(task)
+    del headers["X-Request-Id"]
+    mock.script([{"reply": "Hello."}, {"status": 500}, {"reply": "Yes."}])
+    url = proxy.base_url + "/chat/completions"
+
+    def send(messages: list[dict]) -> httpx.Response:
+        body = {"model": "voice", "stream": stream, "messages": [SYSTEM, *messages]}
+        return httpx.post(url, json=body, headers=headers, timeout=10)
+
+    hello = [user("hi"), {"role": "assistant", "content": "Hello."}]
+    assert send(hello[:1]).status_code == 200
+    asked = [*hello, user("are you there?")]
+    assert_envelope(send(asked), 502, "upstream_failure")
+    assert [(m["role"], m["content"]) for m in live_messages(proxy, task)] == [
+        ("user", "hi"),
+        ("assistant", "Hello."),
+    ]
+    retry = send(asked)  # the client's retry: the same messages, no request id
+    assert retry.status_code == 200, retry.text
+    if stream:
+        assert spoken(data_events(retry.text)) == "Yes."
+    else:
+        assert retry.json()["choices"][0]["message"]["content"] == "Yes."
+    assert [r.outcome for r in mock.requests] == ["completed", "error_status", "completed"]
+    assert mock.requests[1].body["messages"] == [SYSTEM, *asked]
+    assert mock.requests[2].body["messages"] == [SYSTEM, *asked]  # "are you there?" once
+    assert [(m["role"], m["content"]) for m in live_messages(proxy, task)] == [
+        ("user", "hi"),
+        ("assistant", "Hello."),
+        ("user", "are you there?"),
+        ("assistant", "Yes."),
+    ]

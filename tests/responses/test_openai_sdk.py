@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 
@@ -254,3 +255,129 @@ def test_outside_the_subset_is_a_clear_400(make_proxy, mock, extra, param):
     assert caught.value.body["param"] == param
     assert caught.value.body["type"] == "invalid_request_error"
     assert mock.requests == []
+
+
+ADMIN = "admin-token-for-tests-0123456789"
+
+
+def task_history(proxy, task_key: str) -> list[dict]:
+    response = httpx.get(
+        f"{proxy.url}/admin/tasks/{task_key}", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert response.status_code == 200, response.text
+    return [
+        {k: m[k] for k in ("role", "content", "interrupted") if m.get(k)}
+        for m in response.json()["messages"]
+    ]
+
+
+def test_the_sdk_retries_a_stalled_turn_and_the_user_turn_is_stored_once(make_proxy, mock):
+    """The SDK's own retry (no request id) resends the same input with the same
+    previous_response_id after the timed-out attempt stored its user turn: it is answered
+    as that turn, not refused as a branch, and the user turn is stored once."""
+    proxy = make_proxy(redis=True, admin_token=ADMIN, upstream_first_token_timeout=10)
+    mock.script(
+        [
+            {"reply": "Hello, Ann."},
+            {"reply": "Too late.", "first_token_ms": 5000},  # the client gives up at 1.5 s
+            {"reply": "Your name is Ann."},  # the SDK's retry
+            {"reply": "Goodbye, Ann."},
+        ]
+    )
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="unused", max_retries=1, timeout=1.5)
+    first = client.responses.create(model="gpt-test", input="I am Ann.")
+    events = list(
+        client.responses.create(
+            model="gpt-test", input="What is my name?", previous_response_id=first.id, stream=True
+        )
+    )
+    assert events[-1].type == "response.completed"
+    second = events[-1].response
+    assert second.output_text == "Your name is Ann."
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == (
+        "Your name is Ann."
+    )
+    task_key = parse_response_id(first.id).task_key
+    assert parse_response_id(second.id).task_key == task_key
+    asked = [
+        {"role": "user", "content": "I am Ann."},
+        {"role": "assistant", "content": "Hello, Ann."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert [(r.outcome, r.body["messages"]) for r in mock.requests] == [
+        ("completed", asked[:1]),
+        ("client_closed", asked),  # the timed-out attempt: the proxy hung up on it
+        ("completed", asked),  # the retry: the user turn once
+    ]
+    assert task_history(proxy, task_key) == [
+        *asked,
+        {"role": "assistant", "content": "Your name is Ann."},
+    ]
+    # The retried response is the task's latest: the conversation goes on from it.
+    third = client.responses.create(model="gpt-test", input="Bye.", previous_response_id=second.id)
+    assert third.output_text == "Goodbye, Ann."
+    assert len(mock.requests) == 4
+    assert mock.requests[-1].body["messages"] == [
+        *asked,
+        {"role": "assistant", "content": "Your name is Ann."},
+        {"role": "user", "content": "Bye."},
+    ]
+
+
+def test_a_queued_meta_info_waits_for_a_chat_reply(make_proxy, mock):
+    """meta.info has no place in the Responses protocol: a Responses turn neither sends
+    the operator's queued meta.info nor takes it from the queue (even with
+    PROXY_META_INFO_EVENTS=always and the engine's headers); the task's next chat reply
+    delivers it, once. The upstream's own meta.info in the Responses turn is dropped."""
+    proxy = make_proxy(redis=True, admin_token=ADMIN, meta_info_events="always")
+    mock.script(
+        [
+            {"reply": "Hi, Ann.", "chunks": 2, "meta_info": {"source": "upstream"}},
+            {"reply": "Welcome back."},
+        ]
+    )
+    queued = httpx.post(
+        f"{proxy.url}/admin/tasks/room-7/metainfo",
+        params={"app_id": "app-1"},  # before the task's first turn: named with its app
+        json={"metainfo": {"card": "vip"}},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert queued.status_code == 202, queued.text
+    headers = {"X-Task-Id": "room-7", "X-Sdk-App-Id": "app-1"}
+    client = openai.OpenAI(
+        base_url=proxy.base_url, api_key="unused", max_retries=0, default_headers=headers
+    )
+    events = list(client.responses.create(model="gpt-test", input="Hello.", stream=True))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert all(type(e).__name__.startswith("Response") for e in events)  # typed by the SDK
+    assert events[-1].response.output_text == "Hi, Ann."
+    assert parse_response_id(events[-1].response.id).task_key == "app-1:room-7"
+
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "Again."}], stream=True
+        )
+    )
+    metas = [(c.model_extra or {}).get("metainfo") for c in chunks if not c.choices]
+    assert metas == [{"card": "vip"}]  # the operator's, once; the upstream's went nowhere
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Welcome back."
+    )
+    assert task_history(proxy, "app-1:room-7") == [
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi, Ann."},
+        {"role": "user", "content": "Again."},
+        {"role": "assistant", "content": "Welcome back."},
+    ]
+    assert len(mock.requests) == 2
