@@ -35,14 +35,23 @@ STORE_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSE
 
 
 def transient(exc: BaseException) -> bool:
-    """The store may answer the same call a moment later (nothing refused it as wrong)."""
+    """The store may answer the same call a moment later: nothing refused it as wrong.
+
+    Only a refusal is final: the server's error reply (NOPERM, WRONGTYPE, OOM, MOVED to
+    a standalone client, a script error...), a refused password, input the client
+    rejects (``DataError``) or the cluster client's misuse errors. Anything else, the
+    client's own trouble in the middle of a topology change included (seen in CI as a
+    turn refused during a failover, its exception unknown), is worth another attempt:
+    a commit is idempotent, and one that never lands is counted (``gave_up``)."""
     # A refused password is a ConnectionError to redis-py, but no retry will fix it.
     if isinstance(exc, redis_errors.AuthenticationError):
         return False
     if isinstance(exc, redis_errors.RedisClusterException):
         message = str(exc).lower()
         return any(words in message for words in _CLUSTER_IN_FLUX)
-    return isinstance(exc, _TRANSIENT)
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return not isinstance(exc, redis_errors.ResponseError | redis_errors.DataError)
 
 
 def slow(exc: BaseException) -> bool:

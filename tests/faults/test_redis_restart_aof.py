@@ -86,8 +86,12 @@ def test_turns_right_after_a_redis_restart_are_all_recorded(stateful_proxy, mock
     aof_redis.stop()
     aof_redis.start()  # same port, same AOF: the data is back; the pooled sockets are dead
 
+    # Two waves, each one turn per task at once: a task speaks one turn at a time (a new
+    # turn of a task ends the one still streaming, as an engine's barge-in does).
     after = [(tasks[n % TASKS], f"after {n}") for n in range(TURNS_AFTER)]
-    answered = asyncio.run(concurrently(proxy, after))
+    answered = []
+    for wave in range(0, TURNS_AFTER, TASKS):
+        answered += asyncio.run(concurrently(proxy, after[wave : wave + TASKS]))
     assert answered == [f"re: {text}" for _, text in after]
     recorded = lost = duplicated = 0
     for task in tasks:

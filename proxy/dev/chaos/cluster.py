@@ -224,9 +224,24 @@ async def cluster_failover(
                 f"{refused} turn(s) refused loudly (proxy_turns_not_recorded_total"
                 f"{_labels(reasons)}), {silent} lost silently"
             )
+            if refused:  # what the proxy said about them: the errors behind the refusals
+                tally.notes += "".join(f"; logged: {line}" for line in _refusals(proxy.log_text()))
             return tally
         finally:
             cluster.stop()
+
+
+def _refusals(log: str, limit: int = 5) -> list[str]:
+    """The proxy's log lines about turns not recorded, and the store errors that were not
+    an outage (a connection lost, a time box missed), distinct, shortened."""
+    found: list[str] = []
+    for line in log.splitlines():
+        outage = "ConnectionError" in line or "TimeoutError" in line
+        if "not recorded" in line or ("store unavailable" in line and not outage):
+            short = line[:300]
+            if short not in found:
+                found.append(short)
+    return found[:limit]
 
 
 def _labels(samples: dict[str, int]) -> str:

@@ -20,7 +20,10 @@ CASES = [
     (redis_errors.BusyLoadingError("loading"), True, False),
     (redis_errors.ReadOnlyError("replica"), True, False),
     (redis_errors.ResponseError("ERR Error running script"), False, False),
-    (ValueError("bad data"), False, False),
+    (redis_errors.DataError("Invalid input of type: 'dict'"), False, False),
+    # Not a refusal: the client's own error (mid-failover, say) is worth another attempt.
+    (IndexError("Cannot choose from an empty sequence"), True, False),
+    (redis_errors.RedisError("unexpected"), True, False),
 ]
 
 
