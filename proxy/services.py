@@ -30,6 +30,7 @@ from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
 from proxy.db.spool import Spool, SpoolError, spool_directory
 from proxy.db.transcript import TranscriptWriter
+from proxy.db.write_behind import QueueConfig
 from proxy.knowledge.ingest import IngestService
 from proxy.knowledge.retrieval import Retriever
 from proxy.knowledge.service import build_knowledge
@@ -126,26 +127,19 @@ async def start_services(settings: Settings, metrics: ProxyMetrics, tracing: Tra
     # One SQLite file has one write lock: the write-behind queues take turns with it.
     write_lock = asyncio.Lock() if db_engine.dialect.name == "sqlite" else None
     spool = _open_spool(settings)
-    transcripts = TranscriptWriter(
-        sessions,
+    queues = QueueConfig(
         queue_size=settings.transcript_queue_size,
         batch_size=settings.transcript_batch_size,
         flush_seconds=settings.transcript_flush_seconds,
         write_lock=write_lock,
         spool=spool,
     )
+    transcripts = TranscriptWriter.from_config(sessions, queues)
     await transcripts.start()
     guard = StoreGuard(settings.redis_timeout_ms / 1000)
-    usage = build_usage(settings, sessions, history, write_lock, spool, guard=guard)
+    usage = build_usage(settings, sessions, history, queues, guard=guard)
     await usage.writer.start()
-    turn_logs = TurnLogWriter(
-        sessions,
-        queue_size=settings.transcript_queue_size,
-        batch_size=settings.transcript_batch_size,
-        flush_seconds=settings.transcript_flush_seconds,
-        write_lock=write_lock,
-        spool=spool,
-    )
+    turn_logs = TurnLogWriter.from_config(sessions, queues)
     await turn_logs.start()
     summariser = Summariser(history, router, settings.history)
     spoken = SpokenTextReconciler(history, transcripts, grace_seconds=settings.spoken_grace_seconds)

@@ -35,8 +35,9 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from itertools import islice
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,6 +51,18 @@ DEFAULT_SPOOL_MAX_ITEMS = 1_000_000  # on disk; each item is one turn or one cal
 # With a spool, stopping loses nothing: a shutdown waits this long at most for the
 # database (several queues close one after the other within the orchestrator's grace).
 SPOOLED_CLOSE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """What every write-behind queue of a process shares: its sizes, the SQLite write
+    lock and the spool (built once, from the settings)."""
+
+    queue_size: int
+    batch_size: int
+    flush_seconds: float
+    write_lock: asyncio.Lock | None = None
+    spool: Spool | None = None
 
 
 class Record(Protocol):
@@ -124,6 +137,17 @@ class WriteBehindQueue(Generic[Item]):
         self._isolate = 0  # after a rejected batch: write this many items one at a time
         self._log_window, self._log_lines, self._log_suppressed = 0.0, 0, 0
         self._grouped: list[Item] = []  # accepted this iteration, not spooled yet
+
+    @classmethod
+    def from_config(cls, sessions: async_sessionmaker[AsyncSession], config: QueueConfig) -> Self:
+        return cls(
+            sessions,
+            queue_size=config.queue_size,
+            batch_size=config.batch_size,
+            flush_seconds=config.flush_seconds,
+            write_lock=config.write_lock,
+            spool=config.spool,
+        )
 
     @property
     def dropped(self) -> int:
