@@ -10,6 +10,7 @@ import uvicorn
 
 from proxy.app import create_app
 from proxy.services import Services
+from proxy.serving import HeaderTimeoutProtocol
 from proxy.settings import Settings
 
 
@@ -31,7 +32,7 @@ class ProxyServer:
             host="127.0.0.1",
             port=self.port,
             loop="uvloop",
-            http="httptools",
+            http=HeaderTimeoutProtocol,  # what ``proxy serve`` runs
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -1,0 +1,94 @@
+"""The response head leaves in the same write as the first body bytes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from proxy import serving
+from proxy.serving import HeadWithFirstBody
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_the_head_and_the_first_body_bytes_are_one_write() -> None:
+    inner = RecordingTransport()
+    transport = HeadWithFirstBody(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert inner.writes == []
+    transport.write(b"data: 1\n\n")
+    transport.write(b"data: 2\n\n")
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\ndata: 1\n\n", b"data: 2\n\n"]
+    await asyncio.sleep(0)
+    assert len(inner.writes) == 2  # nothing held back, nothing sent twice
+
+
+async def test_a_head_whose_body_does_not_follow_leaves_at_the_end_of_the_iteration() -> None:
+    inner = RecordingTransport()
+    transport = HeadWithFirstBody(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    await asyncio.sleep(0)
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]
+    transport.write(b"data: 1\n\n")
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\n", b"data: 1\n\n"]
+
+
+async def test_closing_sends_a_held_head_first() -> None:
+    inner = RecordingTransport()
+    transport = HeadWithFirstBody(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    transport.close()
+    assert inner.writes == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"] and inner.closed
+    await asyncio.sleep(0)
+    assert len(inner.writes) == 1
+
+
+class Tap(asyncio.Transport):
+    """Records what reaches the socket, then passes it on."""
+
+    def __init__(self, inner: asyncio.Transport, writes: list[bytes]) -> None:
+        super().__init__()
+        self.inner, self.writes = inner, writes
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        self.inner.write(data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def is_closing(self) -> bool:
+        return self.inner.is_closing()
+
+
+def test_a_served_stream_sends_its_head_with_its_first_event(monkeypatch, make_proxy) -> None:
+    writes: list[bytes] = []
+
+    class Tapped(serving.HeadWithFirstBody):
+        def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+            super().__init__(Tap(transport, writes), loop)
+
+    monkeypatch.setattr(serving, "HeadWithFirstBody", Tapped)
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    server = make_proxy()  # the mock upstream streams its words
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+    head, _, rest = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    size, _, chunk = rest.partition(b"\r\n")  # chunked transfer: the size line first
+    assert int(size, 16) > 0 and chunk.startswith(b"data: {")  # in the same write
