@@ -2,7 +2,7 @@
 
 Starlette's StreamingResponse only sees a disconnect when a write fails; a voice engine
 that barges in while the model is still thinking would leave the upstream generating.
-Here one task opens the upstream stream and relays it, and is cancelled the moment
+Here the request's own task opens the upstream stream and relays it, cancelled the moment
 ``http.disconnect`` arrives: the upstream connection closes and the interrupted reply
 is recorded. Errors before the first byte still leave as a JSON envelope with a status.
 
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from proxy.api.errors import error_response
 from proxy.errors import InvalidRequest, ProxyError, ServiceUnavailable
@@ -76,26 +76,35 @@ class RelayResponse(Response):
                 self.on_close()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self._started = True  # before the await: a cancel there may have sent it
-            await send(message)
+        # The stream is relayed in the request's own task (no task of its own: a trip
+        # round the event loop before the first byte); a watcher cancels it the moment
+        # the caller leaves. A cancel from anyone else (a retry taking the request over,
+        # a newer turn of the task, a shutdown) ends the response as below.
+        task = asyncio.current_task()
+        assert task is not None
+        watching, caller_left = True, False
 
-        relay = asyncio.create_task(self._relay(scope, receive, sending))
+        def on_disconnect(watcher: asyncio.Task[None]) -> None:
+            nonlocal caller_left
+            if watching and not watcher.cancelled() and watcher.exception() is None:
+                caller_left = True
+                task.cancel()
+
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self._relay(scope, receive, send)
+            return  # answered (or failed loudly)
+        except asyncio.CancelledError:
+            if task.uncancel() > 0:
+                raise  # cancelled again meanwhile: not ours to absorb
         finally:
-            caller_left = watcher.done() and not watcher.cancelled()
+            watching = False
             watcher.cancel()
-            if not relay.done():
-                relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await relay
-        if not relay.cancelled() or caller_left:
-            return  # answered (or failed loudly), or nobody is left to answer
+        if caller_left:
+            return  # nobody is left to answer
         if self._started:
-            # A retry of the same request took over: end this response cleanly.
+            # Taken over (or shut down) mid-stream: end this response cleanly.
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -123,6 +132,7 @@ class RelayResponse(Response):
             await error_response(ProxyError("internal error"))(scope, receive, send)
             return
         try:
+            self._started = True  # before the await: a cancel there may have sent it
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             ended = False
             final = self.final_frame
