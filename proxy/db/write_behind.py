@@ -12,9 +12,10 @@ order as the window drains. Without a spool (unit tests, ``PROXY_SPOOL_DIR=off``
 window is the queue, and a full window refuses.
 
 Records that answer nobody (usage rows, turn logs: ``acknowledged = False``) are
-spooled in groups instead: every submission of one event-loop iteration in one spool
-transaction, made at the end of that iteration. Per request, that saves a WAL commit
-on the hot path; a ``kill -9`` in the same iteration could lose them, nothing later.
+spooled in groups instead: every submission of ``GROUP_SECONDS`` in one spool
+transaction (a few a second under load, not one per request or per event-loop
+iteration: each is a SQLite commit on the event loop). A ``kill -9`` within that window
+could lose them, nothing later; a shutdown, ``flush`` and ``close`` spool them at once.
 
 A batch the database refuses as invalid is retried one submission at a time, so that
 only the bad submission is discarded. Rows of an erased task (``proxy.db.erasure``)
@@ -51,6 +52,7 @@ DEFAULT_SPOOL_MAX_ITEMS = 1_000_000  # on disk; each item is one turn or one cal
 # With a spool, stopping loses nothing: a shutdown waits this long at most for the
 # database (several queues close one after the other within the orchestrator's grace).
 SPOOLED_CLOSE_SECONDS = 2.0
+GROUP_SECONDS = 0.1  # unacknowledged submissions: how long one spool transaction gathers
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ class WriteBehindQueue(Generic[Item]):
     what = "item"  # what a submission is, in log lines ("transcript write failed")
     queue_name = "item"  # its rows in the spool
     # A caller is told its submission is recorded (a callback's 200, a turn's reply):
-    # spooled before ``submit`` returns. False: spooled with the rest of the iteration.
+    # spooled before ``submit`` returns. False: spooled with the rest of its group.
     acknowledged = True
 
     def __init__(
@@ -136,7 +138,7 @@ class WriteBehindQueue(Generic[Item]):
         self._delay = 0.0  # current retry backoff
         self._isolate = 0  # after a rejected batch: write this many items one at a time
         self._log_window, self._log_lines, self._log_suppressed = 0.0, 0, 0
-        self._grouped: list[Item] = []  # accepted this iteration, not spooled yet
+        self._grouped: list[Item] = []  # accepted, not spooled yet (unacknowledged)
 
     @classmethod
     def from_config(cls, sessions: async_sessionmaker[AsyncSession], config: QueueConfig) -> Self:
@@ -201,7 +203,7 @@ class WriteBehindQueue(Generic[Item]):
             self._spooled += 1
             if not self.acknowledged:
                 if not self._grouped:
-                    asyncio.get_running_loop().call_soon(self._spool_group)
+                    asyncio.get_running_loop().call_later(GROUP_SECONDS, self._spool_group)
                 self._grouped.append(item)
                 self._drained.clear()
                 return True
@@ -221,7 +223,7 @@ class WriteBehindQueue(Generic[Item]):
             self._read_upto = spool_id
 
     def _spool_group(self) -> None:
-        """Spool this iteration's unacknowledged submissions, in one transaction."""
+        """Spool the unacknowledged submissions gathered so far, in one transaction."""
         group, self._grouped = self._grouped, []
         if not group or self.spool is None:
             return

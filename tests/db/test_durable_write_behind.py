@@ -22,6 +22,7 @@ from proxy.db.models import CallbackEvent, Task, TranscriptMessage, UsageRecord
 from proxy.db.session import make_engine, make_sessionmaker
 from proxy.db.spool import Spool
 from proxy.db.transcript import TranscriptWriter
+from proxy.db.write_behind import GROUP_SECONDS
 from proxy.upstream.usage import UpstreamUsage
 from proxy.usage.records import UsageOwner, UsageWriter, now, usage_row
 from proxy.voice.callbacks import event_record
@@ -150,21 +151,22 @@ async def test_erasure_discards_rows_accepted_before_it(sessions: Sessions, tmp_
     spool.close()
 
 
-async def test_usage_rows_are_spooled_together_at_the_end_of_the_iteration(
+async def test_usage_rows_are_spooled_together_in_groups(
     sessions: Sessions, tmp_path: Path
 ) -> None:
-    """Nobody is answered on a usage row: the rows of one event-loop iteration share one
-    spool transaction, made when the iteration ends (or at once on flush or close)."""
+    """Nobody is answered on a usage row: the rows of ``GROUP_SECONDS`` share one spool
+    transaction, made when the group's time is up (or at once on flush or close)."""
     spool = Spool(tmp_path).open()
     writer = UsageWriter(sessions, spool=spool, flush_seconds=0.01)
     owner = UsageOwner(route="m", app_id="app", task_id="task-u")
     usage = UpstreamUsage(prompt_tokens=10, cached_tokens=0, completion_tokens=5)
     for n in range(25):
         assert writer.submit(usage_row(owner, f"model-{n}", usage, 0.0, now()))
+    await asyncio.sleep(0)
     assert (writer.pending, spool.count("usage")) == (25, 0)  # not spooled yet
-    await asyncio.sleep(0)  # the iteration ends
+    await asyncio.sleep(GROUP_SECONDS * 1.5)  # the group's time is up
     assert (writer.pending, spool.count("usage")) == (25, 25)
-    for n in range(25, 30):  # spooled by close, though the iteration has not ended
+    for n in range(25, 30):  # spooled by close, though their group's time is not up
         assert writer.submit(usage_row(owner, f"model-{n}", usage, 0.0, now()))
     await writer.close(timeout=0.1)
     assert spool.count("usage") == 30
