@@ -127,7 +127,7 @@ class CallContext:
             )
         app_id = bound_app_id or self.app_id
         if self.task_id is None:
-            return replace(self, app_id=app_id)
+            return self if app_id == self.app_id else replace(self, app_id=app_id)
         return replace(self, app_id=app_id, task_id=task_key(app_id, self.task_id))
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -45,6 +46,7 @@ class _Down:
     since: float = 0.0  # when this process learnt it (its write may not have landed yet)
 
 
+@functools.lru_cache(maxsize=MAX_TARGETS)  # every request asks; targets are few
 def target_key(base_url: str, model: str | None) -> str:
     """A short, stable name for a target (no key material: URL and model only)."""
     return hashlib.sha1(f"{base_url}|{model or ''}".encode(), usedforsecurity=False).hexdigest()[

@@ -117,11 +117,14 @@ class BudgetGate:
         """(counter scope, who, budget) for each budget this request falls under."""
         caps: list[tuple[str, str, Budget]] = []
         key = key_scope(caller)
-        key_budget = Budget(
-            max_tokens_per_day=caller.max_tokens_per_day, max_cost_per_day=caller.max_cost_per_day
-        )
-        if key is not None and key_budget.capped:
-            caps.append((f"key:{key}", f"API key {caller.name!r}", key_budget))
+        capped = caller.max_tokens_per_day is not None or caller.max_cost_per_day is not None
+        if key is not None and capped:  # else no Budget is built: every request comes here
+            key_budget = Budget(
+                max_tokens_per_day=caller.max_tokens_per_day,
+                max_cost_per_day=caller.max_cost_per_day,
+            )
+            if key_budget.capped:
+                caps.append((f"key:{key}", f"API key {caller.name!r}", key_budget))
         app_budget = self._app_budgets.get(app_id or "")
         if app_id and app_budget is not None and app_budget.capped:
             caps.append((f"app:{app_id}", f"app {app_id}", app_budget))
