@@ -483,8 +483,10 @@ async def test_reset_forgets_history_summary_and_markers(store: HistoryStore) ->
     assert not await store.commit_turn(
         "t", "r2", in_flight.attempt_id, late, answer=None, started_at=began, adopt=True
     )
-    # One that began after it can (its claim lost, or timed out and adopted).
-    assert await store.commit_turn("t", "r2", "y", late, answer=None, started_at=time.time())
+    # One that began after it can (its claim lost, or timed out and adopted). The store
+    # keeps times in milliseconds and a reset wins a tie: "after" is a millisecond later.
+    after = time.time() + 0.01
+    assert await store.commit_turn("t", "r2", "y", late, answer=None, started_at=after)
     assert await contents(store, "t") == ["x"]
 
 
