@@ -46,6 +46,15 @@ class TokenCounter:
             self._encoding = tiktoken.get_encoding(self.encoding_name)
         return self._encoding
 
+    @property
+    def loaded(self) -> bool:
+        return self._encoding is not None
+
+    def load(self) -> None:
+        """Build the encoding now (about 0.2 s, blocking): at start-up, so that the first
+        turn that counts tokens does not stall the event loop, and every stream on it."""
+        _ = self.encoding
+
     def count_text(self, text: str) -> int:
         if not text:
             return 0
