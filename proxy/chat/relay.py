@@ -65,8 +65,10 @@ class StreamRelay:
         open_next: Callable[[dict[str, Any]], Awaitable[CompletionStream]],
         writer: TurnWriter,
         metrics: ProxyMetrics,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
+        self._on_end = on_end  # the service's clean-up, when the stream ends in any way
         self._first = first
         self._open_next = open_next
         self._writer = writer
@@ -155,12 +157,16 @@ class StreamRelay:
             turnlog.failed(exc.message)
             yield error_frame(exc) + DONE_FRAME
         finally:
-            if stream is not None:
-                stream.close()
-            metrics.active_streams.dec()
-            self._observe()
-            if plan.turn is not None and not finished:
-                self._writer.interrupted(plan.turn, self._heard())
+            try:
+                if stream is not None:
+                    stream.close()
+                metrics.active_streams.dec()
+                self._observe()
+                if plan.turn is not None and not finished:
+                    self._writer.interrupted(plan.turn, self._heard())
+            finally:
+                if self._on_end is not None:
+                    self._on_end()
 
     async def _relay_step(
         self, stream: CompletionStream, reply: ReplyAccumulator, first_step: bool

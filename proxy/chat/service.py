@@ -158,18 +158,16 @@ class ChatService:
         async def first() -> CompletionStream:
             return await opening
 
-        relay = StreamRelay(plan, first, self.router.open_stream, self.writer, self.metrics)
+        def ended() -> None:
+            if not opening.done():
+                opening.cancel()
+            self._forget_stream(plan.turn)
 
-        async def frames() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in relay.frames():
-                    yield chunk
-            finally:
-                if not opening.done():
-                    opening.cancel()
-                self._forget_stream(plan.turn)
-
-        return frames()
+        # The relay's own generator is the response's: no wrapper, one layer less per event.
+        relay = StreamRelay(
+            plan, first, self.router.open_stream, self.writer, self.metrics, on_end=ended
+        )
+        return relay.frames()
 
     # Before the upstream call.
 
