@@ -96,8 +96,8 @@ class RelayResponse(Response):
             await self._relay(scope, receive, send)
             return  # answered (or failed loudly)
         except asyncio.CancelledError:
-            if task.uncancel() > 0:
-                raise  # cancelled again meanwhile: not ours to absorb
+            if task.uncancel() > 0 and not caller_left:
+                raise  # cancelled twice (a shutdown too): not ours to absorb
         finally:
             watching = False
             watcher.cancel()

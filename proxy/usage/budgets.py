@@ -123,8 +123,7 @@ class BudgetGate:
                 max_tokens_per_day=caller.max_tokens_per_day,
                 max_cost_per_day=caller.max_cost_per_day,
             )
-            if key_budget.capped:
-                caps.append((f"key:{key}", f"API key {caller.name!r}", key_budget))
+            caps.append((f"key:{key}", f"API key {caller.name!r}", key_budget))
         app_budget = self._app_budgets.get(app_id or "")
         if app_id and app_budget is not None and app_budget.capped:
             caps.append((f"app:{app_id}", f"app {app_id}", app_budget))
