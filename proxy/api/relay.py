@@ -77,31 +77,17 @@ class RelayResponse(Response):
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The stream is relayed in the request's own task (no task of its own: a trip
-        # round the event loop before the first byte); a watcher cancels it the moment
-        # the caller leaves. A cancel from anyone else (a retry taking the request over,
-        # a newer turn of the task, a shutdown) ends the response as below.
-        task = asyncio.current_task()
-        assert task is not None
-        watching, caller_left = True, False
-
-        def on_disconnect(watcher: asyncio.Task[None]) -> None:
-            nonlocal caller_left
-            if watching and not watcher.cancelled() and watcher.exception() is None:
-                caller_left = True
-                task.cancel()
-
-        watcher = asyncio.create_task(_wait_for_disconnect(receive))
-        watcher.add_done_callback(on_disconnect)
-        try:
-            await self._relay(scope, receive, send)
-            return  # answered (or failed loudly)
-        except asyncio.CancelledError:
-            if task.uncancel() > 0 and not caller_left:
-                raise  # cancelled twice (a shutdown too): not ours to absorb
-        finally:
-            watching = False
-            watcher.cancel()
-        if caller_left:
+        # round the event loop before the first byte), cancelled the moment the caller
+        # leaves. A cancel from anyone else (a retry taking the request over, a newer
+        # turn of the task, a shutdown) ends the response as below.
+        with DisconnectWatch(receive) as watch:
+            try:
+                await self._relay(scope, receive, send)
+                return  # answered (or failed loudly)
+            except asyncio.CancelledError:
+                if watch.task.uncancel() > 0 and not watch.caller_left:
+                    raise  # cancelled twice (a shutdown too): not ours to absorb
+        if watch.caller_left:
             return  # nobody is left to answer
         if self._started:
             # Taken over (or shut down) mid-stream: end this response cleanly.
@@ -153,6 +139,32 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
+class DisconnectWatch:
+    """While open, the caller hanging up (``http.disconnect``) cancels the current task
+    (``caller_left`` says so). The request body must have been read; one watcher task."""
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.caller_left = False
+        self._watching = True
+        self._watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        self._watcher.add_done_callback(self._on_disconnect)
+
+    def _on_disconnect(self, watcher: asyncio.Task[None]) -> None:
+        if self._watching and not watcher.cancelled() and watcher.exception() is None:
+            self.caller_left = True
+            self.task.cancel()
+
+    def __enter__(self) -> DisconnectWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watching = False
+        self._watcher.cancel()
+
+
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work`` in this task, cancelled the moment the caller leaves.
 
@@ -161,28 +173,15 @@ async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     the request still finds it; the only cost is one watcher task. Raises
     ``InvalidRequest`` (499, ``client_disconnected``) when the caller left.
     """
-    task = asyncio.current_task()
-    assert task is not None
-    watching, caller_left = True, False
-
-    def on_disconnect(watcher: asyncio.Task[None]) -> None:
-        nonlocal caller_left
-        if watching and not watcher.cancelled() and watcher.exception() is None:
-            caller_left = True
-            task.cancel()
-
-    watcher = asyncio.create_task(_wait_for_disconnect(receive))
-    watcher.add_done_callback(on_disconnect)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if caller_left and task.uncancel() == 0:  # ours, not a takeover's or a shutdown's
-            raise InvalidRequest(
-                "the client closed the connection before the reply",
-                code="client_disconnected",
-                status=CLIENT_CLOSED,
-            ) from None
-        raise
-    finally:
-        watching = False
-        watcher.cancel()
+    with DisconnectWatch(receive) as watch:
+        try:
+            return await work
+        except asyncio.CancelledError:
+            # Ours, not a takeover's or a shutdown's: the caller left.
+            if watch.caller_left and watch.task.uncancel() == 0:
+                raise InvalidRequest(
+                    "the client closed the connection before the reply",
+                    code="client_disconnected",
+                    status=CLIENT_CLOSED,
+                ) from None
+            raise
