@@ -62,3 +62,6 @@ def configure_logging(level: str = "info") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Its debug lines print every SQL statement with its parameters: transcripts and
+    # caller ids would reach the log at ``--log-level debug``.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

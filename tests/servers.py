@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -60,6 +61,19 @@ class ProxyServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+    def drain(self) -> None:
+        """Wait until what the proxy writes behind its answers (usage rows, turn logs,
+        transcripts) is committed, so that none of it lands in the next test's logs."""
+        services = self.state
+
+        async def flush() -> None:
+            await services.usage.writer.flush()
+            await services.turn_logs.flush()
+            await services.transcripts.flush()
+
+        loop = self._server.servers[0].get_loop()
+        asyncio.run_coroutine_threadsafe(flush(), loop).result(timeout=30)
 
     @property
     def state(self) -> Services:

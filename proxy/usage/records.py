@@ -65,7 +65,7 @@ class UsageWriter(WriteBehindQueue[_Usage]):
 
     what = "usage"
     queue_name = "usage"
-    acknowledged = False  # nobody waits on it: spooled per loop iteration
+    acknowledged = False  # nobody waits on it: spooled in groups (GROUP_SECONDS)
 
     def submit(self, row: dict[str, Any]) -> bool:
         return self._put(_Usage(row))
