@@ -19,6 +19,11 @@ the head until the body follows, in the same step of the event loop (an SSE stre
 first event, a JSON body), and sends both in one write; a head whose body does not
 follow at once leaves at the end of the loop iteration, so nothing waits on it. This is
 what aiohttp's server does (``proxy bench``'s bare relay).
+
+**A hang-up is known when it is read.** ``eof_received`` marks the request disconnected
+at once (uvicorn waits for the transport's close, one loop iteration later), and the
+scope's ``PEER_EXTENSION`` lets the app ask without an ASGI ``receive``, which costs a
+trip round the loop while the caller is still there (``proxy.api.chat.caller_left``).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+PEER_EXTENSION = "proxy.peer"  # scope["extensions"]: the request's ``PeerState``
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -55,6 +61,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None:  # the request's cycle, just made: nothing written yet
             self.cycle.transport = HeadWithFirstBody(self.transport, self.loop)
+            extensions = self.cycle.scope.setdefault("extensions", {})
+            extensions[PEER_EXTENSION] = PeerState(self.cycle)
+
+    def eof_received(self) -> None:
+        # The caller closed its side: the request is disconnected now, as it is once the
+        # transport closes (``connection_lost``, one loop iteration later).
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
@@ -74,6 +90,20 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         type(self).closed_for_timeout += 1
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class PeerState:
+    """Whether one request's caller has hung up, read without a trip round the event loop
+    (an ASGI ``http.disconnect`` costs one): the scope's ``PEER_EXTENSION``."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+
+    @property
+    def gone(self) -> bool:
+        return bool(self._cycle.disconnected)
 
 
 class HeadWithFirstBody(asyncio.Transport):

@@ -92,6 +92,8 @@ def _first_repeated(earlier: list[dict[str, Any]], stored: list[StoredMessage]) 
     Stored turns are exact copies, except interrupted replies, which the request may
     carry in full: those match by prefix. Set lookups keep this linear.
     """
+    if not earlier:  # the engine sends no earlier rounds (``History`` 0): nothing to match
+        return 0
     exact = {(m.role, normalise(content_text(m.content))) for m in stored}
     cut_short = [normalise(content_text(m.content)) for m in stored if m.interrupted]
     for index, message in enumerate(earlier):

@@ -1,13 +1,20 @@
-"""The response head leaves in the same write as the first body bytes."""
+"""The server protocol: the response head leaves in the same write as the first body
+bytes, and a hang-up is known as soon as it is read."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
 
 import httpx
+import uvicorn
 
 from proxy import serving
 from proxy.serving import HeadWithFirstBody
+from tests.servers import free_port
 
 
 class RecordingTransport(asyncio.Transport):
@@ -92,3 +99,46 @@ def test_a_served_stream_sends_its_head_with_its_first_event(monkeypatch, make_p
     assert head.startswith(b"HTTP/1.1 200")
     size, _, chunk = rest.partition(b"\r\n")  # chunked transfer: the size line first
     assert int(size, 16) > 0 and chunk.startswith(b"data: {")  # in the same write
+
+
+def test_a_hang_up_read_with_its_request_is_known_after_one_loop_trip() -> None:
+    """A stalled server reads a request and its caller's hang-up together: one trip
+    round the loop later the request knows it (``PeerState``), as ``caller_left``
+    relies on; uvicorn alone would know only once the transport has closed."""
+    seen: list[bool] = []
+
+    async def app(scope: dict, receive: object, send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/stall":
+            time.sleep(0.5)  # noqa: ASYNC251 - the loop stops, as on a replica without CPU
+        else:
+            await asyncio.sleep(0)
+            seen.append(scope["extensions"][serving.PEER_EXTENSION].gone)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, port=port, loop="uvloop", http=serving.HeaderTimeoutProtocol, log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        stall = threading.Thread(target=httpx.get, args=(f"http://127.0.0.1:{port}/stall",))
+        stall.start()
+        time.sleep(0.1)  # the loop is stalled now
+        with socket.create_connection(("127.0.0.1", port)) as caller:
+            caller.sendall(b"GET /check HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            caller.shutdown(socket.SHUT_WR)  # gone before the server reads a byte
+            stall.join()
+            deadline = time.monotonic() + 5
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert seen == [True]
