@@ -61,7 +61,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None:  # the request's cycle, just made: nothing written yet
             self.cycle.transport = HeadWithFirstBody(self.transport, self.loop)
-            extensions = self.cycle.scope.setdefault("extensions", {})
+            # ASGI types extensions as dicts; the app reads this one as what it is.
+            extensions: dict[str, object] = self.cycle.scope.setdefault("extensions", {})  # type: ignore[assignment]
             extensions[PEER_EXTENSION] = PeerState(self.cycle)
 
     def eof_received(self) -> None:
