@@ -61,8 +61,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None:  # the request's cycle, just made: nothing written yet
             self.cycle.transport = HeadWithFirstBody(self.transport, self.loop)
-            # ASGI types extensions as dicts; the app reads this one as what it is.
-            extensions: dict[str, object] = self.cycle.scope.setdefault("extensions", {})  # type: ignore[assignment]
+            # ASGI types each extension as a dict; the app reads this one as what it is.
+            extensions: dict[str, object] = self.cycle.scope.setdefault(  # type: ignore[assignment]
+                "extensions", {}
+            )
             extensions[PEER_EXTENSION] = PeerState(self.cycle)
 
     def eof_received(self) -> None:
