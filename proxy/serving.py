@@ -22,8 +22,11 @@ what aiohttp's server does (``proxy bench``'s bare relay).
 
 **A hang-up is known when it is read.** ``eof_received`` marks the request disconnected
 at once (uvicorn waits for the transport's close, one loop iteration later), and the
-scope's ``PEER_EXTENSION`` lets the app ask without an ASGI ``receive``, which costs a
-trip round the loop while the caller is still there (``proxy.api.chat.caller_left``).
+scope's ``CONNECTION_EXTENSION`` lets the app ask without an ASGI ``receive``, which
+costs a trip round the loop while the caller is still there (``caller_left``).
+
+**A stream's events after the first are written as they are** (``write_more_body``),
+not as ASGI messages: the relay's cost per event is most of the proxy's CPU per stream.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT = 10.0
-PEER_EXTENSION = "proxy.peer"  # scope["extensions"]: the request's ``PeerState``
+CONNECTION_EXTENSION = "proxy.connection"  # scope["extensions"]: ``RequestConnection``
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -65,7 +69,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             extensions: dict[str, object] = self.cycle.scope.setdefault(  # type: ignore[assignment]
                 "extensions", {}
             )
-            extensions[PEER_EXTENSION] = PeerState(self.cycle)
+            extensions[CONNECTION_EXTENSION] = RequestConnection(self.cycle)
 
     def eof_received(self) -> None:
         # The caller closed its side: the request is disconnected now, as it is once the
@@ -95,9 +99,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-class PeerState:
-    """Whether one request's caller has hung up, read without a trip round the event loop
-    (an ASGI ``http.disconnect`` costs one): the scope's ``PEER_EXTENSION``."""
+class RequestConnection:
+    """One request's side of its connection, for the app to use without ASGI messages:
+    whether its caller hung up (an ASGI ``receive`` costs a trip round the event loop
+    while the caller is still there), and the body of a streamed response written as it
+    comes (an ASGI message per SSE event costs a dict, a middleware's wrapper and
+    uvicorn's checks). The scope's ``CONNECTION_EXTENSION``."""
 
     __slots__ = ("_cycle",)
 
@@ -107,6 +114,29 @@ class PeerState:
     @property
     def gone(self) -> bool:
         return bool(self._cycle.disconnected)
+
+    def write_more_body(self, data: bytes) -> bool:
+        """Write ``data`` as the next chunk of a started chunked body, as uvicorn's
+        ``send`` does; False, with nothing written, when ``send`` must do it instead
+        (the response is not a started chunked body, or the socket's buffer is full and
+        the sender waits for it to drain). The end of the body always goes by ``send``."""
+        cycle = self._cycle
+        if (
+            not cycle.chunked_encoding
+            or not cycle.response_started
+            or cycle.response_complete
+            or cycle.flow.write_paused
+        ):
+            return False
+        if data and not cycle.disconnected:  # after a hang-up, dropped (as ``send`` does)
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
+
+
+def request_connection(scope: Scope) -> RequestConnection | None:
+    """The request's ``RequestConnection``; None under another server (use ASGI)."""
+    found: RequestConnection | None = scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+    return found
 
 
 class HeadWithFirstBody(asyncio.Transport):

@@ -29,7 +29,7 @@ from proxy.errors import BodyTooLarge, InvalidRequest, ProxyError
 from proxy.metrics import ClosedLabels
 from proxy.observability import tracing, turnlog
 from proxy.services import services
-from proxy.serving import PEER_EXTENSION, PeerState
+from proxy.serving import request_connection
 from proxy.usage import recorder as usage
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ async def caller_left(request: Request, call: CallContext) -> bool:
     """Whether the caller hung up before its turn started. A request that claims (it
     has a request id) first lets the loop poll its socket again: a hang-up that came
     with the request (a stalled replica reads both at once) is then known."""
-    peer: PeerState | None = request.scope.get("extensions", {}).get(PEER_EXTENSION)
-    if peer is None:  # another server: through ASGI, the EOF's read, then its close
+    connection = request_connection(request.scope)
+    if connection is None:  # another server: through ASGI, the EOF's read, then its close
         if call.request_id is not None:
             for _ in range(LOOP_TURNS_FOR_HANGUP):
                 await asyncio.sleep(0)
@@ -75,7 +75,7 @@ async def caller_left(request: Request, call: CallContext) -> bool:
         # One trip: the loop reads the socket again (a read of the request's bytes stops
         # short of the EOF behind them), and ``eof_received`` marks the request at once.
         await asyncio.sleep(0)
-    return peer.gone
+    return connection.gone
 
 
 class RequestCount:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.api.errors import error_response
 from proxy.errors import InvalidRequest, ProxyError, ServiceUnavailable
+from proxy.serving import request_connection
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,24 @@ class RelayResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             ended = False
             final = self.final_frame
+            # After the first body bytes (through ``send``: the middleware times them), the
+            # events go straight to the connection where the server offers it.
+            connection = request_connection(scope)
+            body_started = False
             async for chunk in frames:
                 if ended:  # the stream's own clean-up runs; nothing more is sent
                     log.warning("a stream yielded %d bytes after its final frame", len(chunk))
                     continue
                 ended = final is not None and chunk.endswith(final)
-                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                if (
+                    ended
+                    or not body_started
+                    or connection is None
+                    or not connection.write_more_body(chunk)
+                ):
+                    more = not ended
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                    body_started = True
             if not ended:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

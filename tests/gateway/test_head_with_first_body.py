@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import uvicorn
@@ -103,7 +105,7 @@ def test_a_served_stream_sends_its_head_with_its_first_event(monkeypatch, make_p
 
 def test_a_hang_up_read_with_its_request_is_known_after_one_loop_trip() -> None:
     """A stalled server reads a request and its caller's hang-up together: one trip
-    round the loop later the request knows it (``PeerState``), as ``caller_left``
+    round the loop later the request knows it (``RequestConnection``), as ``caller_left``
     relies on; uvicorn alone would know only once the transport has closed."""
     seen: list[bool] = []
 
@@ -114,7 +116,7 @@ def test_a_hang_up_read_with_its_request_is_known_after_one_loop_trip() -> None:
             time.sleep(0.5)  # noqa: ASYNC251 - the loop stops, as on a replica without CPU
         else:
             await asyncio.sleep(0)
-            seen.append(scope["extensions"][serving.PEER_EXTENSION].gone)
+            seen.append(scope["extensions"][serving.CONNECTION_EXTENSION].gone)
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -142,3 +144,41 @@ def test_a_hang_up_read_with_its_request_is_known_after_one_loop_trip() -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert seen == [True]
+
+
+def fake_cycle(**state: object) -> Any:
+    """What ``RequestConnection`` reads of uvicorn's response cycle."""
+    fields = {
+        "chunked_encoding": True,
+        "response_started": True,
+        "response_complete": False,
+        "disconnected": False,
+        "flow": SimpleNamespace(write_paused=False),
+        "transport": RecordingTransport(),
+    }
+    return SimpleNamespace(**{**fields, **state})
+
+
+def test_more_body_is_written_as_one_http_chunk() -> None:
+    cycle = fake_cycle()
+    assert serving.RequestConnection(cycle).write_more_body(b"data: 1\n\n")
+    assert cycle.transport.writes == [b"9\r\ndata: 1\n\n\r\n"]
+
+
+def test_more_body_is_left_to_send_while_the_socket_buffer_is_full() -> None:
+    # ``send`` waits for the buffer to drain: a caller that stops reading stops the relay.
+    for state in (
+        {"flow": SimpleNamespace(write_paused=True)},
+        {"chunked_encoding": False},  # a content-length body: uvicorn counts it
+        {"response_started": False},
+        {"response_complete": True},
+    ):
+        cycle = fake_cycle(**state)
+        assert not serving.RequestConnection(cycle).write_more_body(b"data: 1\n\n"), state
+        assert cycle.transport.writes == []
+
+
+def test_more_body_after_a_hang_up_is_dropped() -> None:
+    cycle = fake_cycle(disconnected=True)
+    assert serving.RequestConnection(cycle).write_more_body(b"data: 1\n\n")
+    assert cycle.transport.writes == []
