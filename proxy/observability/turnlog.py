@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.db.base import row_chunks, without_nul
+from proxy.db.base import row_chunks, table_of, without_nul
 from proxy.db.models import TurnRecord
 from proxy.db.write_behind import WriteBehindQueue
 from proxy.observability import tracing
@@ -163,4 +163,4 @@ class TurnLogWriter(WriteBehindQueue[_Record]):
 
     async def _write(self, session: AsyncSession, batch: list[_Record]) -> None:
         for chunk in row_chunks([item.row for item in batch]):
-            await session.execute(insert(TurnRecord), list(chunk))
+            await session.execute(insert(table_of(TurnRecord)), list(chunk))

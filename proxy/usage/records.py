@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.db.base import row_chunks
+from proxy.db.base import row_chunks, table_of
 from proxy.db.models import UsageRecord
 from proxy.db.write_behind import WriteBehindQueue
 from proxy.upstream.usage import UpstreamUsage
@@ -81,7 +81,7 @@ class UsageWriter(WriteBehindQueue[_Usage]):
     async def _write(self, session: AsyncSession, batch: list[_Usage]) -> None:
         rows = [item.row for item in batch]
         for chunk in row_chunks(rows):
-            await session.execute(insert(UsageRecord), list(chunk))
+            await session.execute(insert(table_of(UsageRecord)), list(chunk))
 
 
 def now() -> datetime:
