@@ -14,12 +14,15 @@ is ``other``. So the size of ``/metrics`` does not depend on what clients send.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -117,6 +120,36 @@ class ClosedLabels(Generic[M]):
         return child
 
 
+class LoopHistogram(Collector):
+    """An unlabelled histogram observed only on the event loop's thread, without a lock:
+    prometheus_client's takes two per observation (about 2 µs), and the relay observes
+    every chunk of every stream. A scrape reads one snapshot of the counts, so the
+    ``+Inf`` bucket always equals ``_count``."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = [*sorted(float(b) for b in buckets), math.inf]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1  # le: the first bound >= value
+        self._sum += value
+
+    def collect(self) -> Iterable[Metric]:
+        counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets, total)
+        yield family
+
+
 class _AttributeCounters(Collector):
     """Exposes counters that live as attributes on other objects."""
 
@@ -200,7 +233,7 @@ class ProxyMetrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
-        self.chunk_gap = Histogram(
+        self.chunk_gap = LoopHistogram(
             "proxy_stream_chunk_gap_seconds",
             "Gaps between relayed chunks.",
             buckets=LATENCY_BUCKETS,

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from proxy.metrics import MAX_LABEL_LENGTH, OTHER, LabelSet, ProxyMetrics, bounded_label
+from proxy.metrics import (
+    LATENCY_BUCKETS,
+    MAX_LABEL_LENGTH,
+    OTHER,
+    LabelSet,
+    LoopHistogram,
+    ProxyMetrics,
+    bounded_label,
+)
 
 
 def series(metrics: ProxyMetrics, name: str) -> list[str]:
@@ -80,3 +88,18 @@ def test_counters_from_several_sources_are_one_series() -> None:
         'proxy_store_errors_total{store="database"} 11.0',
         'proxy_store_errors_total{store="redis"} 4.0',
     ]
+
+
+def test_a_loop_histogram_exposes_what_a_prometheus_histogram_would() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = LoopHistogram("gap_seconds", "Gaps.", buckets=LATENCY_BUCKETS, registry=ours)
+    reference = Histogram("gap_seconds", "Gaps.", buckets=LATENCY_BUCKETS, registry=theirs)
+    for value in (0.0, 0.0005, 0.001, 0.0011, 0.01, 0.7, 30, 31, 1e9):
+        fast.observe(value)
+        reference.observe(value)
+
+    def exposed(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [line for line in lines if "gap_seconds_created" not in line]
+
+    assert exposed(ours) == exposed(theirs)
