@@ -227,7 +227,7 @@ class ProxyMetrics:
             LabelSet({"input", "output"}),
             model,
         )
-        self.overhead = Histogram(
+        self.overhead = LoopHistogram(
             "proxy_overhead_seconds",
             "Time spent in the proxy before the first byte, excluding the upstream's wait.",
             buckets=OVERHEAD_BUCKETS,
@@ -240,13 +240,13 @@ class ProxyMetrics:
             registry=r,
         )
         self.active_streams = Gauge("proxy_active_streams", "Streams being relayed.", registry=r)
-        self.history_turns = Histogram(
+        self.history_turns = LoopHistogram(
             "proxy_history_messages",
             "Stored messages placed in a prompt.",
             buckets=COUNT_BUCKETS,
             registry=r,
         )
-        self.history_tokens = Histogram(
+        self.history_tokens = LoopHistogram(
             "proxy_history_tokens",
             "Tokens of stored history placed in a prompt.",
             buckets=TOKEN_BUCKETS,

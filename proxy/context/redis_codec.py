@@ -45,8 +45,10 @@ def id_prefix(message_id: str) -> bytes:
 
 def decode_history(encoded: list[bytes], summary: bytes | None, total: int) -> TaskHistory:
     """A ``TaskHistory`` from what the load and turn-start scripts return."""
+    # One parse of all of them (each is a JSON object as the store keeps it).
+    decoded = orjson.loads(b"[" + b",".join(encoded) + b"]") if encoded else []
     return TaskHistory(
-        messages=[StoredMessage.from_dict(orjson.loads(value)) for value in encoded],
+        messages=[StoredMessage.from_dict(value) for value in decoded],
         summary=text(summary) if summary is not None else None,
         total_messages=int(total),
     )
