@@ -4,6 +4,7 @@ bytes, and a hang-up is known as soon as it is read."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -182,3 +183,50 @@ def test_more_body_after_a_hang_up_is_dropped() -> None:
     cycle = fake_cycle(disconnected=True)
     assert serving.RequestConnection(cycle).write_more_body(b"data: 1\n\n")
     assert cycle.transport.writes == []
+
+
+def test_a_caller_that_stops_reading_stops_the_relay(monkeypatch, make_proxy) -> None:
+    """Events written straight to the connection respect its flow control: once the
+    socket's buffer is full they go through ``send``, which waits for it to drain, so a
+    caller that stops reading holds the proxy's buffer at its high-water mark instead of
+    the whole reply."""
+    buffered: list[int] = []
+    write_more_body = serving.RequestConnection.write_more_body
+
+    def recording(self: serving.RequestConnection, data: bytes) -> bool:
+        written = write_more_body(self, data)
+        buffered.append(self._cycle.transport._transport.get_write_buffer_size())  # type: ignore[attr-defined]
+        return written
+
+    monkeypatch.setattr(serving.RequestConnection, "write_more_body", recording)
+    server = make_proxy(max_body_bytes=8_000_000)
+    # 6 MB in 300 events of 20 KB, 2 ms apart (one read each): more than the kernel's
+    # socket buffers on loopback hold (up to 4 MB for the proxy's send side).
+    reply = "word " * 1_200_000
+    body = {
+        "model": "gpt-4o",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"reply": reply, "chunks": 300, "gap_ms": 2},
+    }
+    payload = json.dumps(body).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n"
+    )
+    with socket.socket() as caller:
+        caller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        caller.connect(("127.0.0.1", server.port))
+        caller.sendall(head + payload)
+        caller.settimeout(10)
+        assert caller.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # the caller reads nothing more; the relay must wait for it
+        stalled_at = len(buffered)
+        # uvloop's high-water mark (64 KiB) and the one event that crossed it (20 KB):
+        # without the flow control, 3 MB (measured).
+        assert max(buffered) <= 64 * 1024 + 24 * 1024, max(buffered)
+        received = b""
+        while not received.endswith(b"0\r\n\r\n") and (piece := caller.recv(65536)):
+            received += piece
+    assert stalled_at < 300  # it did stop, before the end of the reply
+    assert b"data: [DONE]" in received
