@@ -25,6 +25,7 @@ from proxy.context.guard import StoreGuard
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
 from proxy.context.redis_client import connect_redis
+from proxy.context.redis_lane import script_lane
 from proxy.context.redis_store import RedisHistoryStore
 from proxy.context.summary import Summariser
 from proxy.db.session import async_url, make_engine, make_sessionmaker
@@ -93,7 +94,10 @@ async def build_history_store(settings: Settings) -> HistoryStore:
         return MemoryHistoryStore(ttl_seconds=settings.history_ttl_seconds)
     client = await connect_redis(settings)
     store = RedisHistoryStore(
-        client, prefix=settings.redis_prefix, ttl_seconds=settings.history_ttl_seconds
+        client,
+        prefix=settings.redis_prefix,
+        ttl_seconds=settings.history_ttl_seconds,
+        lane=script_lane(client),  # the turns' scripts skip redis-py's call path
     )
     try:
         await asyncio.wait_for(store.load_scripts(), timeout=2.0)

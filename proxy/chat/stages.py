@@ -149,6 +149,7 @@ async def read_task(
     attempt_id = uuid.uuid4().hex
     began = time.time()
     leases = deps.inflight.leases
+    # The Redis store's lane returns a future, its script already sent; others a coroutine.
     starting = asyncio.ensure_future(
         deps.history.begin_turn(
             task_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -206,7 +207,7 @@ class TaskHistoryStore(Protocol):
         """
         ...
 
-    async def begin_turn(
+    def begin_turn(
         self,
         task_id: str,
         request_id: str | None,
@@ -216,9 +217,10 @@ class TaskHistoryStore(Protocol):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         holder: str = "",
         take_meta: bool = False,
-    ) -> TurnStart:
+    ) -> Awaitable[TurnStart]:
         """A turn's start in one atomic step (one round trip): ``claim_request`` (with a
-        request id), then ``load(task_id, limit)``, then ``take_meta`` if asked."""
+        request id), then ``load(task_id, limit)``, then ``take_meta`` if asked. A store
+        may start it before returning (a future), so that no task must start it."""
         ...
 
     async def hold(

@@ -29,6 +29,7 @@ Messages are encoded by ``redis_codec`` (a fixed key order the scripts rely on).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -63,6 +64,7 @@ from proxy.context.redis_codec import (
     text,
     time_ms,
 )
+from proxy.context.redis_lane import LaneScript, PyScript, Reply, ScriptLane, StoreScript
 from proxy.context.redis_lua import (
     ADD_SPOKEN_SCRIPT,
     BEGIN_TURN_SCRIPT,
@@ -115,30 +117,45 @@ return redis.call('GET', KEYS[1])
 
 
 class RedisHistoryStore:
-    """``HistoryStore`` on Redis (standalone or cluster), redis-py asyncio."""
+    """``HistoryStore`` on Redis (standalone or cluster), redis-py asyncio; the scripts
+    on a lane of their own where the client allows one (``redis_lane``)."""
 
     def __init__(
-        self, client: RedisClient, *, prefix: str = "proxy:", ttl_seconds: int = 86400
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = "proxy:",
+        ttl_seconds: int = 86400,
+        lane: ScriptLane | None = None,
     ) -> None:
+        """``lane``: the scripts' own connection (``redis_lane.script_lane``), or None
+        to call them through redis-py."""
         self._client = client
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
-        self._claim = client.register_script(LUA_HELPERS + CLAIM_SCRIPT)
-        self._begin = client.register_script(LUA_HELPERS + BEGIN_TURN_SCRIPT)
-        self._commit = client.register_script(
+        self._lane = lane
+        self._scripts: list[AsyncScript] = []
+        self._claim = self._script(LUA_HELPERS + CLAIM_SCRIPT)
+        self._begin = self._script(LUA_HELPERS + BEGIN_TURN_SCRIPT)
+        self._commit = self._script(
             LUA_HELPERS + f"local PROBE_WINDOW = {PROBE_WINDOW}\n" + COMMIT_SCRIPT
         )
-        self._hold = client.register_script(HOLD_SCRIPT)
-        self._add_spoken = client.register_script(LUA_HELPERS + ADD_SPOKEN_SCRIPT)
-        self._update = client.register_script(LUA_HELPERS + UPDATE_MESSAGE_SCRIPT)
-        self._set_summary = client.register_script(LUA_HELPERS + SET_SUMMARY_SCRIPT)
-        self._probe = client.register_script(_PROBE_SCRIPT)
-        self._load = client.register_script(_LOAD_SCRIPT)
-        self._take = client.register_script(_TAKE_SCRIPT)
-        self._hit = client.register_script(_HIT_SCRIPT)
-        self._push = client.register_script(LUA_HELPERS + PUSH_SCRIPT)
-        self._erase = client.register_script(ERASE_SCRIPT)
-        self._reset = client.register_script(RESET_SCRIPT)
+        self._hold = self._script(HOLD_SCRIPT)
+        self._add_spoken = self._script(LUA_HELPERS + ADD_SPOKEN_SCRIPT)
+        self._update = self._script(LUA_HELPERS + UPDATE_MESSAGE_SCRIPT)
+        self._set_summary = self._script(LUA_HELPERS + SET_SUMMARY_SCRIPT)
+        self._probe = self._script(_PROBE_SCRIPT)
+        self._load = self._script(_LOAD_SCRIPT)
+        self._take = self._script(_TAKE_SCRIPT)
+        self._hit = self._script(_HIT_SCRIPT)
+        self._push = self._script(LUA_HELPERS + PUSH_SCRIPT)
+        self._erase = self._script(ERASE_SCRIPT)
+        self._reset = self._script(RESET_SCRIPT)
+
+    def _script(self, source: str) -> StoreScript:
+        script = self._client.register_script(source)
+        self._scripts.append(script)
+        return PyScript(script) if self._lane is None else LaneScript(script, self._lane)
 
     async def load_scripts(self) -> None:
         """Load the scripts on every primary ahead of the turns (start, readiness).
@@ -146,7 +163,7 @@ class RedisHistoryStore:
         A script the server lacks makes redis-py retry it after a NOSCRIPT error; on
         a cluster, many such retries at once on new connections sometimes fail inside
         redis-py (8.1), so the turns should find the scripts already there."""
-        for script in [value for value in vars(self).values() if isinstance(value, AsyncScript)]:
+        for script in self._scripts:
             await self._client.script_load(script.script)
 
     def _base(self, task_id: str) -> str:
@@ -209,7 +226,7 @@ class RedisHistoryStore:
         claimed = await self._claim(keys=self._lease_keys(task_id), args=args)
         return decode_claim(attempt_id, claimed)
 
-    async def begin_turn(
+    def begin_turn(
         self,
         task_id: str,
         request_id: str | None,
@@ -219,7 +236,8 @@ class RedisHistoryStore:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         holder: str = "",
         take_meta: bool = False,
-    ) -> TurnStart:
+    ) -> asyncio.Future[TurnStart]:
+        """Started now: through the lane, the script is on the wire when this returns."""
         args: list[bytes | str | int] = [
             self.ttl_seconds,
             request_id or "",
@@ -230,12 +248,16 @@ class RedisHistoryStore:
             b"1" if take_meta else b"",
         ]
         keys = [*self._lease_keys(task_id), self.meta_queue_key(task_id)]
-        claimed, encoded, summary, total, meta = await self._begin(keys=keys, args=args)
-        return TurnStart(
-            decode_claim(attempt_id, claimed) if claimed else None,
-            decode_history(encoded, summary, total),
-            [orjson.loads(item) for item in meta],
-        )
+
+        def decode(reply: Reply) -> TurnStart:
+            claimed, encoded, summary, total, meta = reply
+            return TurnStart(
+                decode_claim(attempt_id, claimed) if claimed else None,
+                decode_history(encoded, summary, total),
+                [orjson.loads(item) for item in meta],
+            )
+
+        return self._begin.start(keys, args, decode)
 
     async def hold(
         self, task_id: str, attempt_id: str, lease_seconds: float, *, holder: str, create: bool
@@ -250,7 +272,10 @@ class RedisHistoryStore:
         return int(await self._hold(keys=keys, args=args))
 
     async def release(self, task_id: str, attempt_id: str) -> None:
-        await self._client.hdel(self.live_key(task_id), attempt_id)
+        if self._lane is not None:
+            await self._lane.execute("HDEL", self.live_key(task_id), attempt_id)
+        else:
+            await self._client.hdel(self.live_key(task_id), attempt_id)
 
     async def add_spoken(
         self,
@@ -419,6 +444,8 @@ class RedisHistoryStore:
                 )
 
     async def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         await self._client.aclose()
 
     @staticmethod

@@ -12,6 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from proxy.context.history import HistoryStore
 from proxy.context.memory_store import MemoryHistoryStore
+from proxy.context.redis_lane import script_lane
 from proxy.context.redis_store import RedisHistoryStore
 from tests.redis_cluster import ThrowawayRedisCluster
 
@@ -50,6 +51,19 @@ async def redis_store(redis_client: redis.Redis) -> AsyncIterator[RedisHistorySt
 
 
 @pytest.fixture
+async def lane_store(redis_client: redis.Redis) -> AsyncIterator[RedisHistoryStore]:
+    """The Redis store with its scripts on their own lane, as the proxy runs it."""
+    lane = script_lane(redis_client)
+    assert lane is not None
+    prefix = f"proxytest:{uuid.uuid4().hex}:"
+    yield RedisHistoryStore(redis_client, prefix=prefix, ttl_seconds=3600, lane=lane)
+    lane.close()
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+@pytest.fixture
 async def cluster_store(
     redis_cluster: ThrowawayRedisCluster,
 ) -> AsyncIterator[RedisHistoryStore]:
@@ -65,7 +79,7 @@ async def cluster_store(
     await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "lane", "cluster"])
 def store(request: pytest.FixtureRequest) -> HistoryStore:
     """Each implementation in turn; the contract tests run against all of them."""
     implementation: HistoryStore = request.getfixturevalue(f"{request.param}_store")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.context.engine_calls import SYSTEM, assistant, engine_headers, say, user
+from tests.context.redis_server import redis_server
 from tests.context.test_conversation import ADMIN, stored, upstream_messages
 from tests.servers import free_port
 
@@ -63,35 +64,9 @@ def test_turns_beyond_the_redis_connections_are_still_recorded(make_proxy, mock)
 
 
 @pytest.fixture
-def throwaway_redis():
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while (
-        subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
-        != b"PONG"
-    ):
-        assert time.monotonic() < deadline, "throwaway redis-server did not start"
-        time.sleep(0.05)
-    yield port, process
-    os.kill(process.pid, signal.SIGCONT)
-    process.terminate()
-    process.wait(5)
+def throwaway_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    with redis_server() as server:
+        yield server
 
 
 def test_a_stalled_redis_never_hangs_a_request_and_recovers(make_proxy, mock, throwaway_redis):
