@@ -135,6 +135,7 @@ class ScriptLane:
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self._protocol: _LaneProtocol | None = None
         self._connecting: asyncio.Future[_LaneProtocol] | None = None
+        self.closed = False  # by ``close``: no call opens a connection again
 
     def call(
         self,
@@ -155,6 +156,8 @@ class ScriptLane:
 
     def protocol(self) -> _LaneProtocol | asyncio.Future[_LaneProtocol]:
         """The open connection, or the attempt to open one (one at a time)."""
+        if self.closed:
+            raise RedisConnectionError("the Redis lane was closed")
         protocol = self._protocol
         if protocol is not None and not protocol.broken:
             return protocol
@@ -167,6 +170,8 @@ class ScriptLane:
         self._connecting = None
         if not opening.cancelled() and opening.exception() is None:
             self._protocol = opening.result()
+            if self.closed:  # closed while it was opening
+                self._protocol.close()
 
     async def _open(self) -> _LaneProtocol:
         loop = asyncio.get_running_loop()
@@ -193,9 +198,10 @@ class ScriptLane:
         return protocol
 
     def close(self) -> None:
+        """Every call waiting fails (``ConnectionError``); later calls fail at once."""
+        self.closed = True
         if self._protocol is not None:
             self._protocol.close()
-            self._protocol = None
 
 
 def _answer(protocol: _LaneProtocol, packed: bytes) -> asyncio.Future[Reply]:
@@ -226,7 +232,12 @@ class _Call:
         self.fallback, self.result, self.retried = fallback, result, False
 
     def send(self) -> None:
-        protocol = self.lane.protocol()
+        try:
+            protocol = self.lane.protocol()
+        except RedisConnectionError as closed:
+            self.retried = True
+            self.settle(closed)
+            return
         if isinstance(protocol, _LaneProtocol):
             protocol.send(self.packed, self.settle)
         else:  # opening a connection: sent once it is open

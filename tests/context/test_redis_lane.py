@@ -140,3 +140,20 @@ def test_only_a_plain_standalone_client_gets_a_lane() -> None:
     assert script_lane(redis.Redis.from_url("unix:///tmp/redis.sock")) is None
     assert script_lane(redis.Redis.from_url("redis://127.0.0.1:6379/0", protocol=3)) is None
     assert script_lane(RedisCluster(host="127.0.0.1", port=6379)) is None
+
+
+async def test_a_closed_lane_fails_its_calls_and_never_reconnects() -> None:
+    with redis_server() as (port, process):
+        client, lane = lane_on(port)
+        await lane.execute("PING")
+        before = (await client.info("stats"))["total_connections_received"]
+        os.kill(process.pid, signal.SIGSTOP)
+        waiting = lane.call(("PING",), as_is)
+        lane.close()  # shutting down with a call in flight
+        os.kill(process.pid, signal.SIGCONT)
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await waiting
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await lane.execute("PING")
+        assert (await client.info("stats"))["total_connections_received"] == before
+        await client.aclose()
