@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -51,6 +52,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     closed_for_timeout = 0  # connections closed by the deadline, per process
 
     _header_timer: asyncio.TimerHandle | None = None
+    _request: RequestConnection | None = None  # the current request's
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,7 +71,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             extensions: dict[str, object] = self.cycle.scope.setdefault(  # type: ignore[assignment]
                 "extensions", {}
             )
-            extensions[CONNECTION_EXTENSION] = RequestConnection(self.cycle)
+            self._request = RequestConnection(self.cycle)
+            extensions[CONNECTION_EXTENSION] = self._request
 
     def eof_received(self) -> None:
         # The caller closed its side: the request is disconnected now, as it is once the
@@ -78,10 +81,17 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
+            self._hung_up()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
         super().connection_lost(exc)
+        self._hung_up()
+
+    def _hung_up(self) -> None:
+        request = self._request
+        if request is not None and request.gone:
+            request.hung_up()
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None and self.header_timeout > 0:
@@ -106,14 +116,22 @@ class RequestConnection:
     comes (an ASGI message per SSE event costs a dict, a middleware's wrapper and
     uvicorn's checks). The scope's ``CONNECTION_EXTENSION``."""
 
-    __slots__ = ("_cycle",)
+    __slots__ = ("_cycle", "on_gone")
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
         self._cycle = cycle
+        # Called once, from the protocol, when the caller hangs up before the response
+        # is complete: a watch with no task of its own (``DisconnectWatch``).
+        self.on_gone: Callable[[], None] | None = None
 
     @property
     def gone(self) -> bool:
         return bool(self._cycle.disconnected)
+
+    def hung_up(self) -> None:
+        on_gone, self.on_gone = self.on_gone, None
+        if on_gone is not None:
+            on_gone()
 
     def write_more_body(self, data: bytes) -> bool:
         """Write ``data`` as the next chunk of a started chunked body, as uvicorn's

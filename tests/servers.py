@@ -6,6 +6,8 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -13,6 +15,8 @@ from proxy.app import create_app
 from proxy.services import Services
 from proxy.serving import HeaderTimeoutProtocol
 from proxy.settings import Settings
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -72,8 +76,12 @@ class ProxyServer:
             await services.turn_logs.flush()
             await services.transcripts.flush()
 
+        self.run(flush)
+
+    def run(self, work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
+        """``work()`` run on the server's event loop; its result."""
         loop = self._server.servers[0].get_loop()
-        asyncio.run_coroutine_threadsafe(flush(), loop).result(timeout=30)
+        return asyncio.run_coroutine_threadsafe(work(), loop).result(timeout=timeout)
 
     @property
     def state(self) -> Services:

@@ -161,7 +161,9 @@ async def handle_chat(request: Request) -> Response:
             )
         # A caller that leaves (the engine's Timeout) must not keep the upstream busy.
         completion = await cancel_on_disconnect(
-            request.receive, service.complete(body, call, profile)
+            request.receive,
+            service.complete(body, call, profile),
+            request_connection(request.scope),
         )
         count.done(200)
         usage.report_completion(completion)

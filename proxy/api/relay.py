@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.api.errors import error_response
 from proxy.errors import InvalidRequest, ProxyError, ServiceUnavailable
-from proxy.serving import request_connection
+from proxy.serving import RequestConnection, request_connection
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RelayResponse(Response):
         # round the event loop before the first byte), cancelled the moment the caller
         # leaves. A cancel from anyone else (a retry taking the request over, a newer
         # turn of the task, a shutdown) ends the response as below.
-        with DisconnectWatch(receive) as watch:
+        with DisconnectWatch(receive, request_connection(scope)) as watch:
             try:
                 await self._relay(scope, receive, send)
                 return  # answered (or failed loudly)
@@ -153,20 +153,33 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 
 class DisconnectWatch:
-    """While open, the caller hanging up (``http.disconnect``) cancels the current task
-    (``caller_left`` says so). The request body must have been read; one watcher task."""
+    """While open, the caller hanging up cancels the current task (``caller_left`` says
+    so). The request body must have been read. The server's ``RequestConnection`` calls
+    it when the caller hangs up; under another server, a watcher task waits for
+    ``http.disconnect``."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, connection: RequestConnection | None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.task = task
         self.caller_left = False
         self._watching = True
-        self._watcher = asyncio.create_task(_wait_for_disconnect(receive))
-        self._watcher.add_done_callback(self._on_disconnect)
+        self._connection = connection
+        self._watcher: asyncio.Task[None] | None = None
+        if connection is None:
+            self._watcher = asyncio.create_task(_wait_for_disconnect(receive))
+            self._watcher.add_done_callback(self._on_disconnect)
+        elif connection.gone:
+            self._left()
+        else:
+            connection.on_gone = self._left
 
     def _on_disconnect(self, watcher: asyncio.Task[None]) -> None:
-        if self._watching and not watcher.cancelled() and watcher.exception() is None:
+        if not watcher.cancelled() and watcher.exception() is None:
+            self._left()
+
+    def _left(self) -> None:
+        if self._watching:
             self.caller_left = True
             self.task.cancel()
 
@@ -175,18 +188,24 @@ class DisconnectWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._watching = False
-        self._watcher.cancel()
+        if self._connection is not None:
+            self._connection.on_gone = None
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
-async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(
+    receive: Receive, work: Awaitable[T], connection: RequestConnection | None = None
+) -> T:
     """Await ``work`` in this task, cancelled the moment the caller leaves.
 
     The request body must have been read. Cancelling this very task (as
     ``asyncio.timeout`` does) keeps ``work`` where it runs, so a retry that takes over
-    the request still finds it; the only cost is one watcher task. Raises
+    the request still finds it. Raises
     ``InvalidRequest`` (499, ``client_disconnected``) when the caller left.
+    ``connection``: the request's ``RequestConnection``, if the server gives one.
     """
-    with DisconnectWatch(receive) as watch:
+    with DisconnectWatch(receive, connection) as watch:
         try:
             return await work
         except asyncio.CancelledError:

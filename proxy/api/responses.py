@@ -24,6 +24,7 @@ from proxy.responses.events import ResponseEventStream, ResponseShell, from_comp
 from proxy.responses.references import resolve_references
 from proxy.responses.request import load_body, to_chat_request
 from proxy.services import services
+from proxy.serving import request_connection
 from proxy.usage import recorder as usage
 
 router = APIRouter()
@@ -76,7 +77,9 @@ async def create_response(request: Request) -> Response:
                 count.stream(opening()), on_close=state.concurrency.leave, on_unstarted=count.done
             )
         completion = await cancel_on_disconnect(
-            request.receive, service.complete(body, turn.call, profile)
+            request.receive,
+            service.complete(body, turn.call, profile),
+            request_connection(request.scope),
         )
         count.done(200)
         usage.report_completion(completion)

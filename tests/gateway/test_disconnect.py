@@ -40,6 +40,29 @@ def test_disconnect_mid_stream_closes_the_upstream(make_proxy, mock):
     assert time.monotonic() - left_at < 2.0
 
 
+def test_a_served_stream_watches_its_caller_with_no_task_of_its_own(make_proxy, mock):
+    """Under ``proxy serve``'s protocol the hang-up comes from the connection itself
+    (``RequestConnection.on_gone``): no watcher task per stream, and it still cancels."""
+    proxy = make_proxy()
+    body = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "mock": {"chunks": 50, "gap_ms": 100},
+    }
+
+    async def watchers() -> int:
+        names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]
+        return names.count("_wait_for_disconnect")
+
+    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert proxy.run(watchers) == 0
+    assert wait_for(lambda: mock.requests and mock.requests[0].outcome == "client_closed")
+    assert mock.requests[0].ended_at - mock.requests[0].started_at < 2.0
+
+
 def test_disconnect_before_the_first_token_closes_the_upstream(make_proxy, mock):
     proxy = make_proxy()
     body = {
