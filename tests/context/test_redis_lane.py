@@ -11,6 +11,7 @@ import time
 import pytest
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -140,6 +141,8 @@ def test_only_a_plain_standalone_client_gets_a_lane() -> None:
     assert script_lane(redis.Redis.from_url("unix:///tmp/redis.sock")) is None
     assert script_lane(redis.Redis.from_url("redis://127.0.0.1:6379/0", protocol=3)) is None
     assert script_lane(RedisCluster(host="127.0.0.1", port=6379)) is None
+    sentinel = Sentinel([("127.0.0.1", 26379)])  # nothing is sent before a call
+    assert script_lane(sentinel.master_for("primary")) is None
 
 
 async def test_a_closed_lane_fails_its_calls_and_never_reconnects() -> None:
