@@ -116,8 +116,9 @@ class InFlight:
         self.leases = leases
         self.retries = retries
         self.wait_seconds = wait_seconds  # how long a new turn waits for earlier ones
-        # (task, request id or attempt id) -> the asyncio task serving that turn
-        self._turns: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        # task -> (request id or attempt id -> the asyncio task serving that turn): a new
+        # turn looks at its own task's turns only, however many are in flight here.
+        self._turns: dict[str, dict[str, asyncio.Task[Any]]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}  # task -> interrupted turn's write
 
     @classmethod
@@ -139,7 +140,7 @@ class InFlight:
     @property
     def turns(self) -> int:
         """Stateful turns being served here (each is forgotten when it ends)."""
-        return len(self._turns)
+        return sum(len(turns) for turns in self._turns.values())
 
     async def make_way(self, task_id: str, request_id: str | None) -> None:
         """Before a new turn of the task reads its history: earlier turns end, and their
@@ -155,8 +156,8 @@ class InFlight:
         its own timeout must find the abandoned attempt's user turn stored, not race it."""
         earlier = [
             owner
-            for (task, key), owner in self._turns.items()
-            if task == task_id and key != request_id and not owner.done()
+            for key, owner in self._turns.get(task_id, {}).items()
+            if key != request_id and not owner.done()
         ]
         for owner in earlier:
             owner.cancel()
@@ -166,7 +167,7 @@ class InFlight:
     def take_over(self, task_id: str, request_id: str) -> None:
         """A retry of ``request_id`` owns the request now: the attempt still streaming it
         here ends."""
-        earlier = self._turns.pop((task_id, request_id), None)
+        earlier = self._drop(task_id, request_id)
         if earlier is not None and not earlier.done():
             log.info("a retry takes over a request still streaming", extra={"task_id": task_id})
             earlier.cancel()
@@ -180,12 +181,19 @@ class InFlight:
         self.leases.keep(task_id, attempt_id, registered=claimed)
         owner = asyncio.current_task()
         if owner is not None:  # every turn in flight, so that the next one can end it
-            self._turns[(task_id, key)] = owner
+            self._turns.setdefault(task_id, {})[key] = owner
         return owner
 
     def forget(self, task_id: str, key: str, owner: asyncio.Task[Any] | None) -> None:
-        if self._turns.get((task_id, key)) is owner:
-            del self._turns[(task_id, key)]
+        if self._turns.get(task_id, {}).get(key) is owner:
+            self._drop(task_id, key)
+
+    def _drop(self, task_id: str, key: str) -> asyncio.Task[Any] | None:
+        turns = self._turns.get(task_id)
+        owner = turns.pop(key, None) if turns is not None else None
+        if turns is not None and not turns:
+            del self._turns[task_id]
+        return owner
 
     # Writes and commits.
 
