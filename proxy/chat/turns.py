@@ -97,8 +97,13 @@ class TurnWriter:
         turnlog.sent(_said(replies), interrupted=True)
         spoken = sum(len(str(m.content or "")) for m in replies if m.role == "assistant")
         log.info("reply interrupted after %d characters", spoken, extra=turn.call.log_fields())
-        write = self._write(turn, [*turn.new_turn, *replies], None)
+        write = self._write_interrupted(turn, [*turn.new_turn, *replies])
         self.inflight.write_in_background(turn.task_id, write)
+
+    async def _write_interrupted(self, turn: PendingTurn, messages: list[StoredMessage]) -> None:
+        # A task of its own, in a copy of the request's context: a child of its turn span.
+        with tracing.child("proxy.commit", {"proxy.interrupted": True}):
+            await self._write(turn, messages, None)
 
     async def settled(self, task_id: str) -> None:
         """Wait (briefly) for the task's writes in flight (see ``InFlight.settled``)."""

@@ -65,6 +65,50 @@ def test_a_turn_is_exported_as_a_span_naming_the_task(make_proxy, mock, caplog):
     ]
 
 
+def test_an_interrupted_turns_commit_is_a_child_of_its_turn(make_proxy, mock):
+    with OtlpReceiver() as receiver:
+        proxy = make_proxy(redis=True, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+        headers = {"X-Task-Id": "task-cut", "X-Sdk-App-Id": APP}
+        body = {
+            "model": "gpt-test",
+            "stream": True,
+            "messages": [{"role": "user", "content": "tell me a long story"}],
+            "mock": {"chunks": 50, "gap_ms": 100},
+        }
+        with httpx.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json=body,
+            headers={**headers, "X-Request-Id": "req-cut"},
+            timeout=10,
+        ) as response:
+            assert next(response.iter_lines()).startswith("data: ")  # then the caller hangs up
+        # The task's next turn waits for the interrupted one's write: it has landed after.
+        quick = {**body, "mock": {"chunks": 2}}
+        reply = httpx.post(
+            proxy.base_url + "/chat/completions",
+            json=quick,
+            headers={**headers, "X-Request-Id": "req-next"},
+            timeout=10,
+        )
+        assert reply.status_code == 200
+        proxy.stop()
+
+    turns = {
+        s.attributes["proxy.request_id"]: s for s in receiver.spans if s.name == "chat gpt-test"
+    }
+    assert set(turns) == {"req-cut", "req-next"}
+    for request_id, interrupted in (("req-cut", True), ("req-next", False)):
+        turn = turns[request_id]
+        commits = [
+            s
+            for s in receiver.spans
+            if s.parent_span_id == turn.span_id and s.name == "proxy.commit"
+        ]
+        assert [c.attributes["proxy.interrupted"] for c in commits] == [interrupted]
+        assert commits[0].trace_id == turn.trace_id
+
+
 def test_tracing_is_off_without_an_endpoint():
     tracing = Tracing.start(None, "0")
     assert not tracing.enabled and tracing.tracer is None
