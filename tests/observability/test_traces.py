@@ -8,9 +8,12 @@ import httpx
 
 from proxy.dev.mock.behaviour import reported_usage
 from proxy.observability.tracing import Tracing
+from proxy.settings import KeySpec, ProfileSpec
+from tests.gateway.test_tool_loop import ToolServer
 from tests.observability.otlp_receiver import OtlpReceiver
 
 APP = "1400000001"
+ADMIN = "admin-token-for-tests-0123456789"
 
 
 def test_a_turn_is_exported_as_a_span_naming_the_task(make_proxy, mock, caplog):
@@ -114,3 +117,76 @@ def test_tracing_is_off_without_an_endpoint():
     assert not tracing.enabled and tracing.tracer is None
     with tracing.turn({"a": 1}) as span:
         assert span is None
+
+
+def test_retrieval_and_each_tool_call_are_spans_of_their_turn(make_proxy, mock, monkeypatch):
+    monkeypatch.setenv("TEST_AGENT_KEY", "agent-key")
+    tools = ToolServer()
+    try:
+        with OtlpReceiver() as receiver:
+            proxy = make_proxy(
+                redis=True,
+                admin_token=ADMIN,
+                OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                keys=[KeySpec(name="agent", key_env="TEST_AGENT_KEY", profile="traced")],
+                profiles={
+                    "traced": ProfileSpec(
+                        tools=["weather", "broken"],
+                        knowledge_bases=["faq"],
+                        filler_phrases=["One moment."],
+                    )
+                },
+            )
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            created = [
+                httpx.post(
+                    f"{proxy.url}/admin/knowledge-bases", json={"name": "faq"}, headers=admin
+                ),
+                httpx.post(
+                    f"{proxy.url}/admin/knowledge-bases/faq/documents",
+                    json={"source_id": "sky", "title": "Sky", "content": "Paris is often sunny."},
+                    headers=admin,
+                ),
+            ]
+            for name in ("weather", "broken"):
+                tool = {
+                    "name": name,
+                    "description": f"The {name} tool",
+                    "parameters": {"type": "object", "properties": {}},
+                    "url": f"{tools.url}/{name}",
+                    "allow_private_network": True,
+                }
+                created.append(httpx.post(f"{proxy.url}/admin/tools", json=tool, headers=admin))
+            assert [r.status_code for r in created] == [201] * 4
+            calls = [{"name": "weather", "arguments": {}}, {"name": "broken", "arguments": {}}]
+            mock.script([{"tool_calls": calls}, {"reply": "It is sunny."}])
+            reply = httpx.post(
+                proxy.base_url + "/chat/completions",
+                json={
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "Is Paris sunny?"}],
+                },
+                headers={
+                    "Authorization": "Bearer agent-key",
+                    "X-Task-Id": "t",
+                    "X-Request-Id": "r1",
+                },
+                timeout=20,
+            )
+            assert reply.status_code == 200
+            proxy.stop()
+    finally:
+        tools.httpd.shutdown()
+
+    (turn,) = [s for s in receiver.spans if s.name == "chat m"]
+    children = [s for s in receiver.spans if s.parent_span_id == turn.span_id]
+    retrieval = [s for s in children if s.name == "proxy.retrieval"]
+    assert [s.attributes["proxy.knowledge_bases"] for s in retrieval] == ["faq"]
+    ran = sorted(
+        (s.attributes["gen_ai.tool.name"], s.attributes["proxy.tool.ok"])
+        for s in children
+        if s.name.startswith("proxy.tool ")
+    )
+    assert ran == [("broken", False), ("weather", True)]
+    assert all(s.trace_id == turn.trace_id for s in children)
