@@ -55,7 +55,7 @@ def _pack(command: Sequence[Arg]) -> bytes:
     return packed
 
 
-class _LaneProtocol(asyncio.Protocol):
+class LaneProtocol(asyncio.Protocol):
     """One connection: commands go out in order, replies come back in order."""
 
     def __init__(self, timeout: float) -> None:
@@ -73,7 +73,9 @@ class _LaneProtocol(asyncio.Protocol):
     def send(self, packed: bytes, sink: Sink) -> None:
         """Writes one command now; its reply (or the connection's failure) goes to
         ``sink``, whoever still waits for it."""
-        assert self.transport is not None and not self.broken
+        if self.broken or self.transport is None:  # lost since it was handed out
+            sink(RedisConnectionError("Connection to Redis lost"))
+            return
         timer = asyncio.get_running_loop().call_later(self.timeout, self._late)
         self._waiting.append((sink, timer))
         self.transport.write(packed)
@@ -133,8 +135,8 @@ class ScriptLane:
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
         self.timeout, self.connect_timeout = timeout, connect_timeout
-        self._protocol: _LaneProtocol | None = None
-        self._connecting: asyncio.Future[_LaneProtocol] | None = None
+        self._protocol: LaneProtocol | None = None
+        self._connecting: asyncio.Future[LaneProtocol] | None = None
         self.closed = False  # by ``close``: no call opens a connection again
 
     def call(
@@ -154,7 +156,7 @@ class ScriptLane:
     async def execute(self, *command: Arg) -> Reply:
         return await self.call(command, as_is)
 
-    def protocol(self) -> _LaneProtocol | asyncio.Future[_LaneProtocol]:
+    def protocol(self) -> LaneProtocol | asyncio.Future[LaneProtocol]:
         """The open connection, or the attempt to open one (one at a time)."""
         if self.closed:
             raise RedisConnectionError("the Redis lane was closed")
@@ -166,19 +168,19 @@ class ScriptLane:
             self._connecting.add_done_callback(self._opened)
         return self._connecting
 
-    def _opened(self, opening: asyncio.Future[_LaneProtocol]) -> None:
+    def _opened(self, opening: asyncio.Future[LaneProtocol]) -> None:
         self._connecting = None
         if not opening.cancelled() and opening.exception() is None:
             self._protocol = opening.result()
             if self.closed:  # closed while it was opening
                 self._protocol.close()
 
-    async def _open(self) -> _LaneProtocol:
+    async def _open(self) -> LaneProtocol:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _LaneProtocol(self.timeout), self.host, self.port
+                    lambda: LaneProtocol(self.timeout), self.host, self.port
                 )
                 hello: list[bytes] = []
                 if self.password is not None:
@@ -204,7 +206,7 @@ class ScriptLane:
             self._protocol.close()
 
 
-def _answer(protocol: _LaneProtocol, packed: bytes) -> asyncio.Future[Reply]:
+def _answer(protocol: LaneProtocol, packed: bytes) -> asyncio.Future[Reply]:
     answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
     def settle(reply: Reply) -> None:
@@ -238,12 +240,12 @@ class _Call:
             self.retried = True
             self.settle(closed)
             return
-        if isinstance(protocol, _LaneProtocol):
+        if isinstance(protocol, LaneProtocol):
             protocol.send(self.packed, self.settle)
         else:  # opening a connection: sent once it is open
             protocol.add_done_callback(self._send_on)
 
-    def _send_on(self, opening: asyncio.Future[_LaneProtocol]) -> None:
+    def _send_on(self, opening: asyncio.Future[LaneProtocol]) -> None:
         if opening.cancelled():
             self.settle(RedisConnectionError("the connection to Redis was not opened"))
         elif (error := opening.exception()) is not None:

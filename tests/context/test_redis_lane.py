@@ -16,7 +16,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.context.redis_lane import LaneScript, ScriptLane, as_is, script_lane
+from proxy.context.redis_lane import LaneScript, ScriptLane, LaneProtocol, as_is, script_lane
 from tests.context.redis_server import redis_server
 
 ECHO = "return {ARGV[1], redis.call('INCR', KEYS[1])}"
@@ -160,3 +160,15 @@ async def test_a_closed_lane_fails_its_calls_and_never_reconnects() -> None:
             await lane.execute("PING")
         assert (await client.info("stats"))["total_connections_received"] == before
         await client.aclose()
+
+
+def test_a_command_for_a_connection_lost_meanwhile_fails_over_to_a_retry() -> None:
+    """A connection can break between being opened and the first command written to it
+    (the callback that sends runs a moment later): the call gets a ConnectionError, which
+    the lane retries once, and never hangs."""
+    protocol = LaneProtocol(timeout=1.0)
+    got: list[object] = []
+    protocol.send(b"PING\r\n", got.append)  # never connected
+    protocol.connection_lost(None)
+    protocol.send(b"PING\r\n", got.append)  # lost since
+    assert [type(reply) for reply in got] == [RedisConnectionError, RedisConnectionError]
