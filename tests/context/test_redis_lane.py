@@ -16,7 +16,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.context.redis_lane import LaneScript, ScriptLane, LaneProtocol, as_is, script_lane
+from proxy.context.redis_lane import LaneProtocol, LaneScript, ScriptLane, as_is, script_lane
 from tests.context.redis_server import redis_server
 
 ECHO = "return {ARGV[1], redis.call('INCR', KEYS[1])}"
