@@ -173,6 +173,12 @@ def kill9(child: Child) -> None:
 
 
 def sigterm(child: Child, timeout: float = 90) -> int:
-    """SIGTERM the replica and wait for its graceful exit; its exit status."""
+    """SIGTERM the replica and wait for its graceful exit; its exit status. A replica
+    that does not exit is an error that carries the end of its log."""
     os.killpg(child.proc.pid, signal.SIGTERM)
-    return child.proc.wait(timeout)
+    try:
+        return child.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        tail = child.log_tail(6000)
+        message = f"{child.name} did not exit {timeout:g} s after SIGTERM:\n{tail}"
+        raise ChaosError(message) from None
