@@ -9,6 +9,8 @@ keeps the container as ``app.state.services``; handlers read it with
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import faulthandler
 import logging
 from dataclasses import dataclass
 
@@ -212,28 +214,45 @@ async def start_services(settings: Settings, metrics: ProxyMetrics, tracing: Tra
     )
 
 
+SHUTDOWN_STALL_SECONDS = 30.0  # a shutdown still running then logs every thread's stack
+CLOSE_STEP_SECONDS = 5.0  # the longest one client's close may take
+
+
 async def stop_services(s: Services) -> None:
-    """Graceful shutdown: turns in flight finish, queues drain, then clients close."""
+    """Graceful shutdown: turns in flight finish, queues drain (each bounded in time),
+    then clients close, each within ``CLOSE_STEP_SECONDS``: a replica told to stop
+    always stops. One that stalls anyway leaves every thread's stack in its log."""
     s.shutting_down = True
-    await s.chat.drain()
-    await s.callbacks.drain()
-    await s.spoken.close()
-    await s.summariser.close()
-    await s.transcripts.close()
-    await s.budgets.drain()
-    await s.usage.writer.close()
-    await s.turn_logs.close()
-    await s.catalog.close()
-    await s.tools.close()
-    await s.retriever.close()
-    await s.tool_runner.close()
-    await s.router.cooldowns.close()
-    await s.client.close()
-    await s.history.close()
-    await s.db_engine.dispose()
-    s.tracing.close()
-    if s.spool is not None:
-        s.spool.close()
+    with contextlib.suppress(OSError, ValueError):  # a stderr with no file descriptor
+        faulthandler.dump_traceback_later(SHUTDOWN_STALL_SECONDS, exit=False)
+    try:
+        await s.chat.drain()
+        await s.callbacks.drain()
+        await s.spoken.close()
+        await s.summariser.close()
+        await s.transcripts.close()
+        await s.budgets.drain()
+        await s.usage.writer.close()
+        await s.turn_logs.close()
+        for name, closing in (
+            ("catalog", s.catalog.close),
+            ("tools", s.tools.close),
+            ("retriever", s.retriever.close),
+            ("tool runner", s.tool_runner.close),
+            ("cooldowns", s.router.cooldowns.close),
+            ("upstream client", s.client.close),
+            ("history store", s.history.close),
+            ("database engine", s.db_engine.dispose),
+        ):
+            try:
+                await asyncio.wait_for(closing(), CLOSE_STEP_SECONDS)
+            except Exception as exc:  # a timeout included: the next ones still close
+                log.error("shutdown: closing the %s failed: %r", name, exc)
+        s.tracing.close()
+        if s.spool is not None:
+            s.spool.close()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 async def _prepare_database(settings: Settings) -> None:
