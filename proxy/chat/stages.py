@@ -149,7 +149,8 @@ async def read_task(
     attempt_id = uuid.uuid4().hex
     began = time.time()
     leases = deps.inflight.leases
-    # The Redis store's lane returns a future, its script already sent; others a coroutine.
+    # The Redis store returns a future (on its lane, the script is already sent when it
+    # returns); the embedded store a coroutine, which becomes a task here.
     starting = asyncio.ensure_future(
         deps.history.begin_turn(
             task_id,

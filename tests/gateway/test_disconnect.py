@@ -22,15 +22,17 @@ def wait_for(predicate, timeout: float = 3.0) -> bool:
     return predicate()
 
 
+LONG_STORY = {  # 5 s of streaming: a hang-up comes long before its end
+    "model": "m",
+    "stream": True,
+    "messages": [{"role": "user", "content": "tell me a long story"}],
+    "mock": {"chunks": 50, "gap_ms": 100},
+}
+
+
 def test_disconnect_mid_stream_closes_the_upstream(make_proxy, mock):
     proxy = make_proxy()
-    body = {
-        "model": "m",
-        "stream": True,
-        "messages": [{"role": "user", "content": "tell me a long story"}],
-        "mock": {"chunks": 50, "gap_ms": 100},
-    }
-    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=body) as response:
+    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=LONG_STORY) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
     left_at = time.monotonic()
@@ -44,18 +46,12 @@ def test_a_served_stream_watches_its_caller_with_no_task_of_its_own(make_proxy, 
     """Under ``proxy serve``'s protocol the hang-up comes from the connection itself
     (``RequestConnection.on_gone``): no watcher task per stream, and it still cancels."""
     proxy = make_proxy()
-    body = {
-        "model": "m",
-        "stream": True,
-        "messages": [{"role": "user", "content": "tell me a long story"}],
-        "mock": {"chunks": 50, "gap_ms": 100},
-    }
 
     async def watchers() -> int:
         names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]
         return names.count("_wait_for_disconnect")
 
-    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=body) as response:
+    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=LONG_STORY) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
         assert proxy.run(watchers) == 0
