@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -174,6 +175,17 @@ class _AttributeCounters(Collector):
                 family.add_metric(list(values), total)
             families.append(family)
         return families
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSeries:
+    """The series of one model that every finished chat stream updates, found once."""
+
+    duration: Histogram  # gen_ai_client_operation_duration_seconds (chat)
+    input_tokens: Histogram  # gen_ai_client_token_usage
+    output_tokens: Histogram
+    prompt_tokens: Counter  # proxy_upstream_prompt_tokens
+    cached_tokens: Counter  # proxy_upstream_prompt_cache_hit_tokens
 
 
 class ProxyMetrics:
@@ -360,6 +372,8 @@ class ProxyMetrics:
             ),
             model,
         )
+        # By the closed model label: bounded like the series themselves.
+        self._model_series: dict[str, ModelSeries] = {}
         self._attributes = _AttributeCounters()
         r.register(self._attributes)
 
@@ -368,3 +382,17 @@ class ProxyMetrics:
     ) -> None:
         """Publish a counter another object keeps (read at scrape time)."""
         self._attributes.sources.append((name, documentation, labels, read))
+
+    def for_model(self, model: str) -> ModelSeries:
+        """``model``'s series: one label lookup instead of one per series."""
+        closed = self.models.close(model)
+        series = self._model_series.get(closed)
+        if series is None:
+            series = self._model_series[closed] = ModelSeries(
+                self.operation_duration.labels("chat", model),
+                self.token_usage.labels("input", model),
+                self.token_usage.labels("output", model),
+                self.prompt_tokens.labels(model),
+                self.cached_prompt_tokens.labels(model),
+            )
+        return series

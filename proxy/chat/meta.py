@@ -65,7 +65,7 @@ def meta_info_frame(
 
 def upstream_meta_info(payload: bytes) -> dict[str, Any] | None:
     """The ``metainfo`` of an upstream meta.info event; None for any other event."""
-    if MARKER not in payload:
+    if payload.find(MARKER) < 0:  # find, not ``in``: ``proxy.upstream.sse.CR``
         return None
     try:
         event = orjson.loads(payload)

@@ -73,7 +73,7 @@ class StreamRelay:
         self._open_next = open_next
         self._writer = writer
         self._metrics = metrics
-        self._completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self._completion_id: str | None = None  # the upstream's, else made when needed
         self._sent_any = False
         self._said_anything = False  # any text reached the caller during this turn
         self._produced: list[StoredMessage] = []  # finished tool steps of this turn
@@ -130,22 +130,11 @@ class StreamRelay:
                 if results_frames:
                     yield results_frames
                 stream = self._opened(await self._open_next(body))
-            final = StoredMessage(
-                role="assistant",
-                content=self._segment_text(),
-                request_id=plan.turn.call.request_id if plan.turn else None,
-            )
-            if self._handed_back:
-                final.tool_calls = self._handed_back
-                final.content = final.content or None
-            elif plan.tools is None and reply.tool_calls:  # pass-through tools: keep the calls
-                final = reply.assistant_message(final.request_id)
-                final.content = self._segment_text() or final.content
-            final.reasoning_content = self._reasoning()
             finished = True
             if plan.turn is not None:
                 answer = reply.answer()
                 answer.content = self._segment_text()
+                final = self._final_message(reply, plan.turn)
                 # Shielded: a caller leaving now must not cancel the write of what it heard.
                 await asyncio.shield(
                     self._writer.finished(plan.turn, [*self._produced, final], answer)
@@ -167,6 +156,20 @@ class StreamRelay:
             finally:
                 if self._on_end is not None:
                     self._on_end()
+
+    def _final_message(self, reply: ReplyAccumulator, turn: PendingTurn) -> StoredMessage:
+        """The reply as the history keeps it: what was said, and the calls handed back."""
+        final = StoredMessage(
+            role="assistant", content=self._segment_text(), request_id=turn.call.request_id
+        )
+        if self._handed_back:
+            final.tool_calls = self._handed_back
+            final.content = final.content or None
+        elif self.plan.tools is None and reply.tool_calls:  # pass-through tools: keep them
+            final = reply.assistant_message(final.request_id)
+            final.content = self._segment_text() or final.content
+        final.reasoning_content = self._reasoning()
+        return final
 
     async def _relay_step(
         self, stream: CompletionStream, reply: ReplyAccumulator, first_step: bool
@@ -232,6 +235,9 @@ class StreamRelay:
                 if reply.usage is not None:
                     self._usages.append(reply.usage)
                 report_usage(reply.model, reply.usage)
+                # Closed now (the upstream's end of stream is not read), not left to the
+                # loop's finaliser, which would start a task for it.
+                await batches.aclose()
                 return
             batch = await anext(batches, None)
         raise UpstreamError("upstream stream ended before [DONE]")
@@ -292,8 +298,14 @@ class StreamRelay:
                 if isinstance(event.get("model"), str):
                     self._model = event["model"]
 
+    def _stream_id(self) -> str:
+        """The completion id of the events the proxy adds (the upstream's once known)."""
+        if self._completion_id is None:
+            self._completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        return self._completion_id
+
     def _meta_frames(self, items: list[dict[str, Any]]) -> bytes:
-        return b"".join(meta_info_frame(self._completion_id, m, self._model) for m in items)
+        return b"".join(meta_info_frame(self._stream_id(), m, self._model) for m in items)
 
     def _tool_call_frames(self, calls: list[dict[str, Any]]) -> bytes:
         """The caller's tool calls, whole, then their finish chunk."""
@@ -314,8 +326,8 @@ class StreamRelay:
         if not self._sent_any:
             delta["role"] = "assistant"
         self._sent_any = True
-        head = json_frame(chunk_event(self._completion_id, self._model, delta, None))
-        return head + json_frame(chunk_event(self._completion_id, self._model, {}, "tool_calls"))
+        head = json_frame(chunk_event(self._stream_id(), self._model, delta, None))
+        return head + json_frame(chunk_event(self._stream_id(), self._model, {}, "tool_calls"))
 
     def _speak(self, text: str) -> bytes:
         """A content chunk the proxy itself says (a filler)."""
@@ -323,7 +335,7 @@ class StreamRelay:
         if not self._sent_any:
             delta["role"] = "assistant"
         self._sent_any = True
-        return json_frame(chunk_event(self._completion_id, self._model, delta, None))
+        return json_frame(chunk_event(self._stream_id(), self._model, delta, None))
 
     def _heard(self) -> list[StoredMessage]:
         """What the caller received, for a reply cut short."""
@@ -343,12 +355,13 @@ class StreamRelay:
     def _observe(self) -> None:
         metrics, model = self._metrics, self.plan.model
         elapsed = time.perf_counter() - self.plan.received_at
-        metrics.operation_duration.labels("chat", model).observe(elapsed)
+        series = metrics.for_model(model)
+        series.duration.observe(elapsed)
         for usage in self._usages:
-            metrics.token_usage.labels("input", model).observe(usage.prompt_tokens)
-            metrics.token_usage.labels("output", model).observe(usage.completion_tokens)
-            metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
-            metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
+            series.input_tokens.observe(usage.prompt_tokens)
+            series.output_tokens.observe(usage.completion_tokens)
+            series.prompt_tokens.inc(usage.prompt_tokens)
+            series.cached_tokens.inc(usage.cached_tokens)
 
 
 def _with_content(payload: bytes, text: str) -> bytes:

@@ -9,7 +9,7 @@ at 100 concurrent streams (``proxy bench``, README). This is the only module tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -51,7 +51,7 @@ class UpstreamStream:
     def reasoning_text(self) -> str:
         return self.speakable.reasoning_text
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
         """Data payloads, one list per network read (never waits to fill a batch)."""
         content = self._response.content
         while True:

@@ -9,7 +9,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -61,7 +61,7 @@ class EchoStream:
     def reasoning_text(self) -> str:
         return ""  # the echo model does not reason
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
         pieces = re.findall(r"\S+\s*", self._text)
         for piece in pieces:
             await asyncio.sleep(WORD_GAP_SECONDS)

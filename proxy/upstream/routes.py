@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ class CompletionStream(Protocol):
     @property
     def reasoning_text(self) -> str: ...  # the reasoning removed from the events so far
 
-    def batches(self) -> AsyncIterator[list[bytes]]: ...
+    def batches(self) -> AsyncGenerator[list[bytes], None]: ...
 
     def close(self) -> None: ...
 
@@ -364,8 +364,9 @@ class UpstreamRouter:
             self.cooldowns.succeeded(key)
             usage = parse_usage(response.get("usage"))
             if usage is not None and self.metrics is not None:
-                self.metrics.prompt_tokens.labels(model).inc(usage.prompt_tokens)
-                self.metrics.cached_prompt_tokens.labels(model).inc(usage.cached_tokens)
+                series = self.metrics.for_model(model)
+                series.prompt_tokens.inc(usage.prompt_tokens)
+                series.cached_tokens.inc(usage.cached_tokens)
             return response
         assert last_error is not None
         raise last_error

@@ -47,8 +47,8 @@ class SpeakableFilter:
         return (
             self.decisive
             and not self._in_think
-            and b"reasoning" not in raw
-            and b"<think>" not in raw
+            and raw.find(b"reasoning") < 0  # find, not ``in``: ``proxy.upstream.sse.CR``
+            and raw.find(b"<think>") < 0
         )
 
     def feed(self, payload: bytes) -> bytes | None:
@@ -59,8 +59,8 @@ class SpeakableFilter:
         if (
             self.decisive
             and not self._in_think
-            and b"reasoning" not in payload
-            and b"<think>" not in payload
+            and payload.find(b"reasoning") < 0
+            and payload.find(b"<think>") < 0
         ):
             return payload
         try:

@@ -8,7 +8,7 @@ the reply ends, and only what was sent when the caller leaves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ class ScriptedStream:
     waited: float = 0.0
     stalls: bool = False  # after ``rest``, the upstream sends nothing more
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
         for batch in self.rest:
             await asyncio.sleep(0)
             yield batch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
 import pytest
@@ -19,7 +19,7 @@ class Stream:
         self.waited = 0.0
         self._later = later
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
         for batch in self._later:
             yield batch
 
