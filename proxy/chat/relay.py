@@ -104,7 +104,7 @@ class StreamRelay:
                     yield self._meta_frames(plan.meta)
                 filler = speakable(plan.opening_filler)
                 yield self._speak(filler)
-                self._said(filler)
+                self._said([filler])
                 self._join_next = True
             stream = self._opened(await self._first())
             if not plan.opening_filler:
@@ -226,9 +226,9 @@ class StreamRelay:
                 self._done_sent = True
             if out:
                 self._sent_any = True
-                yield b"".join(out)
-                for text in texts:  # reached the caller
-                    self._said(text)
+                yield out[0] if len(out) == 1 else b"".join(out)
+                if texts:  # reached the caller
+                    self._said(texts)
             if reply.error is not None:
                 raise reply.error
             if reply.done:
@@ -268,9 +268,10 @@ class StreamRelay:
         text = "".join(stream.reasoning_text for stream in self._reasoned)
         return text or None
 
-    def _said(self, text: str) -> None:
-        self._step_text.append(text)
-        self._tail = text
+    def _said(self, texts: list[str]) -> None:
+        """``texts`` reached the caller."""
+        self._step_text += texts
+        self._tail = texts[-1]
         self._said_anything = True
 
     def _joined(self, text: str, pending: list[str]) -> str:
