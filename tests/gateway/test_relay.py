@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import AsyncGenerator
+
 import httpx
 import openai
 import orjson
@@ -123,3 +126,35 @@ def test_echo_model_answers_with_nothing_configured(make_proxy):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "(echo model) You said: testing one two"
     assert chunks[0].model == "echo"
+
+
+def test_a_streamed_reply_leaves_no_async_generator_to_the_loops_finaliser(make_proxy):
+    """An async generator dropped unfinished is closed by the event loop's finaliser,
+    which starts a task for it: a task per stream, for nothing. Every generator of a
+    reply is closed by the relay itself, with and without a task's history."""
+    proxy = make_proxy(redis=True)
+    finalised: list[str] = []
+
+    async def count_finalised() -> None:
+        hooks = sys.get_asyncgen_hooks()  # the server loop's own, for its thread
+        assert hooks.finalizer is not None
+
+        def counting(agen: AsyncGenerator[object, None]) -> None:
+            finalised.append(agen.__qualname__)
+            hooks.finalizer(agen)
+
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=counting)
+
+    proxy.run(count_finalised)
+    for task in (None, "task-finaliser"):
+        headers = {"X-Task-Id": task} if task else {}
+        for turn in range(3):
+            body = {
+                "model": "m",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"turn {turn}"}],
+                "mock": {"chunks": 4, "gap_ms": 5},  # events in reads of their own
+            }
+            response = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=headers)
+            assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+    assert finalised == []
