@@ -1,14 +1,16 @@
 """CPU work per streamed request, counted: the proxy and the bare aiohttp relay
 (``proxy.dev.bench.bare_relay``), each under valgrind's callgrind, same mock, same requests.
 
-    uv run python -m tests.bench.instructions [--requests 300] [--concurrency 10]
+    uv run python -m tests.bench.instructions [--requests 300] [--concurrency 1]
 
 CPU seconds per request on a shared VM move by 20% from one run to the next, more than
 most changes to the hot path; instructions executed repeat within a few percent. Each server
 starts under callgrind (a minute or more: everything runs about 50 times slower), takes
 ``--warmup`` requests, then its counters are zeroed, ``--requests`` are sent, and the
 total is read from the dump: instructions per request, for every thread of the process.
-The two servers run at the same time (the counts do not depend on the machine's load).
+The count depends on how many events each network read brings, so the default sends one
+request at a time with the events well apart (``--gap-ms``): each event is read alone,
+whatever the machine's load, and the two servers can run at the same time.
 Needs ``valgrind`` and ``callgrind_control`` (Debian's valgrind package).
 """
 
@@ -130,9 +132,10 @@ async def count(server: Counted, warmup: int, requests: int, concurrency: int) -
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per reply")
+    parser.add_argument("--gap-ms", type=float, default=20, help="between chunks")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind and callgrind_control (apt-get install valgrind)")
@@ -145,7 +148,7 @@ async def main() -> None:
         compileall.compile_dir(tree, quiet=2, workers=os.cpu_count() or 1)
     workdir = Path(tempfile.mkdtemp(prefix="proxy-instructions-"))
     procs = Processes()
-    mock = start_mock(procs, first_token_ms=50, gap_ms=10, chunks=args.chunks)
+    mock = start_mock(procs, first_token_ms=50, gap_ms=args.gap_ms, chunks=args.chunks)
     servers: list[Counted] = []
     try:
         async with aiohttp.ClientSession() as session:
