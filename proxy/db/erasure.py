@@ -39,8 +39,9 @@ def _postgres(session: AsyncSession) -> bool:
 
 async def erased_tasks(session: AsyncSession, task_ids: Iterable[str]) -> dict[str, float]:
     """Inside a writer's transaction: lock these tasks against erasure (until commit) and
-    return the erasure time of those that were erased."""
-    keys = sorted(set(task_ids))
+    return the erasure time of those that were erased. An empty id is no task (usage rows
+    are queued under none): nothing to lock or look up for it."""
+    keys = sorted({task_id for task_id in task_ids if task_id})
     if not keys:
         return {}
     if _postgres(session):
