@@ -25,13 +25,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from proxy.dev.bench.procs import Processes, clean_env, free_port, start_mock, wait_ready
+from proxy.dev.bench.procs import (
+    Child,
+    Processes,
+    clean_env,
+    free_port,
+    start_mock,
+    wait_ready,
+)
 
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 900  # under callgrind, importing everything takes minutes without .pyc
@@ -44,9 +50,7 @@ BODY = {
 
 @dataclass
 class Counted:
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
+    child: Child  # the server, started under callgrind
     dumps: Path  # callgrind writes its dumps here
 
 
@@ -67,24 +71,9 @@ def start_counted(name: str, args: list[str], env: dict[str, str], workdir: Path
         "--port",
         str(port),
     ]
-    log = (workdir / f"{name}.log").open("wb")
+    log = (workdir / f"{name}.log").open("w+b")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    return Counted(name, proc, f"http://{HOST}:{port}", dumps)
-
-
-async def ready(session: aiohttp.ClientSession, server: Counted) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise SystemExit(f"{server.name} exited with status {server.proc.returncode}")
-        try:
-            async with session.get(f"{server.url}/healthz", timeout=aiohttp.ClientTimeout(2)) as r:
-                if r.status == 200:
-                    return
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            pass
-        await asyncio.sleep(1)
-    raise SystemExit(f"{server.name} not ready after {STARTUP_SECONDS} s")
+    return Counted(Child(name, proc, port, log), dumps)
 
 
 async def send(session: aiohttp.ClientSession, url: str, count: int, concurrency: int) -> None:
@@ -120,11 +109,11 @@ def total_after_zero(dumps: Path) -> int:
 async def count(server: Counted, warmup: int, requests: int, concurrency: int) -> float:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await ready(session, server)
-        await send(session, server.url, warmup, concurrency)
-        callgrind("-z", server.proc.pid)
-        await send(session, server.url, requests, concurrency)
-        callgrind("-d", server.proc.pid)
+        await wait_ready(session, server.child, "/healthz", timeout_s=STARTUP_SECONDS)
+        await send(session, server.child.url, warmup, concurrency)
+        callgrind("-z", server.child.proc.pid)
+        await send(session, server.child.url, requests, concurrency)
+        callgrind("-d", server.child.proc.pid)
     await asyncio.sleep(1)  # the dump is written by the server's own thread
     return total_after_zero(server.dumps) / requests
 
@@ -169,8 +158,8 @@ async def main() -> None:
         )
     finally:
         for server in servers:
-            server.proc.terminate()
-            server.proc.wait(timeout=60)
+            server.child.proc.terminate()
+            server.child.proc.wait(timeout=60)
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
