@@ -1,9 +1,11 @@
-"""Streaming HTTP client for OpenAI-compatible upstreams, built on aiohttp.
+"""Streaming client for OpenAI-compatible upstreams: the requests, their timeouts, and
+upstream failures as the proxy's errors.
 
-Why aiohttp and not a plain ``httpx.AsyncClient``: an httpx relay is reported to
-collapse at 100 concurrent streams on this kind of machine (853 ms p50 time to first
-token against 53 ms direct, httpx issue #3215); through aiohttp the proxy adds a few ms
-at 100 concurrent streams (``proxy bench``, README). This is the only module that knows.
+The HTTP is ``proxy.upstream.http1`` (httptools under a small keep-alive pool). Not a plain
+``httpx.AsyncClient``: an httpx relay is reported to collapse at 100 concurrent streams
+on this kind of machine (853 ms p50 time to first token against 53 ms direct, httpx
+issue #3215). Not aiohttp's client either, which served here until it measured as about
+a quarter of the proxy's event-loop CPU at 100 streams (README, "Benchmarks").
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from proxy.errors import (
@@ -22,11 +23,13 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.settings import UpstreamTarget
+from proxy.upstream.http1 import ConnectFailed, ConnectionPool, HTTPError, Response
 from proxy.upstream.shape import target_headers, target_url
 from proxy.upstream.speakable import SpeakableFilter, strip_reasoning_from_completion
 from proxy.upstream.sse import SSEDecoder
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_COMPLETION_BODY = 64 * 1024 * 1024  # a non-streamed answer (or a model list)
 
 
 class UpstreamStream:
@@ -34,7 +37,7 @@ class UpstreamStream:
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: Response,
         decoder: SSEDecoder,
         first_events: list[bytes],
         target: UpstreamTarget,
@@ -53,14 +56,14 @@ class UpstreamStream:
 
     async def batches(self) -> AsyncGenerator[list[bytes], None]:
         """Data payloads, one list per network read (never waits to fill a batch)."""
-        content = self._response.content
+        response = self._response
         while True:
             try:
-                chunk = await content.readany()
+                chunk = await response.read_chunk()
             except TimeoutError as exc:
                 raise UpstreamTimeout("upstream stream exceeded its total timeout") from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(f"upstream stream broke: {type(exc).__name__}") from exc
+            except HTTPError as exc:
+                raise UpstreamError(f"upstream stream broke: {exc}") from exc
             if not chunk:
                 tail = _relayable(self.speakable, self._decoder.flush())
                 if tail:
@@ -73,54 +76,40 @@ class UpstreamStream:
                 yield events
 
     def close(self) -> None:
-        """Drop the connection: the upstream sees it close and stops generating."""
+        """Done with the stream. Unless the upstream had ended it, the connection is
+        dropped: the upstream sees it close and stops generating."""
         self._response.close()
 
 
 class UpstreamClient:
-    """One pooled aiohttp session for all upstream calls. Build in the app lifespan."""
+    """One connection pool for all upstream calls. Build in the app lifespan."""
 
     def __init__(self, max_connections: int = 1000) -> None:
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-        )
+        self._pool = ConnectionPool(self._max_connections)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
             raise RuntimeError("UpstreamClient.start() was not called")
-        return self._session
+        return self._pool
 
-    @staticmethod
-    def _headers(target: UpstreamTarget) -> dict[str, str]:
-        return target_headers(target)
-
-    def _post(self, target: UpstreamTarget, body: bytes) -> Any:
-        timeout = aiohttp.ClientTimeout(
-            total=target.total_timeout,
-            connect=target.connect_timeout,
-            sock_connect=target.connect_timeout,
-        )
-        return self.session.post(
+    async def _post(self, target: UpstreamTarget, body: bytes) -> Response:
+        return await self.pool.request(
+            "POST",
             target_url(target),
-            data=body,
-            headers=self._headers(target),
-            timeout=timeout,
+            target_headers(target),
+            body,
+            connect_timeout=target.connect_timeout,
+            total_timeout=target.total_timeout,
         )
 
     async def open_stream(
@@ -129,18 +118,18 @@ class UpstreamClient:
         """Send the request and wait for the first *speakable* event (text or a tool call,
         ``proxy.upstream.speakable``), within the first-token timeout. Role-only, empty
         and reasoning events before it are held (reasoning removed), not counted."""
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         speakable = SpeakableFilter()
         held: list[bytes] = []
         wait = target.first_token_timeout if first_token_timeout is None else first_token_timeout
         try:
             async with asyncio.timeout(wait):
                 response = await self._post(target, body)
-                if response.status >= 400:
+                if not 200 <= response.status < 300:
                     raise await _status_error(response)
                 decoder = SSEDecoder()
                 while not speakable.decisive:
-                    chunk = await response.content.readany()
+                    chunk = await response.read_chunk()
                     if not chunk:
                         held += _relayable(speakable, decoder.flush())
                         if not held:
@@ -163,10 +152,12 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(target.completion_timeout or target.first_token_timeout):
                 response = await self._post(target, body)
-            async with response:
-                if response.status >= 400:
+            try:
+                if not 200 <= response.status < 300:
                     raise await _status_error(response)
-                raw = await response.read()
+                raw = await response.read(MAX_COMPLETION_BODY)
+            finally:
+                response.close()
         except BaseException as exc:
             raise _translate(exc, target) from exc
         try:
@@ -181,14 +172,19 @@ class UpstreamClient:
     async def list_models(
         self, target: UpstreamTarget, wait_seconds: float = 2.0
     ) -> list[dict[str, Any]]:
-        async with self.session.get(
+        response = await self.pool.request(
+            "GET",
             f"{target.base_url}/models",
-            headers=self._headers(target),
-            timeout=aiohttp.ClientTimeout(total=wait_seconds),
-        ) as response:
+            target_headers(target),
+            connect_timeout=wait_seconds,
+            total_timeout=wait_seconds,
+        )
+        try:
             if response.status != 200:
                 return []
-            payload = orjson.loads(await response.read())
+            payload = orjson.loads(await response.read(MAX_COMPLETION_BODY))
+        finally:
+            response.close()
         data = payload.get("data") if isinstance(payload, dict) else None
         return [item for item in data or [] if isinstance(item, dict)]
 
@@ -209,25 +205,27 @@ def _translate(exc: BaseException, target: UpstreamTarget) -> BaseException:
         return exc
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return UpstreamTimeout(f"upstream did not answer within its timeout ({target.base_url})")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectFailed):
         return UpstreamError(f"cannot connect to upstream ({target.base_url})")
-    if isinstance(exc, aiohttp.ClientError):
-        return UpstreamError(f"upstream request failed: {type(exc).__name__}")
+    if isinstance(exc, HTTPError):
+        return UpstreamError(f"upstream request failed: {exc}")
     return exc
 
 
-async def _status_error(response: aiohttp.ClientResponse) -> UpstreamError:
+async def _status_error(response: Response) -> UpstreamError:
     """An upstream error status, keeping the upstream's own message when it has one."""
     try:
-        raw = await response.content.read(MAX_ERROR_BODY)
+        raw = await response.read(MAX_ERROR_BODY)
         detail = orjson.loads(raw).get("error", {}).get("message")
     except Exception:
         detail = None
     message = f"upstream returned HTTP {response.status}" + (f": {detail}" if detail else "")
     headers = {}
-    if "Retry-After" in response.headers:
-        headers["Retry-After"] = response.headers["Retry-After"]
+    if "retry-after" in response.headers:
+        headers["Retry-After"] = response.headers["retry-after"]
     response.close()
+    if response.status < 400:  # a redirect: not followed
+        return UpstreamError(message + " (redirects are not followed: check base_url)")
     if response.status == 429:
         return UpstreamRateLimited(message, headers=headers)
     if response.status in (408, 504):

@@ -1,0 +1,300 @@
+"""The upstream HTTP/1.1 client against a real socket server that answers with raw bytes:
+framing, keep-alive and its races, bounds, deadlines and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from proxy.upstream.http1 import (
+    READ_HIGH_WATER,
+    ConnectFailed,
+    ConnectionBroke,
+    ConnectionPool,
+    Response,
+)
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+@dataclass
+class RawServer:
+    """Counts connections and requests; ``answer`` writes each response."""
+
+    answer: Answer
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed_by_client: int = 0
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.requests.append(head + await reader.readexactly(length))
+                await self.answer(reader, writer, len(self.requests))
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_client += 1
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Answer], Awaitable[RawServer]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Answer) -> RawServer:
+        raw = RawServer(answer)
+        server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        servers.append(server)
+        raw.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        return raw
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def post(pool: ConnectionPool, url: str, total: float = 5.0) -> Response:
+    return await pool.request(
+        "POST",
+        url,
+        {"Content-Type": "application/json"},
+        b"{}",
+        connect_timeout=1,
+        total_timeout=total,
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not hold within 2 s")
+
+
+async def body_of(response: Response) -> bytes:
+    parts = []
+    while data := await response.read_chunk():
+        parts.append(data)
+    response.close()
+    return b"".join(parts)
+
+
+async def test_a_chunked_stream_arrives_as_written_and_its_connection_is_reused(serve):
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED + chunk(b"data: one\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(chunk(b"data: two\n\n") + b"0\r\n\r\n")
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    for _ in range(3):
+        response = await post(pool, server.url)
+        assert response.status == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert await response.read_chunk() == b"data: one\n\n"  # before the rest is written
+        assert await body_of(response) == b"data: two\n\n"
+    assert (server.connections, len(server.requests), pool.opened) == (1, 3, 1)
+    head = server.requests[0].split(b"\r\n")
+    assert head[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert b"Content-Length: 2" in head and b"Accept-Encoding: identity" in head
+    assert head[1].startswith(b"Host: 127.0.0.1:")
+    await pool.close()
+
+
+async def test_sized_and_close_delimited_bodies(serve):
+    async def answer(reader, writer, n):
+        if n != 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        else:  # no length, not chunked: the body ends where the connection does
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+            await writer.drain()
+            writer.close()
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    assert await body_of(await post(pool, server.url)) == b"hello"
+    assert await body_of(await post(pool, server.url)) == b"until the end"
+    assert (server.connections, pool.opened) == (1, 1)
+    assert await body_of(await post(pool, server.url)) == b"hello"  # a new connection
+    assert (server.connections, pool.opened) == (2, 2)
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_retried_once_on_a_new_one(serve):
+    async def answer(reader, writer, n):
+        if n == 2:  # the keep-alive race: the request arrives as the server gives up
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    assert await body_of(await post(pool, server.url)) == b"ok"
+    assert await body_of(await post(pool, server.url)) == b"ok"
+    assert (len(server.requests), server.connections, pool.opened) == (3, 2, 2)
+
+
+async def test_a_fresh_connection_closed_without_an_answer_fails_without_a_retry(serve):
+    async def answer(reader, writer, n):
+        writer.close()
+
+    server = await serve(answer)
+    with pytest.raises(ConnectionBroke):
+        await post(ConnectionPool(10), server.url)
+    assert len(server.requests) == 1
+
+
+async def test_closing_a_response_mid_body_closes_its_connection(serve):
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED + chunk(b"data: one\n\n"))
+        await writer.drain()
+        if n == 1:
+            await reader.read()  # until the client closes its side
+        else:
+            writer.write(b"0\r\n\r\n")
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    response = await post(pool, server.url)
+    assert await response.read_chunk() == b"data: one\n\n"
+    response.close()
+    await until(lambda: server.closed_by_client == 1)
+    assert await body_of(await post(pool, server.url)) == b"data: one\n\n"
+    assert (server.connections, pool.opened) == (2, 2)
+
+
+async def test_the_deadline_ends_a_silent_stream(serve):
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED)
+        await asyncio.sleep(5)
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    response = await post(pool, server.url, total=0.2)
+    with pytest.raises(TimeoutError):
+        await response.read_chunk()
+    response.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",  # too many headers
+        b"HTTP/1.1 200 OK\r\nX-A: " + b"b" * 70_000 + b"\r\n\r\n",  # headers too large
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
+    ],
+    ids=["headers", "header-bytes", "garbage", "encoding"],
+)
+async def test_a_malformed_response_is_a_broken_connection(serve, raw):
+    async def answer(reader, writer, n):
+        writer.write(raw)
+
+    server = await serve(answer)
+    with pytest.raises(ConnectionBroke):
+        await post(ConnectionPool(10), server.url)
+
+
+async def test_gzip_is_decoded_and_interim_responses_are_skipped(serve):
+    packed = gzip.compress(b"data: hello\n\n")
+
+    async def answer(reader, writer, n):
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(packed), packed)
+        )
+
+    server = await serve(answer)
+    response = await post(ConnectionPool(10), server.url)
+    assert response.status == 200
+    assert await body_of(response) == b"data: hello\n\n"
+
+
+async def test_no_connection_is_a_connect_failure():
+    pool = ConnectionPool(10)
+    with pytest.raises(ConnectFailed):
+        await post(pool, "http://127.0.0.1:9/v1/chat/completions")  # discard: nothing listens
+    with pytest.raises(ConnectFailed):
+        await post(pool, "ftp://127.0.0.1/v1")
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(serve):
+    server = await serve(lambda *_: asyncio.sleep(0))
+    with pytest.raises(ConnectFailed):
+        await ConnectionPool(10).request(
+            "POST", server.url, {"X-Key": "a\r\nX-Evil: 1"}, connect_timeout=1, total_timeout=1
+        )
+    assert server.connections == 0
+
+
+async def test_the_pool_bounds_exchanges_in_flight(serve):
+    release = asyncio.Event()
+
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED)
+        await writer.drain()
+        await release.wait()
+        writer.write(b"0\r\n\r\n")
+
+    server = await serve(answer)
+    pool = ConnectionPool(2)
+    first, second = await post(pool, server.url), await post(pool, server.url)
+    third = asyncio.ensure_future(post(pool, server.url))
+    await asyncio.sleep(0.1)
+    assert not third.done() and len(server.requests) == 2  # waits for a slot
+    first.close()  # mid-body: its connection is closed and its slot freed
+    response = await asyncio.wait_for(third, 1)
+    assert len(server.requests) == 3
+    release.set()
+    for done in (second, response):
+        assert await body_of(done) == b""
+    assert pool.opened == 3
+
+
+async def test_idle_connections_are_closed_after_their_idle_time(serve):
+    async def answer(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await serve(answer)
+    pool = ConnectionPool(10, idle_seconds=0.1)
+    assert await body_of(await post(pool, server.url)) == b"ok"
+    await until(lambda: server.closed_by_client == 1)
+    assert await body_of(await post(pool, server.url)) == b"ok"
+    assert pool.opened == 2
+
+
+async def test_an_unread_body_stops_the_socket_being_read_and_resumes_it(serve):
+    size = 4 * 1024 * 1024
+
+    async def answer(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(b"x" * size)
+        await writer.drain()
+
+    server = await serve(answer)
+    response = await post(ConnectionPool(10), server.url)
+    await asyncio.sleep(0.3)  # the server writes as fast as it can; nobody reads
+    assert response._buffered <= READ_HIGH_WATER + 256 * 1024  # one socket read past it
+    assert len(await body_of(response)) == size
