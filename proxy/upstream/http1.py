@@ -354,14 +354,19 @@ class ConnectionPool:
     """Keep-alive connections per origin, at most ``max_connections`` exchanges at once
     and as many idle connections; an idle one is closed after ``idle_seconds``."""
 
-    def __init__(self, max_connections: int, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        tls: ssl.SSLContext | None = None,  # default: the system's trusted certificates
+    ) -> None:
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_connections
         self._idle_seconds = idle_seconds
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._idle_count = 0
         self._sweep: asyncio.TimerHandle | None = None
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
         self.opened = 0  # connections made, ever (reuse shows as few)
 
     async def request(

@@ -4,11 +4,18 @@ framing, keep-alive and its races, bounds, deadlines and failures."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from proxy.upstream.http1 import (
     READ_HIGH_WATER,
@@ -298,3 +305,55 @@ async def test_an_unread_body_stops_the_socket_being_read_and_resumes_it(serve):
     await asyncio.sleep(0.3)  # the server writes as fast as it can; nobody reads
     assert response._buffered <= READ_HIGH_WATER + 256 * 1024  # one socket read past it
     assert len(await body_of(response)) == size
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_https_with_the_upstreams_certificate_checked(tmp_path):
+    cert_file, key_file = self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert_file, key_file)
+
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED + chunk(b"data: secret\n\n") + b"0\r\n\r\n")
+
+    raw = RawServer(answer)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://localhost:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    try:
+        trusting = ConnectionPool(10, tls=ssl.create_default_context(cafile=str(cert_file)))
+        for _ in range(2):
+            assert await body_of(await post(trusting, url)) == b"data: secret\n\n"
+        assert trusting.opened == 1
+        assert raw.requests[0].split(b"\r\n")[1] == f"Host: {url.split('/')[2]}".encode()
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await post(ConnectionPool(10), url)  # the system's roots do not know it
+    finally:
+        server.close()
