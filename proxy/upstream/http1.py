@@ -38,6 +38,10 @@ class HTTPError(Exception):
     """The exchange failed below HTTP (connection, framing)."""
 
 
+class InvalidRequest(HTTPError):
+    """The request cannot be sent as asked (its URL or a header): a configuration fault."""
+
+
 class ConnectFailed(HTTPError):
     """No connection could be made (refused, unreachable, name not found, TLS)."""
 
@@ -61,7 +65,7 @@ class Endpoint:
 def endpoint(url: str) -> Endpoint:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConnectFailed(f"not an http(s) URL: {url}")
+        raise InvalidRequest(f"not an http(s) URL: {url}")
     default = 443 if parts.scheme == "https" else 80
     port = parts.port or default
     host = parts.hostname
@@ -75,12 +79,15 @@ def request_head(method: str, where: Endpoint, headers: dict[str, str], length: 
     lines = [f"{method} {where.target} HTTP/1.1", f"Host: {where.host_header}"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ConnectFailed(f"header {name!r} has a line break")
+            raise InvalidRequest(f"header {name!r} has a line break")
         lines.append(f"{name}: {value}")
     lines.append("Accept-Encoding: identity")
     if method != "GET" or length:
         lines.append(f"Content-Length: {length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError as exc:  # HTTP/1.1 headers are bytes; latin-1 is the most
+        raise InvalidRequest("a header or the URL has characters HTTP cannot carry") from exc
 
 
 class Response:

@@ -22,6 +22,7 @@ from proxy.upstream.http1 import (
     ConnectFailed,
     ConnectionBroke,
     ConnectionPool,
+    InvalidRequest,
     Response,
 )
 
@@ -243,15 +244,18 @@ async def test_no_connection_is_a_connect_failure():
     pool = ConnectionPool(10)
     with pytest.raises(ConnectFailed):
         await post(pool, "http://127.0.0.1:9/v1/chat/completions")  # discard: nothing listens
-    with pytest.raises(ConnectFailed):
+    with pytest.raises(InvalidRequest):
         await post(pool, "ftp://127.0.0.1/v1")
 
 
-async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(serve):
+@pytest.mark.parametrize(
+    "value", ["a\r\nX-Evil: 1", "key-\u2603"], ids=["line-break", "non-latin-1"]
+)
+async def test_a_header_http_cannot_carry_is_refused_before_anything_is_sent(serve, value):
     server = await serve(lambda *_: asyncio.sleep(0))
-    with pytest.raises(ConnectFailed):
+    with pytest.raises(InvalidRequest):
         await ConnectionPool(10).request(
-            "POST", server.url, {"X-Key": "a\r\nX-Evil: 1"}, connect_timeout=1, total_timeout=1
+            "POST", server.url, {"X-Key": value}, connect_timeout=1, total_timeout=1
         )
     assert server.connections == 0
 
