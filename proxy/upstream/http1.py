@@ -31,6 +31,7 @@ import httptools
 MAX_HEADERS = 100  # a response with more is malformed (a hostile upstream)
 MAX_HEADER_BYTES = 64 * 1024
 READ_HIGH_WATER = 256 * 1024  # unread body bytes before the socket stops being read
+MAX_INFLATE = 16 * 1024 * 1024  # what one read of a compressed body may expand to
 DEFAULT_IDLE_SECONDS = 15.0  # an idle pooled connection is closed after this
 
 
@@ -197,9 +198,11 @@ class Response:
     def _body(self, data: bytes) -> None:
         if self._decoder is not None:
             try:
-                data = self._decoder.decompress(data)
+                data = self._decoder.decompress(data, MAX_INFLATE)
             except zlib.error as exc:
                 raise ConnectionBroke("upstream sent a body that does not decompress") from exc
+            if self._decoder.unconsumed_tail:  # a compression bomb, not an answer
+                raise ConnectionBroke("upstream sent a body that expands without bound")
         if not data:
             return
         self._chunks.append(data)
