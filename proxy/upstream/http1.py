@@ -376,7 +376,9 @@ class ConnectionPool:
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._idle_count = 0
         self._sweep: asyncio.TimerHandle | None = None
-        self._tls = tls
+        # Made now, at start-up: loading the trusted certificates reads files (tens of ms),
+        # which the first https request would otherwise wait for on the event loop.
+        self._tls = tls or ssl.create_default_context()
         self.opened = 0  # connections made, ever (reuse shows as few)
 
     async def request(
@@ -440,7 +442,7 @@ class ConnectionPool:
                 return connection, True
         loop = asyncio.get_running_loop()
         wait = min(connect_timeout, max(deadline - loop.time(), 0.0))
-        tls = self._tls_context() if where.scheme == "https" else None
+        tls = self._tls if where.scheme == "https" else None
         try:
             async with asyncio.timeout(wait):
                 _, protocol = await loop.create_connection(
@@ -484,8 +486,3 @@ class ConnectionPool:
             self._sweep = asyncio.get_running_loop().call_later(
                 self._idle_seconds, self._close_stale
             )
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
