@@ -26,10 +26,11 @@ from proxy.settings import UpstreamTarget
 from proxy.upstream.http1 import ConnectFailed, ConnectionPool, HTTPError, Response
 from proxy.upstream.shape import target_headers, target_url
 from proxy.upstream.speakable import SpeakableFilter, strip_reasoning_from_completion
-from proxy.upstream.sse import SSEDecoder
+from proxy.upstream.sse import DONE, SSEDecoder
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_COMPLETION_BODY = 64 * 1024 * 1024  # a non-streamed answer (or a model list)
+DONE_GRACE_SECONDS = 2.0  # after [DONE], the wait for the body's end to reuse the connection
 
 
 class UpstreamStream:
@@ -49,6 +50,7 @@ class UpstreamStream:
         self.target = target
         self.waited = 0.0
         self.speakable = speakable or SpeakableFilter()
+        self._done = _ends(first_events)  # the upstream sent its [DONE]
 
     @property
     def reasoning_text(self) -> str:
@@ -67,18 +69,24 @@ class UpstreamStream:
             if not chunk:
                 tail = _relayable(self.speakable, self._decoder.flush())
                 if tail:
+                    self._done = _ends(tail)
                     yield tail
                 return
             events = self._decoder.feed(chunk)
             if not self.speakable.passes(chunk):  # else: nothing to strip (the usual case)
                 events = _relayable(self.speakable, events)
             if events:
+                self._done = _ends(events)
                 yield events
 
     def close(self) -> None:
-        """Done with the stream. Unless the upstream had ended it, the connection is
-        dropped: the upstream sees it close and stops generating."""
-        self._response.close()
+        """Done with the stream. After the upstream's ``[DONE]`` its connection goes back
+        to the pool (once the body's end arrives); before it, the connection is dropped:
+        the upstream sees it close and stops generating."""
+        if self._done:
+            self._response.close_after_end(DONE_GRACE_SECONDS)
+        else:
+            self._response.close()
 
 
 class UpstreamClient:
@@ -187,6 +195,10 @@ class UpstreamClient:
             response.close()
         data = payload.get("data") if isinstance(payload, dict) else None
         return [item for item in data or [] if isinstance(item, dict)]
+
+
+def _ends(events: list[bytes]) -> bool:
+    return bool(events) and events[-1] == DONE
 
 
 def _relayable(speakable: SpeakableFilter, events: list[bytes]) -> list[bytes]:

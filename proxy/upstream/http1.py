@@ -104,6 +104,7 @@ class Response:
         "_error",
         "_header_bytes",
         "_header_count",
+        "_lingering",
         "_released",
         "_waiter",
         "head",
@@ -124,6 +125,7 @@ class Response:
         self._error: BaseException | None = None
         self._ended = False  # the whole body arrived
         self._released = False
+        self._lingering = False  # read all it wants; waits for the body's end to reuse
         self._decoder: zlib._Decompress | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
@@ -169,6 +171,24 @@ class Response:
         else:
             self._release(reusable=False)
 
+    def close_after_end(self, grace: float) -> None:
+        """Done with a response that has nothing more to say (an SSE stream's ``[DONE]``
+        was read) though its body has not ended yet: the end (a chunked body's last
+        chunk, often a read of its own) is waited for, up to ``grace`` seconds, and the
+        connection then goes back to the pool instead of costing the next request a
+        new connection (and TLS handshake). Anything else arriving is dropped."""
+        if self._released:
+            return
+        if self._ended or self._error is not None:
+            self.close()
+            return
+        self._lingering = True
+        self._chunks, self._buffered = [], 0
+        self._connection.resume()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self._connection.loop.call_later(grace, self._expire)
+
     # --- from the connection -------------------------------------------------------
 
     def _header(self, name: bytes, value: bytes) -> None:
@@ -203,7 +223,7 @@ class Response:
                 raise ConnectionBroke("upstream sent a body that does not decompress") from exc
             if self._decoder.unconsumed_tail:  # a compression bomb, not an answer
                 raise ConnectionBroke("upstream sent a body that expands without bound")
-        if not data:
+        if not data or self._lingering:
             return
         self._chunks.append(data)
         self._buffered += len(data)
@@ -217,12 +237,18 @@ class Response:
         self._ended = True
         if self._deadline is not None:
             self._deadline.cancel()
+        if self._lingering:
+            self._done()
+            return
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
         if self._ended or self._error is not None:
             return
         self._error = error
+        if self._lingering:
+            self._release(reusable=False)
+            return
         if not self.head.done():
             self.head.set_exception(error)
             self.head.exception()  # retrieved: nobody may be waiting on it any more

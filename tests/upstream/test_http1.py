@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from proxy.settings import UpstreamTarget
+from proxy.upstream.client import UpstreamClient
 from proxy.upstream.http1 import (
     MAX_INFLATE,
     READ_HIGH_WATER,
@@ -365,3 +367,85 @@ async def test_https_with_the_upstreams_certificate_checked(tmp_path):
             await post(ConnectionPool(10), url)  # the system's roots do not know it
     finally:
         server.close()
+
+
+async def test_after_done_the_connection_waits_for_the_bodys_end_and_is_reused(serve):
+    ended = asyncio.Event()
+
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED + chunk(b"data: [DONE]\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the last chunk in a read of its own, as over TLS
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        ended.set()
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    response = await post(pool, server.url)
+    assert await response.read_chunk() == b"data: [DONE]\n\n"
+    response.close_after_end(grace=2.0)
+    await ended.wait()
+    await asyncio.sleep(0.02)
+    assert await body_of(await post(pool, server.url)) == b"data: [DONE]\n\n"
+    assert (server.connections, pool.opened, server.closed_by_client) == (1, 1, 0)
+
+
+async def test_after_done_a_body_that_never_ends_is_closed_after_the_grace(serve):
+    async def answer(reader, writer, n):
+        writer.write(CHUNKED + chunk(b"data: [DONE]\n\n"))
+        await writer.drain()
+        await reader.read()  # never ends the body; waits for the client to close
+
+    server = await serve(answer)
+    pool = ConnectionPool(10)
+    response = await post(pool, server.url)
+    assert await response.read_chunk() == b"data: [DONE]\n\n"
+    response.close_after_end(grace=0.1)
+    await asyncio.sleep(0.05)
+    assert server.closed_by_client == 0  # still waiting for the end
+    await until(lambda: server.closed_by_client == 1)
+
+
+def sse_target(url: str) -> UpstreamTarget:
+    return UpstreamTarget(base_url=url.removesuffix("/chat/completions"), api_key="k")
+
+
+@pytest.mark.parametrize("heard_done", [True, False], ids=["after-done", "barge-in"])
+async def test_a_closed_upstream_stream_reuses_its_connection_only_after_done(serve, heard_done):
+    async def answer(reader, writer, n):
+        event = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+        writer.write(CHUNKED + chunk(event))
+        await writer.drain()
+        if heard_done or n > 1:
+            writer.write(chunk(b"data: [DONE]\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"0\r\n\r\n")
+        else:
+            await reader.read()  # still generating when the caller leaves
+
+    server = await serve(answer)
+    client = UpstreamClient(max_connections=10)
+    await client.start()
+    target = sse_target(server.url)
+    stream = await client.open_stream(target, b"{}")
+    events = list(stream.first_events)
+    assert events[0] == b'{"choices":[{"index":0,"delta":{"content":"Hi"}}]}'
+    if heard_done and events[-1] != b"[DONE]":
+        batches = stream.batches()
+        async for batch in batches:  # as the relay reads: up to [DONE], not the end
+            events += batch
+            if batch[-1] == b"[DONE]":
+                break
+        await batches.aclose()
+    assert (events[-1] == b"[DONE]") is heard_done
+    stream.close()
+    if heard_done:
+        await asyncio.sleep(0.1)  # the body's end arrives
+    else:
+        await until(lambda: server.closed_by_client == 1)  # the upstream stops at once
+    second = await client.open_stream(target, b"{}")
+    second.close()
+    assert client.pool.opened == (1 if heard_done else 2)
+    await client.close()
