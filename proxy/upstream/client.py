@@ -1,11 +1,12 @@
 """Streaming client for OpenAI-compatible upstreams: the requests, their timeouts, and
 upstream failures as the proxy's errors.
 
-The HTTP is ``proxy.upstream.http1`` (httptools under a small keep-alive pool). Not a plain
-``httpx.AsyncClient``: an httpx relay is reported to collapse at 100 concurrent streams
-on this kind of machine (853 ms p50 time to first token against 53 ms direct, httpx
-issue #3215). Not aiohttp's client either, which served here until it measured as about
-a quarter of the proxy's event-loop CPU at 100 streams (README, "Benchmarks").
+The HTTP is ``proxy.upstream.http1`` (httptools), its connections kept alive by
+``proxy.upstream.pool``. Not a plain ``httpx.AsyncClient``: an httpx relay is reported to
+collapse at 100 concurrent streams on this kind of machine (853 ms p50 time to first
+token against 53 ms direct, httpx issue #3215). Not aiohttp's client either, which served
+here until it measured as about a quarter of the proxy's event-loop CPU at 100 streams
+(README, "Benchmarks").
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.settings import UpstreamTarget
-from proxy.upstream.http1 import ConnectFailed, ConnectionPool, HTTPError, Response
+from proxy.upstream.http1 import ConnectFailed, HTTPError, Response
+from proxy.upstream.pool import ConnectionPool
 from proxy.upstream.shape import target_headers, target_url
 from proxy.upstream.speakable import SpeakableFilter, strip_reasoning_from_completion
 from proxy.upstream.sse import DONE, SSEDecoder

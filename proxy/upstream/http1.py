@@ -7,7 +7,8 @@ body, a stream reader with its timers, Python-level bookkeeping on every read. H
 request is one write, and a read is one C parse and a list append
 (``tests/bench/clients.py`` compares the clients in one run).
 
-It does what upstream calls need and no more: ``POST`` and ``GET``, http and https,
+The pool of these connections is ``proxy.upstream.pool``. It does what upstream calls
+need and no more: ``POST`` and ``GET``, http and https,
 keep-alive with a bounded pool, chunked, sized and close-delimited bodies, gzip and
 deflate (never asked for: the request says ``identity``), one deadline for the whole
 exchange. No proxies from the environment, no redirects, no cookies (the aiohttp
@@ -17,13 +18,10 @@ session here used none of them either).
 from __future__ import annotations
 
 import asyncio
-import ssl
-import time
 import zlib
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -32,7 +30,6 @@ MAX_HEADERS = 100  # a response with more is malformed (a hostile upstream)
 MAX_HEADER_BYTES = 64 * 1024
 READ_HIGH_WATER = 256 * 1024  # unread body bytes before the socket stops being read
 MAX_INFLATE = 16 * 1024 * 1024  # what one read of a compressed body may expand to
-DEFAULT_IDLE_SECONDS = 15.0  # an idle pooled connection is closed after this
 
 
 class HTTPError(Exception):
@@ -91,6 +88,14 @@ def request_head(method: str, where: Endpoint, headers: dict[str, str], length: 
         raise InvalidRequest("a header or the URL has characters HTTP cannot carry") from exc
 
 
+class ConnectionOwner(Protocol):
+    """Where a connection goes when its exchange is over (``proxy.upstream.pool``)."""
+
+    def put_back(self, connection: Connection) -> None: ...  # reusable: kept for the next
+
+    def discarded(self) -> None: ...  # closed: its slot is free
+
+
 class Response:
     """One response, read as it arrives. ``close()`` when done with it (always)."""
 
@@ -113,7 +118,7 @@ class Response:
         "status",
     )
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.status = 0
         self.headers: dict[str, str] = {}  # lower-case names; repeated ones joined
@@ -275,10 +280,10 @@ class Response:
         self._connection.finished(reusable)
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One connection to an upstream; one exchange at a time."""
 
-    def __init__(self, pool: ConnectionPool, key: tuple[str, str, int]) -> None:
+    def __init__(self, pool: ConnectionOwner, key: tuple[str, str, int]) -> None:
         self.pool = pool
         self.key = key
         self.loop = asyncio.get_running_loop()
@@ -384,131 +389,3 @@ class _Connection(asyncio.Protocol):
 
 def _close_delimited(headers: dict[str, str]) -> bool:
     return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
-
-
-class ConnectionPool:
-    """Keep-alive connections per origin, at most ``max_connections`` exchanges at once
-    and as many idle connections; an idle one is closed after ``idle_seconds``."""
-
-    def __init__(
-        self,
-        max_connections: int,
-        idle_seconds: float = DEFAULT_IDLE_SECONDS,
-        tls: ssl.SSLContext | None = None,  # default: the system's trusted certificates
-    ) -> None:
-        self._slots = asyncio.Semaphore(max_connections)
-        self._max_idle = max_connections
-        self._idle_seconds = idle_seconds
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
-        self._idle_count = 0
-        self._sweep: asyncio.TimerHandle | None = None
-        # Made now, at start-up: loading the trusted certificates reads files (tens of ms),
-        # which the first https request would otherwise wait for on the event loop.
-        self._tls = tls or ssl.create_default_context()
-        self.opened = 0  # connections made, ever (reuse shows as few)
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        body: bytes = b"",
-        *,
-        connect_timeout: float,
-        total_timeout: float,
-    ) -> Response:
-        """Send the request; return once the response's status and headers are in.
-        Raises ``ConnectFailed``, ``ConnectionBroke`` or ``TimeoutError``."""
-        where = endpoint(url)
-        deadline = asyncio.get_running_loop().time() + total_timeout
-        head = request_head(method, where, headers, len(body))
-        await self._slots.acquire()  # given back when the response is released
-        for attempt in range(2):
-            try:
-                connection, reused = await self._connection(where, connect_timeout, deadline)
-            except BaseException:
-                self._slots.release()
-                raise
-            response = connection.send(head, body, deadline)
-            try:
-                await response.head
-                return response
-            except ConnectionBroke:
-                # A pooled connection the upstream had just closed: once more, anew.
-                again = reused and not response.received_any and attempt == 0
-                response.close()
-                if not again:
-                    raise
-                await self._slots.acquire()
-            except BaseException:
-                response.close()
-                raise
-        raise AssertionError("unreachable: the second attempt returns or raises")
-
-    async def close(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.abort()
-        self._idle.clear()
-        self._idle_count = 0
-        if self._sweep is not None:
-            self._sweep.cancel()
-
-    # --- connections ---------------------------------------------------------------------
-
-    async def _connection(
-        self, where: Endpoint, connect_timeout: float, deadline: float
-    ) -> tuple[_Connection, bool]:
-        key = (where.scheme, where.host, where.port)
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if not connection.closed:
-                return connection, True
-        loop = asyncio.get_running_loop()
-        wait = min(connect_timeout, max(deadline - loop.time(), 0.0))
-        tls = self._tls if where.scheme == "https" else None
-        try:
-            async with asyncio.timeout(wait):
-                _, protocol = await loop.create_connection(
-                    lambda: _Connection(self, key),
-                    where.host,
-                    where.port,
-                    ssl=tls,
-                    server_hostname=where.host if tls else None,
-                )
-        except TimeoutError:
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"cannot connect to {where.host}:{where.port}: {exc}") from exc
-        self.opened += 1
-        return protocol, False
-
-    def put_back(self, connection: _Connection) -> None:
-        self._slots.release()
-        if self._idle_count >= self._max_idle:
-            connection.abort()
-            return
-        connection.idle_since = time.monotonic()
-        self._idle.setdefault(connection.key, deque()).append(connection)
-        self._idle_count += 1
-        if self._sweep is None:
-            self._sweep = connection.loop.call_later(self._idle_seconds, self._close_stale)
-
-    def discarded(self) -> None:
-        self._slots.release()
-
-    def _close_stale(self) -> None:
-        self._sweep = None
-        oldest = time.monotonic() - self._idle_seconds
-        for key, idle in list(self._idle.items()):
-            while idle and (idle[0].closed or idle[0].idle_since <= oldest):
-                idle.popleft().abort()
-                self._idle_count -= 1
-            if not idle:
-                del self._idle[key]
-        if self._idle_count:
-            self._sweep = asyncio.get_running_loop().call_later(
-                self._idle_seconds, self._close_stale
-            )

@@ -5,7 +5,7 @@ clients, same run, same mock upstream.
 
 Starts the mock upstream as its own process (the voice profile of ``proxy bench``:
 first token after 50 ms, then 20 chunks 10 ms apart) and streams chat completions from
-it with the proxy's ``ConnectionPool``, ``aiohttp.ClientSession`` and
+it with the proxy's ``ConnectionPool`` (``proxy.upstream.pool``), ``aiohttp.ClientSession`` and
 ``httpx.AsyncClient`` (each with a pool as large as the concurrency), in alternating
 rounds, from one event loop as the proxy's relay would. Prints time to the first content
 event (p50 / p95 / p99) and this process's CPU time per request, per client and
@@ -27,7 +27,7 @@ import uvloop
 
 from proxy.dev.bench.loadgen import chat_body, has_content_event, percentiles
 from proxy.dev.bench.procs import Processes, start_mock, wait_ready
-from proxy.upstream.http1 import ConnectionPool
+from proxy.upstream.pool import ConnectionPool
 
 Stream = Callable[[], Awaitable[float]]  # one streamed request -> seconds to first content
 

@@ -1,5 +1,6 @@
-"""The upstream HTTP/1.1 client against a real socket server that answers with raw bytes:
-framing, keep-alive and its races, bounds, deadlines and failures."""
+"""The upstream HTTP/1.1 client (``proxy.upstream.http1`` and its pool) against a real
+socket server that answers with raw bytes: framing, keep-alive and its races, bounds,
+deadlines and failures."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from proxy.upstream.http1 import (
     READ_HIGH_WATER,
     ConnectFailed,
     ConnectionBroke,
-    ConnectionPool,
     InvalidRequest,
     Response,
 )
+from proxy.upstream.pool import ConnectionPool
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 BOMB = gzip.compress(b"\0" * (MAX_INFLATE + 1))  # 16 MiB and a byte of zeros: about 16 KiB
