@@ -1,5 +1,6 @@
-"""HTTP/1.1 for upstream calls: pooled keep-alive connections, responses parsed by
-httptools (the C parser the server side already uses), bodies handed over as they arrive.
+"""HTTP/1.1 for upstream calls: a connection's exchanges, one at a time, each response
+parsed by httptools (the C parser the server side already uses) and its body handed over
+as it arrives.
 
 Why not aiohttp's client, which served here before: at 100 concurrent streams it was
 about a quarter of the proxy's event-loop CPU (py-spy): a task to write each request
@@ -7,12 +8,12 @@ body, a stream reader with its timers, Python-level bookkeeping on every read. H
 request is one write, and a read is one C parse and a list append
 (``tests/bench/clients.py`` compares the clients in one run).
 
-The pool of these connections is ``proxy.upstream.pool``. It does what upstream calls
-need and no more: ``POST`` and ``GET``, http and https,
-keep-alive with a bounded pool, chunked, sized and close-delimited bodies, gzip and
-deflate (never asked for: the request says ``identity``), one deadline for the whole
-exchange. No proxies from the environment, no redirects, no cookies (the aiohttp
-session here used none of them either).
+The connections are kept alive by ``proxy.upstream.pool``. Together they do what
+upstream calls need and no more: ``POST`` and ``GET``, http and https, keep-alive with
+a bounded pool, chunked, sized and close-delimited bodies, gzip and deflate (never asked
+for: the request says ``identity``), one deadline for the whole exchange. No proxies
+from the environment, no cookies (the aiohttp session here used neither) and no
+redirects (a 3xx is an upstream error).
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class ConnectionPool:
         total_timeout: float,
     ) -> Response:
         """Send the request; return once the response's status and headers are in.
-        Raises ``ConnectFailed``, ``ConnectionBroke`` or ``TimeoutError``."""
+        Raises ``InvalidRequest`` (before anything is sent), ``ConnectFailed``,
+        ``ConnectionBroke`` or ``TimeoutError``."""
         where = endpoint(url)
         deadline = asyncio.get_running_loop().time() + total_timeout
         head = request_head(method, where, headers, len(body))
