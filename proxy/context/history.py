@@ -89,6 +89,24 @@ class StoredMessage:
             "reasoning_content": self.reasoning_content,
         }
 
+    def copy(self) -> StoredMessage:
+        """A shallow copy (positional, as ``from_dict``: a turn copies whole histories)."""
+        return StoredMessage(
+            self.role,
+            self.content,
+            self.name,
+            self.tool_calls,
+            self.tool_call_id,
+            self.id,
+            self.request_id,
+            self.interrupted,
+            self.created_at,
+            self.tokens,
+            self.source,
+            self.heard_at,
+            self.reasoning_content,
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoredMessage:
         # Positional, in the order of the fields (a round-trip test checks it): a turn
