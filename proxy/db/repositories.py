@@ -5,10 +5,11 @@ Callers own the transaction (``async with sessionmaker() as s, s.begin(): ...``)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.db.base import row_chunks, utcnow
+from proxy.db.base import Base, row_chunks, table_of, utcnow
 from proxy.db.models import (
     ApiKey,
     CallbackEvent,
@@ -46,6 +47,24 @@ def _insert(session: AsyncSession, model: Any) -> Any:
     """INSERT that supports ON CONFLICT on both PostgreSQL and SQLite."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+def _upsert(session: AsyncSession, model: type[Base], key: str, updated: Iterable[str]) -> Any:
+    """INSERT ... ON CONFLICT (``key``) DO UPDATE ``updated``, of the model's table, for
+    rows given at execution (an executemany): compiled once, whatever the number of rows.
+    A multi-row VALUES of ORM rows was compiled at every write-behind batch, about 0.3 ms
+    of CPU per row (SQLite, 54-row batches: 15-21 ms a batch; this way 3.5-4.4 ms)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return _upsert_statement(dialect, model, key, tuple(updated))
+
+
+@functools.lru_cache(maxsize=64)  # a few models and sets of fields per dialect
+def _upsert_statement(dialect: str, model: type[Base], key: str, updated: tuple[str, ...]) -> Any:
+    # The same statement object each time: SQLAlchemy keeps its cache key on it.
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table_of(model))
+    return insert.on_conflict_do_update(
+        index_elements=[key], set_={k: insert.excluded[k] for k in updated}
+    )
 
 
 @dataclass(slots=True)
@@ -195,12 +214,8 @@ class TaskRepository:
             values = {"task_id": task_id, "last_activity_at": now, **tasks[task_id]}
             groups.setdefault(tuple(sorted(values)), []).append(values)
         for columns, rows in groups.items():
-            for chunk in row_chunks(rows):
-                insert = _insert(self.session, Task).values(list(chunk))
-                updates = {k: insert.excluded[k] for k in columns if k != "task_id"}
-                await self.session.execute(
-                    insert.on_conflict_do_update(index_elements=["task_id"], set_=updates)
-                )
+            updated = [k for k in columns if k != "task_id"]
+            await self.session.execute(_upsert(self.session, Task, "task_id", updated), rows)
 
     async def search(self, filters: TaskFilter, *, offset: int = 0, limit: int = 50) -> Page:
         query: Select[Any] = select(Task)
@@ -238,13 +253,10 @@ class TranscriptRepository:
 
     async def upsert(self, rows: list[dict[str, Any]]) -> None:
         """Insert messages, or update them in place (a 905 correction keeps the id)."""
-        mutable = ("content", "interrupted", "tool_calls", "round_id")
-        for chunk in row_chunks(rows):
-            insert = _insert(self.session, TranscriptMessage).values(list(chunk))
+        if rows:
+            mutable = ("content", "interrupted", "tool_calls", "round_id")
             await self.session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["id"], set_={k: insert.excluded[k] for k in mutable}
-                )
+                _upsert(self.session, TranscriptMessage, "id", mutable), rows
             )
 
     async def update(self, task_id: str, message_id: str, **fields: Any) -> bool:
