@@ -116,7 +116,7 @@ class ConnectionPool:
                     ssl=tls,
                     server_hostname=where.host if tls else None,
                 )
-        except TimeoutError:
+        except TimeoutError:  # an OSError too: a timeout stays a timeout
             raise
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(f"cannot connect to {where.host}:{where.port}: {exc}") from exc
