@@ -66,7 +66,9 @@ def test_a_slow_start_that_is_not_speakable_falls_back_at_the_first_token_timeou
 
 @pytest.mark.parametrize("think_tags", [False, True], ids=["reasoning_content", "think tags"])
 def test_reasoning_is_never_spoken_nor_stored(make_proxy, mock, think_tags):
-    proxy = make_proxy()
+    # Not a timing test: the voice defaults (1 s to connect, 1.5 s for a whole
+    # non-streaming answer) would fail it on a CI machine that stalls for a moment.
+    proxy = make_proxy(upstream_connect_timeout=10, upstream_first_token_timeout=10)
     headers = {"X-Task-Id": f"reasoning-{think_tags}"}
     behaviour = {"reasoning": "SECRET chain of thought", "think_tags": think_tags}
     response = chat(proxy, "what is six times seven?", headers, mock={**behaviour, "reply": "42."})
@@ -81,8 +83,9 @@ def test_reasoning_is_never_spoken_nor_stored(make_proxy, mock, think_tags):
     ]
     # Non-streaming: the same.
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "mock": behaviour}
-    message = httpx.post(proxy.base_url + "/chat/completions", json=body).json()["choices"][0]
-    assert "SECRET" not in orjson.dumps(message).decode()
+    response = httpx.post(proxy.base_url + "/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    assert "SECRET" not in orjson.dumps(response.json()["choices"][0]).decode()
 
 
 def test_fast_first_words_waits_for_a_speakable_token(make_proxy, mock, monkeypatch):
