@@ -14,7 +14,7 @@ from proxy.dev.mock.upstream import MockUpstreamThread
 from proxy.settings import Settings
 from tests.servers import ProxyServer
 
-pytest_plugins = ["tests.db_fixtures", "tests.redis_cluster"]
+pytest_plugins = ["tests.db_fixtures", "tests.redis_cluster", "tests.gc_heap"]
 
 REDIS_URL = os.environ.get("PROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Settings must come from the test, never from the developer's shell.
