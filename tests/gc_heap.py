@@ -23,7 +23,7 @@ SHOWN = 5
 LONG_PAUSE_S = 0.5
 
 _started: float | None = None
-_current = "(collection)"
+_current: str | None = None  # the test running; None before the first (collection)
 _module: object = None
 _freezing = False  # our own collection between tests: not a pause during one
 _longest: list[tuple[float, int, str]] = []  # a min-heap of (seconds, generation, test)
@@ -32,7 +32,7 @@ _long_pauses = 0
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
     global _started, _long_pauses
-    if _freezing:
+    if _freezing or _current is None:
         return
     if phase == "start":
         _started = time.perf_counter()
