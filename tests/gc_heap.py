@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import heapq
 import time
-from typing import Any
 
 import pytest
 
@@ -30,7 +29,7 @@ _longest: list[tuple[float, int, str]] = []  # a min-heap of (seconds, generatio
 _long_pauses = 0
 
 
-def _on_gc(phase: str, info: dict[str, Any]) -> None:
+def _on_gc(phase: str, info: dict[str, int]) -> None:
     global _started, _long_pauses
     if _freezing or _current is None:
         return
@@ -77,7 +76,7 @@ def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) 
     _current = nodeid
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _longest:
         return
     terminalreporter.write_line(
