@@ -202,6 +202,32 @@ async def timeline(task_key: str, request: Request, session: SessionDep) -> Resp
 # Live updates: Server-Sent Events carrying re-rendered HTML when it changed.
 
 
+# Renders still running after their page was left (see ``_render_to_the_end``).
+_ORPHANED_RENDERS: set[asyncio.Future[str]] = set()
+
+
+async def _render_to_the_end(render: Callable[[], Awaitable[str]]) -> str:
+    """Render; when the page is left meanwhile, the render still finishes, unseen.
+
+    Leaving a live page cancels its events. A database read cut off mid-statement keeps
+    its SQLite connection's read snapshot until the garbage collector frees the cursor,
+    and (before WAL mode, see ``proxy.db.session``) blocked every write meanwhile.
+    """
+    task = asyncio.ensure_future(render())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _ORPHANED_RENDERS.add(task)  # a strong reference until it ends
+        task.add_done_callback(_orphan_ended)
+        raise
+
+
+def _orphan_ended(task: asyncio.Future[str]) -> None:
+    _ORPHANED_RENDERS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("console live page: a render after the page was left: %r", task.exception())
+
+
 def _live(request: Request, render: Callable[[], Awaitable[str]]) -> Response:
     state = request.app.state
     if getattr(state, "console_live_pages", 0) >= MAX_LIVE_PAGES:
@@ -213,7 +239,7 @@ def _live(request: Request, render: Callable[[], Awaitable[str]]) -> Response:
         try:
             while not services(request).shutting_down:
                 try:
-                    html = await render()
+                    html = await _render_to_the_end(render)
                 except Exception as exc:  # the database is down: say so, keep trying
                     log.warning("console live page: %r", exc)
                     yield {"event": "status", "data": "the database is unavailable; retrying"}
