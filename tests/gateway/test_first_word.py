@@ -105,8 +105,10 @@ def test_time_to_first_token_is_measured_to_the_speakable_token(make_proxy, mock
     )
     chat(proxy, mock={"role_first": True, "first_token_ms": 400})
     name = "gen_ai_server_time_to_first_token_seconds_bucket"
+    # Measured to the role-only chunk, it would be in the lowest bucket (1 ms); the bucket
+    # above 0.5 s leaves a loaded CI machine 0.6 s to stall in without a false failure.
     assert metric(proxy, name, le="0.25", gen_ai_request_model="voice") == 0
-    assert metric(proxy, name, le="0.5", gen_ai_request_model="voice") == 1
+    assert metric(proxy, name, le="1.0", gen_ai_request_model="voice") == 1
 
 
 def test_default_timeouts_fall_back_inside_the_engines_3_s(make_proxy, mock):
